@@ -1,0 +1,156 @@
+// Package db opens the Postgres pool every function shares and runs transactions on it.
+//
+// The pool is sized for Lambda (one invocation at a time per container, so a handful of
+// connections), has connect and idle timeouts so a frozen container does not hold server
+// slots, and never depends on server-side prepared statements surviving between transactions,
+// so it works behind Supavisor's transaction mode as well as on a direct connection.
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrUnavailable marks an error as "the database could not be reached": callers answer 503 so a
+// webhook sender retries, instead of 500.
+var ErrUnavailable = errors.New("database unavailable")
+
+// Querier is what data-access code needs from a pool, a connection or a transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+var (
+	_ Querier = (*pgxpool.Pool)(nil)
+	_ Querier = (pgx.Tx)(nil)
+)
+
+// Options tune the pool; the zero value suits a Lambda function.
+type Options struct {
+	// MaxConns bounds the pool (default 4: one request at a time plus the queue client).
+	MaxConns int32
+	// ConnectTimeout bounds each new connection (default 5 s).
+	ConnectTimeout time.Duration
+	// StatementTimeout is set on every connection so a stuck query cannot outlive the
+	// function (default 10 s; 0 keeps the default, negative disables).
+	StatementTimeout time.Duration
+	// ApplicationName shows in pg_stat_activity (default "portal-functions").
+	ApplicationName string
+}
+
+// Open connects a pool to url and checks that the server answers.
+func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's message can echo the URL, password included: keep it out.
+		return nil, errors.New("parse DATABASE_URL: not a valid postgres URL or DSN")
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 4
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 5 * time.Second
+	}
+	if opts.StatementTimeout == 0 {
+		opts.StatementTimeout = 10 * time.Second
+	}
+	if opts.ApplicationName == "" {
+		opts.ApplicationName = "portal-functions"
+	}
+	cfg.MaxConns = opts.MaxConns
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = time.Minute
+	cfg.MaxConnLifetime = 30 * time.Minute
+	cfg.HealthCheckPeriod = 30 * time.Second
+	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
+	// Describe each statement on its connection and cache only the description, never a named
+	// server-side statement: safe when a transaction pooler hands us another backend.
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
+	if opts.StatementTimeout > 0 {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open pool: %w", Classify(err))
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("ping database: %w", Classify(err))
+	}
+	return pool, nil
+}
+
+// Beginner starts transactions; a pool and a transaction (for a savepoint) both are one.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// Tx runs fn in a transaction: committed when fn returns nil, rolled back otherwise (and on
+// panic). The error says whether the database was unavailable.
+func Tx(ctx context.Context, b Beginner, fn func(tx pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, b, fn); err != nil {
+		return Classify(err)
+	}
+	return nil
+}
+
+// Classify wraps err with ErrUnavailable when it says the server could not be reached or went
+// away (connection refused, timeouts while connecting, admin shutdown, too many connections),
+// so the edge answers 503 rather than 500. Other errors come back unchanged.
+func Classify(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	if IsUnavailable(err) {
+		return &unavailableError{err: err}
+	}
+	return err
+}
+
+// IsUnavailable reports whether err means the database could not be reached.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrUnavailable) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "08": // connection exception
+			return true
+		case pgErr.Code == "53300", pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	return pgconn.SafeToRetry(err)
+}
+
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() []error {
+	return []error{ErrUnavailable, e.err}
+}

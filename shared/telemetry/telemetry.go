@@ -1,0 +1,93 @@
+// Package telemetry makes every function's logs and metrics look the same: JSON lines from
+// log/slog with the function's name, and metrics as CloudWatch Embedded Metric Format lines on
+// the same stream, so CloudWatch turns them into metrics (and alarms) with no agent and no call.
+package telemetry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Namespace is the CloudWatch namespace of every metric; template.yaml's alarms use it.
+const Namespace = "PortalFunctions"
+
+// sensitiveKeys are attribute names whose values are always redacted, whatever their type: a
+// second wall behind config.Secret for values that arrive as plain strings (headers, tokens).
+var sensitiveKeys = []string{"authorization", "password", "secret", "token", "api_key", "apikey", "cookie", "signature"}
+
+// NewLogger returns a JSON logger that stamps every line with the function's name and redacts
+// sensitive attributes by key.
+func NewLogger(w io.Writer, function string, level slog.Leveler) *slog.Logger {
+	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			k := strings.ToLower(a.Key)
+			for _, s := range sensitiveKeys {
+				if strings.Contains(k, s) {
+					return slog.String(a.Key, "[REDACTED]")
+				}
+			}
+			return a
+		},
+	})
+	return slog.New(h).With("function", function)
+}
+
+// HashUser turns a user id into a stable, non-reversible tag for logs: enough to follow one
+// user's requests, not enough to identify them.
+func HashUser(userID string) string {
+	if userID == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte("portal-functions:" + userID))
+	return hex.EncodeToString(sum[:8])
+}
+
+// Metrics writes CloudWatch Embedded Metric Format lines. Safe for concurrent use.
+type Metrics struct {
+	mu       sync.Mutex
+	w        io.Writer
+	function string
+	now      func() time.Time
+}
+
+// NewMetrics writes EMF lines for function to w (stdout in Lambda).
+func NewMetrics(w io.Writer, function string) *Metrics {
+	return &Metrics{w: w, function: function, now: time.Now}
+}
+
+// Count records n of a counter metric with the given dimensions (e.g. integration, outcome).
+// Dimension values are also plain properties, so Logs Insights can filter on them.
+func (m *Metrics) Count(_ context.Context, name string, n float64, dims map[string]string) {
+	if m == nil {
+		return
+	}
+	keys := []string{"Function"}
+	doc := map[string]any{"Function": m.function, name: n}
+	for k, v := range dims {
+		keys = append(keys, k)
+		doc[k] = v
+	}
+	doc["_aws"] = map[string]any{
+		"Timestamp": m.now().UnixMilli(),
+		"CloudWatchMetrics": []map[string]any{{
+			"Namespace":  Namespace,
+			"Dimensions": [][]string{keys},
+			"Metrics":    []map[string]string{{"Name": name, "Unit": "Count"}},
+		}},
+	}
+	line, err := json.Marshal(doc)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, _ = m.w.Write(append(line, '\n'))
+}

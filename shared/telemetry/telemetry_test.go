@@ -1,0 +1,64 @@
+package telemetry_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/telemetry"
+)
+
+func TestLoggerRedactsSensitiveKeys(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := telemetry.NewLogger(&buf, "payment-webhook", slog.LevelInfo)
+	log.Info("request", "authorization", "Bearer eyJhbGciOi", "stripe_signature", "t=1,v1=abc", "route", "/v1/x")
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &line))
+	require.Equal(t, "payment-webhook", line["function"])
+	require.Equal(t, "/v1/x", line["route"])
+	require.Equal(t, "[REDACTED]", line["authorization"])
+	require.Equal(t, "[REDACTED]", line["stripe_signature"])
+}
+
+func TestMetricsAreEmbeddedMetricFormat(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	m := telemetry.NewMetrics(&buf, "crm-push")
+	m.Count(context.Background(), "SyncFailures", 1, map[string]string{"Integration": "crm"})
+
+	var doc struct {
+		AWS struct {
+			Timestamp         int64
+			CloudWatchMetrics []struct {
+				Namespace  string
+				Dimensions [][]string
+				Metrics    []struct{ Name, Unit string }
+			}
+		} `json:"_aws"`
+		SyncFailures float64
+		Integration  string
+		Function     string
+	}
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &doc))
+	require.Equal(t, float64(1), doc.SyncFailures)
+	require.Equal(t, "crm", doc.Integration)
+	require.Equal(t, "crm-push", doc.Function)
+	require.NotZero(t, doc.AWS.Timestamp)
+	require.Equal(t, telemetry.Namespace, doc.AWS.CloudWatchMetrics[0].Namespace)
+	require.ElementsMatch(t, []string{"Function", "Integration"}, doc.AWS.CloudWatchMetrics[0].Dimensions[0])
+	require.Equal(t, "SyncFailures", doc.AWS.CloudWatchMetrics[0].Metrics[0].Name)
+}
+
+func TestHashUserIsStableAndOpaque(t *testing.T) {
+	t.Parallel()
+	id := "8f14e45f-ceea-467f-a1a2-7a6d3f1b9c01"
+	require.Equal(t, telemetry.HashUser(id), telemetry.HashUser(id))
+	require.NotContains(t, telemetry.HashUser(id), "8f14e45f")
+	require.Len(t, telemetry.HashUser(id), 16)
+	require.Empty(t, telemetry.HashUser(""))
+}
