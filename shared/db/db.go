@@ -45,6 +45,9 @@ type Options struct {
 	StatementTimeout time.Duration
 	// ApplicationName shows in pg_stat_activity (default "portal-functions").
 	ApplicationName string
+	// Lazy skips the first ping: a Lambda cold start must not fail because the database is
+	// briefly down; requests then answer 503 until it is back.
+	Lazy bool
 }
 
 // Open connects a pool to url and checks that the server answers.
@@ -82,6 +85,9 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open pool: %w", Classify(err))
+	}
+	if opts.Lazy {
+		return pool, nil
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	defer cancel()

@@ -1,0 +1,163 @@
+// Package function is the one way a Lambda entry point starts: it loads the function's
+// settings from the environment (failing at cold start with one error that names every
+// missing or malformed variable, never a value), opens the shared resources, builds the
+// function and hands it to the Lambda runtime. The dev server builds the very same functions
+// from the same definitions, so what runs locally is what runs in Lambda.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portal-functions/portal-functions/shared/config"
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/web"
+)
+
+// Base is what every function reads from the environment.
+type Base struct {
+	DatabaseURL config.Secret `env:"DATABASE_URL" required:"true"`
+	LogLevel    string        `env:"LOG_LEVEL" default:"info"`
+	// DBMaxConns bounds the pool (Lambda serves one request at a time per container).
+	DBMaxConns int `env:"DB_MAX_CONNS" default:"4"`
+}
+
+// Deps are the resources a function is built from. The Lambda runner makes one set per
+// container; the dev server shares one set between all functions.
+type Deps struct {
+	Name       string
+	Pool       *pgxpool.Pool
+	Logger     *slog.Logger
+	Metrics    *telemetry.Metrics
+	HTTPClient *http.Client
+	// Lookup reads the environment (os.LookupEnv in Lambda; the dev server's overlay locally).
+	Lookup func(string) (string, bool)
+}
+
+// HTTP is a function served through API Gateway: Build turns its config into a handler.
+// C is a struct with `env` tags (see package config).
+type HTTP[C any] struct {
+	Name  string
+	Build func(ctx context.Context, deps Deps, cfg C) (http.Handler, error)
+}
+
+// Invoked is a function called with an event (schedule, manual invoke) that returns a result.
+type Invoked[C, In, Out any] struct {
+	Name  string
+	Build func(ctx context.Context, deps Deps, cfg C) (func(ctx context.Context, in In) (Out, error), error)
+}
+
+// Handler loads C from deps.Lookup and builds the handler wrapped in web.Wrap (used by the
+// dev server and tests; Lambda goes through Start).
+func (f HTTP[C]) Handler(ctx context.Context, deps Deps) (http.Handler, error) {
+	var cfg C
+	if err := config.LoadFrom(deps.Lookup, &cfg); err != nil {
+		return nil, err
+	}
+	h, err := f.Build(ctx, deps, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", f.Name, err)
+	}
+	return web.Wrap(h, web.Options{Logger: deps.Logger}), nil
+}
+
+// FunctionName reports the function's name (for the dev server's registry).
+func (f HTTP[C]) FunctionName() string { return f.Name }
+
+// Start runs f under the Lambda runtime; it never returns.
+func (f HTTP[C]) Start() {
+	ctx := context.Background()
+	deps, cfg := mustLoad[C](ctx, f.Name)
+	h, err := f.Build(ctx, deps, cfg)
+	if err != nil {
+		fail(deps.Logger, fmt.Errorf("build %s: %w", f.Name, err))
+	}
+	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger})))
+}
+
+// Start runs f under the Lambda runtime; it never returns.
+func (f Invoked[C, In, Out]) Start() {
+	ctx := context.Background()
+	deps, cfg := mustLoad[C](ctx, f.Name)
+	h, err := f.Build(ctx, deps, cfg)
+	if err != nil {
+		fail(deps.Logger, fmt.Errorf("build %s: %w", f.Name, err))
+	}
+	lambda.Start(h)
+}
+
+// Load reads Base and C from lookup in one pass, so a cold start names every problem at once.
+func Load[C any](lookup func(string) (string, bool)) (Base, C, error) {
+	var base Base
+	var cfg C
+	errBase := config.LoadFrom(lookup, &base)
+	errCfg := config.LoadFrom(lookup, &cfg)
+	merged := &config.Error{}
+	for _, err := range []error{errBase, errCfg} {
+		var ce *config.Error
+		switch {
+		case err == nil:
+		case errors.As(err, &ce):
+			merged.Missing = append(merged.Missing, ce.Missing...)
+			merged.Malformed = append(merged.Malformed, ce.Malformed...)
+		default:
+			return base, cfg, err
+		}
+	}
+	if len(merged.Missing) > 0 || len(merged.Malformed) > 0 {
+		return base, cfg, merged
+	}
+	return base, cfg, nil
+}
+
+// NewLogger is the logger every function uses: JSON on stdout, stamped with its name.
+func NewLogger(name, level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return telemetry.NewLogger(os.Stdout, name, l)
+}
+
+func mustLoad[C any](ctx context.Context, name string) (Deps, C) {
+	base, cfg, err := Load[C](os.LookupEnv)
+	logger := NewLogger(name, base.LogLevel)
+	if err != nil {
+		fail(logger, err)
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pool, err := db.Open(openCtx, base.DatabaseURL.Reveal(), db.Options{
+		MaxConns:        int32(base.DBMaxConns),
+		ApplicationName: name,
+		Lazy:            true,
+	})
+	if err != nil {
+		fail(logger, err)
+	}
+	return Deps{
+		Name:       name,
+		Pool:       pool,
+		Logger:     logger,
+		Metrics:    telemetry.NewMetrics(os.Stdout, name),
+		HTTPClient: &http.Client{Timeout: 10 * time.Second},
+		Lookup:     os.LookupEnv,
+	}, cfg
+}
+
+// fail reports a cold-start error and exits: Lambda shows it as an init error, and the log
+// line names what is wrong (never a secret's value: config errors only carry names).
+func fail(logger *slog.Logger, err error) {
+	logger.Error("cold start failed", "error", err.Error())
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
