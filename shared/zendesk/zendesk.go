@@ -259,7 +259,8 @@ func (c *Client) CreateTicket(ctx context.Context, t NewTicket, idempotencyKey s
 		return Ticket{}, err
 	}
 	if out.Ticket.ID == 0 {
-		return Ticket{}, &Error{Op: "create ticket", StatusCode: resp.StatusCode,
+		// Zendesk answered success without the documented ticket: it may have created one.
+		return Ticket{}, &Error{Op: "create ticket", StatusCode: resp.StatusCode, ambiguous: true,
 			Description: "response carried no ticket id"}
 	}
 	out.Ticket.Replayed = strings.EqualFold(resp.Header.Get(HeaderIdempotencyLookup), "hit")
