@@ -122,6 +122,29 @@ func (e *Error) Ambiguous() bool {
 	return e.ambiguous || e.StatusCode >= 500
 }
 
+// IsRetryable reports whether err is (or wraps) a Zendesk failure that may succeed later. Any
+// other error, such as a bad Config, is permanent.
+func IsRetryable(err error) bool {
+	var zerr *Error
+	return errors.As(err, &zerr) && zerr.Retryable()
+}
+
+// IsAmbiguous reports whether err is (or wraps) a failure after which Zendesk may have acted, so
+// the worker should look the ticket up by external_id before creating it again.
+func IsAmbiguous(err error) bool {
+	var zerr *Error
+	return errors.As(err, &zerr) && zerr.Ambiguous()
+}
+
+// RetryAfter returns the wait Zendesk asked for, if err is a retryable failure that carried one.
+func RetryAfter(err error) (time.Duration, bool) {
+	var zerr *Error
+	if !errors.As(err, &zerr) || !zerr.Retryable() || zerr.RetryAfter <= 0 {
+		return 0, false
+	}
+	return zerr.RetryAfter, true
+}
+
 // transportError classifies a failure of http.Client.Do: no status line arrived.
 func transportError(op string, err error) *Error {
 	e := &Error{Op: op, Err: err, ambiguous: true}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -69,6 +70,35 @@ type Config struct {
 	// Timeout bounds each call (connect, send, wait, read); zero means 10 s. The caller's
 	// context deadline still applies when it is shorter.
 	Timeout time.Duration
+}
+
+// redacted stands for the API token wherever a Config is printed.
+const redacted = "[REDACTED]"
+
+// String prints the Config with the token redacted, so logging a Config cannot leak it.
+func (cfg Config) String() string {
+	token := ""
+	if cfg.APIToken != "" {
+		token = redacted
+	}
+	return fmt.Sprintf("zendesk.Config{BaseURL:%q Email:%q APIToken:%s Timeout:%s}", cfg.BaseURL, cfg.Email, token, cfg.Timeout)
+}
+
+// GoString redacts the token for %#v too.
+func (cfg Config) GoString() string { return cfg.String() }
+
+// LogValue redacts the token in log/slog.
+func (cfg Config) LogValue() slog.Value {
+	token := ""
+	if cfg.APIToken != "" {
+		token = redacted
+	}
+	return slog.GroupValue(
+		slog.String("base_url", cfg.BaseURL),
+		slog.String("email", cfg.Email),
+		slog.String("api_token", token),
+		slog.Duration("timeout", cfg.Timeout),
+	)
 }
 
 // Validate names every missing or unusable value, so a function's main can fail fast at cold

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -597,6 +598,50 @@ func TestConfigValidate(t *testing.T) {
 			require.ErrorIs(t, err, tt.wantErr)
 			_, err = zendesk.New(tt.cfg).FindByExternalID(context.Background(), "tk_1")
 			require.ErrorIs(t, err, tt.wantErr)
+		})
+	}
+}
+
+func TestConfigNeverPrintsTheToken(t *testing.T) {
+	t.Parallel()
+	cfg := zendesk.Config{BaseURL: "https://acme.zendesk.com", Email: agentEmail, APIToken: agentToken}
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("zendesk", "config", cfg)
+
+	for _, printed := range []string{
+		fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%v", &cfg), logged.String(),
+	} {
+		require.NotContains(t, printed, agentToken)
+		require.Contains(t, printed, "[REDACTED]")
+		require.Contains(t, printed, "acme.zendesk.com")
+	}
+}
+
+func TestErrorHelpersSeeThroughWrapping(t *testing.T) {
+	t.Parallel()
+	limited := fmt.Errorf("push ticket tk_1: %w", &zendesk.Error{StatusCode: 429, RetryAfter: 9 * time.Second})
+	down := fmt.Errorf("push ticket tk_1: %w", &zendesk.Error{StatusCode: 503})
+	invalid := fmt.Errorf("push ticket tk_1: %w", &zendesk.Error{StatusCode: 422, RetryAfter: time.Second})
+	tests := []struct {
+		name           string
+		err            error
+		wantRetryable  bool
+		wantAmbiguous  bool
+		wantRetryAfter time.Duration
+	}{
+		{name: "rate limited", err: limited, wantRetryable: true, wantRetryAfter: 9 * time.Second},
+		{name: "down", err: down, wantRetryable: true, wantAmbiguous: true},
+		{name: "invalid ignores a stray Retry-After", err: invalid},
+		{name: "not a Zendesk error", err: zendesk.ErrMissingConfig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.wantRetryable, zendesk.IsRetryable(tt.err))
+			require.Equal(t, tt.wantAmbiguous, zendesk.IsAmbiguous(tt.err))
+			wait, ok := zendesk.RetryAfter(tt.err)
+			require.Equal(t, tt.wantRetryAfter, wait)
+			require.Equal(t, tt.wantRetryAfter > 0, ok)
 		})
 	}
 }

@@ -31,6 +31,13 @@ import (
 // ErrUnknownMode is returned by ParseMode for a name that is not a mode.
 var ErrUnknownMode = errors.New("zendeskfake: unknown mode (want up, down or rate-limited)")
 
+// Local credentials for the dev server, which runs the fake when ZENDESK_* are not set. They
+// unlock nothing but the fake.
+const (
+	DefaultEmail    = "agent@zendeskfake.local"
+	DefaultAPIToken = "zendeskfake-local-token"
+)
+
 // IdempotencyWindow is how long Zendesk remembers an Idempotency-Key.
 const IdempotencyWindow = 2 * time.Hour
 
