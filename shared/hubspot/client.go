@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,6 +51,31 @@ type Config struct {
 	Timeout time.Duration
 }
 
+// String prints the config with the token hidden, so a logged or printed Config (%v, %+v)
+// cannot leak it.
+func (c Config) String() string {
+	return fmt.Sprintf("hubspot.Config{BaseURL:%q AccessToken:%s Timeout:%s}", c.BaseURL, redacted(c.AccessToken), c.Timeout)
+}
+
+// GoString hides the token from %#v as well.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue hides the token when the config is logged with log/slog.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("base_url", c.BaseURL),
+		slog.String("access_token", redacted(c.AccessToken)),
+		slog.Duration("timeout", c.Timeout),
+	)
+}
+
+func redacted(token string) string {
+	if token == "" {
+		return "unset"
+	}
+	return "[redacted]"
+}
+
 // Client calls HubSpot's CRM v3 API. It is safe for concurrent use.
 type Client struct {
 	baseURL string
@@ -80,6 +106,14 @@ func New(cfg Config) *Client {
 	}
 	return c
 }
+
+// String describes the client without its token, for %v and %#v.
+func (c *Client) String() string {
+	return fmt.Sprintf("hubspot.Client{BaseURL:%q AccessToken:%s Timeout:%s}", c.baseURL, redacted(c.token), c.timeout)
+}
+
+// GoString hides the token from %#v as well.
+func (c *Client) GoString() string { return c.String() }
 
 // ContactInput is one contact to create or update, found by email.
 type ContactInput struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -406,6 +407,23 @@ func TestTokenIsRedactedFromEchoedMessages(t *testing.T) {
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), token)
 	require.Contains(t, err.Error(), "bad header Bearer [redacted]")
+}
+
+func TestTokenIsHiddenWhenConfigOrClientIsPrinted(t *testing.T) {
+	t.Parallel()
+	cfg := hubspot.Config{BaseURL: "https://api.hubapi.com", AccessToken: token, Timeout: time.Second}
+	client := hubspot.New(cfg)
+	var logged strings.Builder
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("config", "hubspot", cfg)
+
+	for name, out := range map[string]string{
+		"config %v": fmt.Sprintf("%v", cfg), "config %+v": fmt.Sprintf("%+v", cfg), "config %#v": fmt.Sprintf("%#v", cfg),
+		"client %v": fmt.Sprintf("%v", client), "client %#v": fmt.Sprintf("%#v", client), "slog": logged.String(),
+	} {
+		require.NotContains(t, out, token, name)
+		require.Contains(t, out, "[redacted]", name)
+	}
+	require.Contains(t, fmt.Sprint(hubspot.Config{}), "AccessToken:unset", "a missing token is visible as such")
 }
 
 func TestTimeoutIsRetryable(t *testing.T) {
