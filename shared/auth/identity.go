@@ -1,5 +1,3 @@
-// Package auth verifies Supabase access tokens and carries the verified identity of a request.
-
 package auth
 
 import (
