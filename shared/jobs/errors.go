@@ -1,0 +1,17 @@
+package jobs
+
+import "errors"
+
+// Errors of this package, declared together.
+var (
+	// ErrUnexpectedRiverSQL means River's migrations changed shape in a way the generator does
+	// not know; read the new versions and update RiverMigrationSQL.
+	ErrUnexpectedRiverSQL = errors.New("jobs: river migration SQL has an unexpected shape")
+	// ErrNoTenant means a job was enqueued without a tenant id.
+	ErrNoTenant = errors.New("jobs: tenant id is required")
+	// ErrNoSourceEvent means a CRM sync was enqueued without naming what caused it, which
+	// would make every push of the tenant the same unique job.
+	ErrNoSourceEvent = errors.New("jobs: source event is required")
+	// ErrNoTicket means a helpdesk job was enqueued without a ticket id.
+	ErrNoTicket = errors.New("jobs: ticket id is required")
+)

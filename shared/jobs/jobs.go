@@ -1,0 +1,184 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+)
+
+// Integrations: one River queue each, so a HubSpot outage never holds up Zendesk pushes. The
+// names are also the integration column of private.sync_status.
+const (
+	// QueueCRM carries crm_sync jobs (HubSpot).
+	QueueCRM = "crm"
+	// QueueHelpdesk carries helpdesk_ticket jobs (Zendesk).
+	QueueHelpdesk = "helpdesk"
+)
+
+// Job kinds, as stored in river_job.kind.
+const (
+	// KindCRMSync pushes one tenant's current projection to the CRM.
+	KindCRMSync = "crm_sync"
+	// KindHelpdeskTicket pushes one ticket to the helpdesk.
+	KindHelpdeskTicket = "helpdesk_ticket"
+)
+
+// CRMSyncArgs asks for the tenant's current billing projection to be pushed to the CRM. It is
+// unique per (tenant, source event): the same Stripe event enqueued ten times is one job, while
+// a newer event gets its own job (which reads the projection as it is when it runs).
+type CRMSyncArgs struct {
+	// TenantID is the tenant whose projection is pushed.
+	TenantID uuid.UUID `json:"tenant_id" river:"unique"`
+	// SourceEvent names what caused the push (a Stripe event id, "reconcile:<run>"...).
+	SourceEvent string `json:"source_event" river:"unique"`
+}
+
+// Kind implements river.JobArgs.
+func (CRMSyncArgs) Kind() string { return KindCRMSync }
+
+// InsertOpts puts the job on the crm queue, unique by its args, with the integration's attempts.
+func (CRMSyncArgs) InsertOpts() river.InsertOpts { return insertOpts(QueueCRM) }
+
+// HelpdeskTicketArgs asks for one ticket to be created in the helpdesk; unique per ticket.
+type HelpdeskTicketArgs struct {
+	// TenantID is the ticket's tenant (for logs, sync status and scoped requeues).
+	TenantID uuid.UUID `json:"tenant_id"`
+	// TicketID is public.tickets.id, sent to the helpdesk as external_id.
+	TicketID uuid.UUID `json:"ticket_id" river:"unique"`
+}
+
+// Kind implements river.JobArgs.
+func (HelpdeskTicketArgs) Kind() string { return KindHelpdeskTicket }
+
+// InsertOpts puts the job on the helpdesk queue, unique per ticket.
+func (HelpdeskTicketArgs) InsertOpts() river.InsertOpts { return insertOpts(QueueHelpdesk) }
+
+// insertOpts keeps River's default unique states (every state but cancelled and discarded), so a
+// dead-lettered job does not block reconcile from enqueueing the same push again.
+func insertOpts(queue string) river.InsertOpts {
+	return river.InsertOpts{
+		Queue:       queue,
+		MaxAttempts: MaxAttempts,
+		UniqueOpts:  river.UniqueOpts{ByArgs: true},
+	}
+}
+
+// CRMSubject is the sync_status subject of a tenant's CRM record.
+func CRMSubject(tenantID uuid.UUID) string { return "tenant:" + tenantID.String() }
+
+// TicketSubject is the sync_status subject of a ticket's helpdesk record.
+func TicketSubject(ticketID uuid.UUID) string { return "ticket:" + ticketID.String() }
+
+// Inserter enqueues jobs inside the caller's transaction. Safe for concurrent use; build one per
+// process.
+type Inserter struct {
+	client *river.Client[pgx.Tx]
+}
+
+// NewInserter builds an insert-only River client on pool (it never works jobs).
+func NewInserter(pool *pgxpool.Pool) (*Inserter, error) {
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Schema: Schema})
+	if err != nil {
+		return nil, fmt.Errorf("river insert client: %w", err)
+	}
+	return &Inserter{client: client}, nil
+}
+
+// EnqueueCRMSync queues a CRM push of tenantID caused by sourceEvent, in tx, and marks the
+// tenant's CRM sync status pending in the same tx. A repeat of the same (tenant, source event)
+// is a no-op, whatever state the first job reached (except dead-lettered, which is re-queued).
+func (i *Inserter) EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error {
+	if tenantID == uuid.Nil {
+		return fmt.Errorf("enqueue crm sync: %w", ErrNoTenant)
+	}
+	if sourceEvent == "" {
+		return fmt.Errorf("enqueue crm sync for tenant %s: %w", tenantID, ErrNoSourceEvent)
+	}
+	return i.insert(ctx, tx, CRMSyncArgs{TenantID: tenantID, SourceEvent: sourceEvent}, QueueCRM, tenantID, CRMSubject(tenantID))
+}
+
+// EnqueueHelpdeskTicket queues the helpdesk push of ticketID, in tx, and marks the ticket's
+// helpdesk sync status pending in the same tx. A repeat for the same ticket is a no-op.
+func (i *Inserter) EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error {
+	if tenantID == uuid.Nil {
+		return fmt.Errorf("enqueue helpdesk ticket: %w", ErrNoTenant)
+	}
+	if ticketID == uuid.Nil {
+		return fmt.Errorf("enqueue helpdesk ticket: %w", ErrNoTicket)
+	}
+	return i.insert(ctx, tx, HelpdeskTicketArgs{TenantID: tenantID, TicketID: ticketID}, QueueHelpdesk, tenantID, TicketSubject(ticketID))
+}
+
+func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, integration string, tenantID uuid.UUID, subject string) error {
+	res, err := i.client.InsertTx(ctx, tx, args, nil)
+	if err != nil {
+		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
+	}
+	if res.UniqueSkippedAsDuplicate {
+		// The first job owns the status: marking it pending again would leave a completed
+		// push looking unfinished forever.
+		return nil
+	}
+	if err := markPending(ctx, tx, integration, subject, tenantID); err != nil {
+		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
+	}
+	return nil
+}
+
+// markPending records that a push of subject is queued. attempts restarts: it counts the
+// attempts at the newest change.
+func markPending(ctx context.Context, tx pgx.Tx, integration, subject string, tenantID uuid.UUID) error {
+	_, err := tx.Exec(ctx, `
+		insert into private.sync_status (integration, subject, tenant_id, state, attempts)
+		values ($1, $2, $3, 'pending', 0)
+		on conflict (integration, subject) do update
+		set state = 'pending', attempts = 0, updated_at = now()`,
+		integration, subject, tenantID)
+	if err != nil {
+		return fmt.Errorf("mark sync status pending: %w", err)
+	}
+	return nil
+}
+
+// PermanentError is a failure no retry can fix (the provider refused the record, the
+// credentials are wrong): the job is cancelled at once and lands on the dead-letter list.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as permanent: the job is cancelled now, with err as its last error.
+func Permanent(err error) error {
+	if err == nil {
+		err = errors.New("permanent failure")
+	}
+	return &PermanentError{Err: err}
+}
+
+// RetryAfterError is a failure the provider told us when to retry (429 Retry-After): the job is
+// snoozed for Wait, which does not use up one of its attempts.
+type RetryAfterError struct {
+	Wait time.Duration
+	Err  error
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("retry after %s: %v", e.Wait, e.Err)
+}
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter asks for the job to run again after d (at least one second), without counting it
+// as a failed attempt.
+func RetryAfter(d time.Duration, err error) error {
+	if err == nil {
+		err = errors.New("rate limited")
+	}
+	return &RetryAfterError{Wait: max(d, time.Second), Err: err}
+}
