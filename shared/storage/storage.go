@@ -132,25 +132,20 @@ func New(cfg Config) (*Client, error) {
 	return &Client{sc: sc, base: base, bucket: cfg.Bucket, timeout: cfg.Timeout}, nil
 }
 
-// SignedUpload is a URL a client PUTs one file to, without further credentials.
-type SignedUpload struct {
-	URL       string
-	ExpiresAt time.Time
-}
-
 // SignUpload asks Storage for a signed upload URL for objectPath (POST
-// /object/upload/sign/{bucket}/{path}). Uploads never overwrite an existing object.
-func (c *Client) SignUpload(ctx context.Context, objectPath string) (SignedUpload, error) {
+// /object/upload/sign/{bucket}/{path}): a URL a client PUTs one file to without further
+// credentials, and when it stops working. Uploads never overwrite an existing object.
+func (c *Client) SignUpload(ctx context.Context, objectPath string) (string, time.Time, error) {
 	const op = "sign upload URL"
 	start := time.Now()
 	var out storage_go.SignedUploadUrlResponse
 	if err := c.post(ctx, op, "/object/upload/sign/"+c.bucket+"/"+escapePath(objectPath), struct{}{}, &out); err != nil {
-		return SignedUpload{}, err
+		return "", time.Time{}, err
 	}
 	if !strings.Contains(out.Url, "token=") {
-		return SignedUpload{}, &Error{Op: op, StatusCode: http.StatusOK, Message: "no token in the signed URL"}
+		return "", time.Time{}, &Error{Op: op, StatusCode: http.StatusOK, Message: "no token in the signed URL"}
 	}
-	return SignedUpload{URL: c.base + out.Url, ExpiresAt: start.Add(UploadURLLifetime).UTC()}, nil
+	return c.base + out.Url, start.Add(UploadURLLifetime).UTC(), nil
 }
 
 // SignDownload asks Storage for a download URL of objectPath valid for ttl (POST

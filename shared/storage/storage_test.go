@@ -41,13 +41,13 @@ func TestUploadThenDownloadThroughSignedURLs(t *testing.T) {
 	ctx := context.Background()
 	path := "tenant/ticket/att-screen shot.png"
 
-	up, err := b.client.SignUpload(ctx, path)
+	upURL, expiresAt, err := b.client.SignUpload(ctx, path)
 	require.NoError(t, err)
-	require.True(t, strings.HasPrefix(up.URL, b.fake.URL()+"/storage/v1/object/upload/sign/ticket-attachments/"))
-	require.WithinDuration(t, time.Now().Add(storage.UploadURLLifetime), up.ExpiresAt, time.Minute)
+	require.True(t, strings.HasPrefix(upURL, b.fake.URL()+"/storage/v1/object/upload/sign/ticket-attachments/"))
+	require.WithinDuration(t, time.Now().Add(storage.UploadURLLifetime), expiresAt, time.Minute)
 
 	// A browser uploads with the URL alone: no key.
-	req, err := http.NewRequest(http.MethodPut, up.URL, bytes.NewReader([]byte("png bytes")))
+	req, err := http.NewRequest(http.MethodPut, upURL, bytes.NewReader([]byte("png bytes")))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "image/png")
 	resp, err := http.DefaultClient.Do(req)
@@ -93,7 +93,7 @@ func TestFailuresAreClassified(t *testing.T) {
 				return b.client
 			},
 			call: func(c *storage.Client) error {
-				_, err := c.SignUpload(context.Background(), "a/b/c.txt")
+				_, _, err := c.SignUpload(context.Background(), "a/b/c.txt")
 				return err
 			},
 			want: storage.ErrUnavailable,
@@ -108,7 +108,7 @@ func TestFailuresAreClassified(t *testing.T) {
 				return c
 			},
 			call: func(c *storage.Client) error {
-				_, err := c.SignUpload(context.Background(), "a/b/c.txt")
+				_, _, err := c.SignUpload(context.Background(), "a/b/c.txt")
 				return err
 			},
 			want: storage.ErrUnavailable,
@@ -131,7 +131,7 @@ func TestWrongKeyIsRefusedNotUnavailable(t *testing.T) {
 	b := setup(t, 0)
 	c, err := storage.New(storage.Config{SupabaseURL: b.fake.URL(), ServiceRoleKey: "wrong", Bucket: "x"})
 	require.NoError(t, err)
-	_, err = c.SignUpload(context.Background(), "a/b")
+	_, _, err = c.SignUpload(context.Background(), "a/b")
 	var se *storage.Error
 	require.ErrorAs(t, err, &se)
 	require.Equal(t, http.StatusForbidden, se.StatusCode)
