@@ -12,8 +12,8 @@ var (
 	// ErrAlgorithmNotAllowed is a token whose alg is not on the allow-list ("none", HS256 when
 	// no secret is configured, anything we do not support).
 	ErrAlgorithmNotAllowed = errors.New("algorithm not allowed")
-	// ErrUnknownKey is an ES256/RS256 token whose kid is missing or not in the JWKS, even after
-	// the rate-limited refetch.
+	// ErrUnknownKey is an ES256/RS256 token whose kid is missing, or names no key of the
+	// token's algorithm in the JWKS, even after the rate-limited refetch.
 	ErrUnknownKey = errors.New("unknown signing key")
 	// ErrInvalidSignature is a token whose signature does not match its key: forged, tampered
 	// with, or signed with another project's key.

@@ -109,6 +109,9 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
+		// Canonical base64 only, so one signature has one spelling: a token that verifies is
+		// exactly the string that was signed.
+		jwt.WithStrictDecoding(),
 	)
 	if cfg.DisableJWKS {
 		return v, nil
@@ -226,9 +229,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, refuse(ErrInvalidClaims, fmt.Errorf("sub %q is not a UUID: %w", c.Subject, err))
 	}
-	// The parser decoded this very segment strictly (no padding) before checking the signature
-	// over it, so these are the signed bytes.
-	payload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
+	// The parser decoded this very segment the same way before checking the signature over
+	// it, so these are the signed bytes.
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(strings.Split(token, ".")[1])
 	if err != nil {
 		return Identity{}, refuse(ErrMalformedToken, fmt.Errorf("decode payload: %w", err))
 	}

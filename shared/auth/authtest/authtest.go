@@ -170,7 +170,8 @@ func (i *Issuer) Rotate() string {
 }
 
 // RemoveKey stops publishing kid (a revoked key). Tokens can still be signed with it through
-// WithKID, to prove a verifier stops accepting them.
+// WithKID, to prove a verifier stops accepting them. If kid was the default signer of its
+// algorithm, the newest key of that algorithm still published takes over.
 func (i *Issuer) RemoveKey(kid string) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -181,6 +182,18 @@ func (i *Issuer) RemoveKey(kid string) {
 		}
 		return false
 	})
+	// If it was the default signer, the newest published key of its algorithm takes over.
+	for alg, cur := range i.current {
+		if cur != kid {
+			continue
+		}
+		delete(i.current, alg)
+		for _, k := range i.keys {
+			if k.alg == alg {
+				i.current[alg] = k.kid
+			}
+		}
+	}
 }
 
 // PublicKey is the public half of a key this issuer generated (nil if unknown), e.g. to try
