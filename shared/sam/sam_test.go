@@ -1,0 +1,257 @@
+package sam_test
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/sam"
+)
+
+type bundle struct {
+	root    string
+	tmpl    *sam.Template
+	targets map[string]sam.BuildTarget
+	env     sam.EnvFile
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	root, err := sam.Root(".")
+	require.NoError(t, err)
+	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
+	require.NoError(t, err)
+	targets, err := sam.LoadBuildTargets(filepath.Join(root, "Makefile"))
+	require.NoError(t, err)
+	env, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
+	require.NoError(t, err)
+	return bundle{root: root, tmpl: tmpl, targets: targets, env: env}
+}
+
+// The functions, their triggers and their routes are a contract (DESIGN.md section 3): the
+// portal, Stripe's endpoint settings and the dev server rely on them.
+func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	routes := map[string][]string{}
+	schedules := map[string][]string{}
+	for _, f := range b.tmpl.Functions {
+		routes[f.LogicalID] = []string{}
+		for _, r := range f.Routes {
+			routes[f.LogicalID] = append(routes[f.LogicalID], r.Pattern())
+		}
+		sort.Strings(routes[f.LogicalID])
+		schedules[f.LogicalID] = f.Schedules
+	}
+	require.Equal(t, map[string][]string{
+		"PaymentWebhookFunction": {"POST /v1/webhooks/stripe"},
+		"CheckoutCreateFunction": {"POST /v1/checkout-sessions"},
+		"TicketCreateFunction":   {"POST /v1/tickets"},
+		"PortalReadFunction":     {"GET /v1/account", "GET /v1/tickets", "GET /v1/tickets/{id}"},
+		"CrmPushFunction":        {},
+		"SupportPushFunction":    {},
+		"ReconcileFunction":      {},
+	}, routes)
+	require.Equal(t, []string{"rate(1 minute)"}, schedules["CrmPushFunction"])
+	require.Equal(t, []string{"rate(1 minute)"}, schedules["SupportPushFunction"])
+	require.Empty(t, schedules["ReconcileFunction"], "reconcile is invoked by ops only")
+}
+
+// `sam build` copies only CodeUri before it runs the Makefile target, so each function must
+// build from the repository root, on the Lambda runtime and architecture of the design.
+func TestEveryFunctionBuildsWithSAMsMakefileMethod(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.tmpl.Functions {
+		t.Run(f.LogicalID, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, ".", f.CodeURI)
+			require.Equal(t, "makefile", f.BuildMethod)
+			require.Equal(t, "bootstrap", f.Handler)
+			require.Equal(t, "provided.al2023", f.Runtime)
+			require.Equal(t, []string{"arm64"}, f.Architectures)
+			require.Positive(t, f.Timeout)
+			require.Positive(t, f.MemorySize)
+
+			target, ok := b.targets[f.LogicalID]
+			require.True(t, ok, "Makefile needs a build-%s target", f.LogicalID)
+			require.Equal(t, "./"+f.Folder(), target.Package)
+			require.Equal(t, []string{"$(GO_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./" + f.Folder()}, target.Recipe)
+		})
+	}
+}
+
+func TestMakefileBuildsStaticStrippedArm64Binaries(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	mk := readFile(t, filepath.Join(b.root, "Makefile"))
+	def := regexp.MustCompile(`(?m)^GO_BUILD = (.*)$`).FindStringSubmatch(mk)
+	require.NotNil(t, def, "Makefile defines GO_BUILD")
+	for _, flag := range []string{"GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0", "-trimpath", "-tags lambda.norpc", `-ldflags="-s -w"`} {
+		require.Contains(t, def[1], flag)
+	}
+	// No build target for a function the template does not have.
+	for id := range b.targets {
+		_, err := b.tmpl.Function(id)
+		require.NoError(t, err, "Makefile builds %s, which template.yaml does not declare", id)
+	}
+}
+
+// Secrets reach a function only as NoEcho parameters, never as literals in the template.
+func TestSecretsAreNoEchoParameters(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	secret := regexp.MustCompile(`SECRET|TOKEN|_KEY$|DATABASE_URL|ALERT_WEBHOOK_URL`)
+	for _, f := range b.tmpl.Functions {
+		for name, v := range f.Env {
+			require.Equal(t, "!Ref", v.Tag, "%s %s must come from a parameter", f.LogicalID, name)
+			p, ok := b.tmpl.Parameters[v.Value]
+			require.True(t, ok, "%s %s refers to unknown parameter %s", f.LogicalID, name, v.Value)
+			if secret.MatchString(name) {
+				require.True(t, p.NoEcho, "parameter %s carries secret %s: it must be NoEcho", v.Value, name)
+			}
+		}
+	}
+}
+
+// env.json gives each function exactly the variables the template declares for it (SAM
+// ignores the others, and a missing one would only show at invoke time), with local values only.
+func TestEnvFileMatchesTheTemplateWithLocalValuesOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.tmpl.Functions {
+		t.Run(f.LogicalID, func(t *testing.T) {
+			t.Parallel()
+			local, ok := b.env[f.LogicalID]
+			require.True(t, ok, "env.json needs an entry for %s", f.LogicalID)
+			names := make([]string, 0, len(local))
+			for k := range local {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			require.Equal(t, f.EnvNames(), names)
+			for name, v := range local {
+				if strings.HasPrefix(v, "http://") || strings.HasPrefix(v, "https://") || strings.HasPrefix(v, "postgres://") {
+					require.Regexp(t, `^[a-z]+://([^@/]+@)?(127\.0\.0\.1|localhost)[:/]`, v, "%s must point at this machine", name)
+				}
+			}
+		})
+	}
+	require.Equal(t, "whsec_local_development_secret", b.env["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"])
+	require.Equal(t, "local-development-jwt-secret-at-least-32-characters", b.env["PortalReadFunction"]["SUPABASE_JWT_SECRET"])
+}
+
+func TestAlarmsWatchTheMetricsTheFunctionsEmit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	tmpl := readFile(t, filepath.Join(b.root, "template.yaml"))
+	for _, metric := range []string{"SyncFailures", "SyncDeadLettered", "WebhookDeliveries"} {
+		require.Contains(t, tmpl, "MetricName: "+metric)
+	}
+	require.Contains(t, tmpl, "Namespace: PortalFunctions")
+	require.Contains(t, tmpl, "Endpoint: !Ref AlertEmail")
+}
+
+func TestParseAppliesGlobalsAndKeepsIntrinsics(t *testing.T) {
+	t.Parallel()
+	tmpl, err := sam.Parse([]byte(`
+Transform: AWS::Serverless-2016-10-31
+Parameters:
+  Secret: {Type: String, NoEcho: true}
+Globals:
+  Function:
+    Runtime: provided.al2023
+    Handler: bootstrap
+    Timeout: 10
+    Architectures: [arm64]
+    Environment:
+      Variables:
+        SHARED: global
+        OVERRIDDEN: global
+Resources:
+  Api:
+    Type: AWS::Serverless::HttpApi
+  OneFunction:
+    Type: AWS::Serverless::Function
+    Metadata: {BuildMethod: makefile}
+    Properties:
+      CodeUri: .
+      Timeout: 60
+      Environment:
+        Variables:
+          OVERRIDDEN: local
+          SECRET: !Ref Secret
+          LONG: {"Fn::Sub": "x-${Secret}"}
+      Events:
+        Get:
+          Type: HttpApi
+          Properties: {Method: get, Path: "/v1/things/{id}"}
+        Any:
+          Type: HttpApi
+          Properties: {Method: ANY, Path: "/v1/files/{path+}"}
+        Tick:
+          Type: Schedule
+          Properties: {Schedule: rate(5 minutes)}
+`))
+	require.NoError(t, err)
+	f, err := tmpl.Function("OneFunction")
+	require.NoError(t, err)
+	require.Equal(t, "provided.al2023", f.Runtime)
+	require.Equal(t, "bootstrap", f.Handler)
+	require.Equal(t, 60, f.Timeout)
+	require.Equal(t, []string{"arm64"}, f.Architectures)
+	require.Equal(t, map[string]sam.Value{
+		"SHARED":     {Value: "global"},
+		"OVERRIDDEN": {Value: "local"},
+		"SECRET":     {Tag: "!Ref", Value: "Secret"},
+		"LONG":       {Tag: "!Sub", Value: "x-${Secret}"},
+	}, f.Env)
+	require.Equal(t, []string{"/v1/files/{path...}", "GET /v1/things/{id}"}, []string{f.Routes[0].Pattern(), f.Routes[1].Pattern()})
+	require.Equal(t, []string{"rate(5 minutes)"}, f.Schedules)
+	require.Equal(t, "functions/one", f.Folder())
+
+	_, err = tmpl.Function("Missing")
+	require.ErrorIs(t, err, sam.ErrUnknownFunction)
+}
+
+func TestParseRejectsTemplatesItCannotServe(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		yaml string
+		want error
+	}{
+		{"no functions", "Resources:\n  Api:\n    Type: AWS::Serverless::HttpApi\n", sam.ErrNoFunctions},
+		{"route without path", "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        E:\n          Type: HttpApi\n          Properties: {Method: GET}\n", sam.ErrBadRoute},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := sam.Parse([]byte(tc.yaml))
+			require.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+func TestEnvFileForPassesOnlyDeclaredVariables(t *testing.T) {
+	t.Parallel()
+	f := sam.Function{LogicalID: "AFunction", Env: map[string]sam.Value{"A": {}, "B": {}, "C": {}}}
+	env := sam.EnvFile{
+		"Parameters": {"A": "all", "B": "all"},
+		"AFunction":  {"B": "mine", "UNDECLARED": "x"},
+	}
+	require.Equal(t, map[string]string{"A": "all", "B": "mine"}, env.For(f))
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
+}
