@@ -16,7 +16,6 @@ type storedEvent struct {
 	ID       string
 	Outcome  string
 	TenantID *uuid.UUID
-	Applied  bool
 	Payload  []byte
 }
 
@@ -24,9 +23,9 @@ type storedEvent struct {
 func (r *Reconciler) storedEvents(ctx context.Context, o Options, rep *Report) error {
 	tenant, from, to := scopeArgs(o.Scope)
 	rows, err := r.pool.Query(ctx, `
-		select e.id, e.outcome, e.tenant_id, e.applied_at is not null, e.payload
+		select e.id, e.outcome, e.tenant_id, e.payload
 		from private.stripe_events e
-		where (e.applied_at is null or e.outcome = 'unmatched')
+		where ((e.outcome = 'processed' and e.applied_at is null) or e.outcome = 'unmatched')
 		  and ($1::uuid is null or e.tenant_id = $1 or e.tenant_id is null)
 		  and ($2::timestamptz is null or (e.created >= $2 and e.created < $3))
 		order by e.created, e.id`, tenant, from, to)
@@ -35,7 +34,7 @@ func (r *Reconciler) storedEvents(ctx context.Context, o Options, rep *Report) e
 	}
 	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (storedEvent, error) {
 		var e storedEvent
-		err := row.Scan(&e.ID, &e.Outcome, &e.TenantID, &e.Applied, &e.Payload)
+		err := row.Scan(&e.ID, &e.Outcome, &e.TenantID, &e.Payload)
 		return e, err
 	})
 	if err != nil {
@@ -64,7 +63,7 @@ func (r *Reconciler) storedEvents(ctx context.Context, o Options, rep *Report) e
 			it.TenantID = resolved.String()
 		}
 		switch {
-		case !e.Applied:
+		case e.Outcome != "unmatched":
 			it.Reason = "stored but never applied"
 		case resolved == uuid.Nil:
 			it.Action, it.Result, it.Reason = ActionNone, ResultFailed, reasonNoTenant

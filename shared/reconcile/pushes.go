@@ -11,26 +11,26 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
-// River job states that still end in a push (or did): anything but a dead letter.
-const liveStates = `('available', 'pending', 'retryable', 'running', 'scheduled', 'completed')`
-
 type crmCandidate struct {
 	EventID   string
 	TenantID  uuid.UUID
 	AppliedAt time.Time
-	// Covered: a live job for this event, a live job for the tenant enqueued after the event
-	// was applied, or a successful push after it (River prunes completed jobs; sync status
-	// remembers).
+	// Covered: a waiting job of the tenant, or a push completed after the change.
 	Covered bool
 	// OwnState is the state of this event's newest job ("" when it never had one).
 	OwnState string
 }
 
-// crmSyncs enqueues a CRM push for each tenant whose applied billing change has no push that
-// will carry it. The push sends the tenant's CURRENT projection, so one job per tenant covers
-// all its uncovered changes: it is enqueued for the newest of them (unique per tenant and
-// source event, exactly as the webhook enqueues it, so a live delivery racing this run makes
-// the same job, not a second one).
+// crmSyncs enqueues a CRM push for each tenant whose billing change has no push that will
+// carry it. A change needs a push when applying it queued one (stripe_events.crm_sync), or —
+// where that was not recorded — when its event is still the last writer of something the CRM
+// shows (email, plan, status). It is carried by its own job (any state but dead-lettered), by
+// any job of the tenant still waiting (a push sends the CURRENT projection), or by a push that
+// completed after the change was applied (River prunes completed jobs; sync status remembers).
+//
+// One job per tenant carries all its uncarried changes: it is enqueued for the newest of them,
+// unique per (tenant, source event) exactly as the webhook enqueues it, so a live delivery
+// racing this run makes the same job, not a second one.
 func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error {
 	tenant, from, to := scopeArgs(o.Scope)
 	rows, err := r.pool.Query(ctx, `
@@ -39,8 +39,9 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		        select 1 from private.river_job j
 		        where j.kind = 'crm_sync'
 		          and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text)
-		          and j.state in `+liveStates+`
-		          and (j.args @> jsonb_build_object('source_event', e.id) or j.created_at >= e.applied_at)
+		          and (j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')
+		               or (j.state = 'completed' and j.finalized_at >= e.applied_at)
+		               or (j.state = 'completed' and j.args @> jsonb_build_object('source_event', e.id)))
 		    ) or exists (
 		        select 1 from private.sync_status s
 		        where s.integration = 'crm' and s.subject = 'tenant:' || e.tenant_id::text
@@ -53,7 +54,14 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		        order by j.id desc limit 1
 		    ), '')
 		from private.stripe_events e
+		left join private.billing_accounts b on b.tenant_id = e.tenant_id
 		where e.outcome = 'processed' and e.tenant_id is not null and e.applied_at is not null
+		  and (e.crm_sync
+		       or (e.crm_sync is null and e.id in (b.email_event_id, b.subscription_event_id, b.status_event_id))
+		       or exists (
+		           select 1 from private.river_job j
+		           where j.kind = 'crm_sync'
+		             and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text, 'source_event', e.id)))
 		  and ($1::uuid is null or e.tenant_id = $1)
 		  and ($2::timestamptz is null or (e.created >= $2 and e.created < $3))
 		order by e.tenant_id, e.applied_at desc, e.created desc, e.id desc`, tenant, from, to)
@@ -68,10 +76,10 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 	if err != nil {
 		return fmt.Errorf("reconcile: find CRM pushes: %w", db.Classify(err))
 	}
-	// Rows come newest first per tenant: the first uncovered one gets the job, the rest ride on it.
+	// Rows come newest first per tenant: the first uncarried one gets the job, the rest ride on it.
 	newest := map[uuid.UUID]string{}
 	for _, c := range cands {
-		if c.Covered {
+		if c.Covered || c.OwnState != "" && c.OwnState != "discarded" && c.OwnState != "cancelled" {
 			rep.fine(KindCRMSync)
 			continue
 		}
@@ -83,7 +91,7 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		}
 		newest[c.TenantID] = c.EventID
 		it.Reason = "push missing"
-		if c.OwnState == "discarded" || c.OwnState == "cancelled" {
+		if c.OwnState != "" {
 			it.Reason = "push dead-lettered (" + c.OwnState + ")"
 		}
 		r.enqueue(ctx, o, rep, it, func(tx pgx.Tx) error {
