@@ -1,0 +1,197 @@
+package validation_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/problem"
+	"github.com/portal-functions/portal-functions/shared/validation"
+	"github.com/portal-functions/portal-functions/shared/web"
+)
+
+// ticketRequest is shaped like ticket-create's body, with one field per common rule.
+type ticketRequest struct {
+	Subject     string       `json:"subject" validate:"required,max=200"`
+	Body        string       `json:"body" validate:"required,max=20000"`
+	Category    string       `json:"category" validate:"required,oneof=billing technical account other"`
+	Priority    string       `json:"priority,omitempty" validate:"omitempty,oneof=low normal high urgent"`
+	Email       string       `json:"email,omitempty" validate:"omitempty,email"`
+	Link        string       `json:"link,omitempty" validate:"omitempty,url"`
+	RelatedID   string       `json:"related_id,omitempty" validate:"omitempty,uuid"`
+	Code        string       `json:"code,omitempty" validate:"omitempty,len=4"`
+	Tags        []string     `json:"tags,omitempty" validate:"max=3,dive,min=2"`
+	Attachments []attachment `json:"attachments,omitempty" validate:"max=2,dive"`
+}
+
+type attachment struct {
+	Name string `json:"name" validate:"required,max=255"`
+	Size int64  `json:"size" validate:"min=1,max=10485760"`
+}
+
+type bundle struct {
+	srv *httptest.Server
+}
+
+// setup serves a handler that decodes a ticketRequest behind the standard middleware with a
+// small body limit, echoing the decoded value back.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req ticketRequest
+		if err := validation.DecodeJSON(r, &req); err != nil {
+			web.Error(w, r, err)
+			return
+		}
+		web.JSON(w, http.StatusOK, req)
+	})
+	srv := httptest.NewServer(web.Wrap(h, web.Options{MaxBody: 1024}))
+	t.Cleanup(srv.Close)
+	return bundle{srv: srv}
+}
+
+func (b bundle) post(t *testing.T, contentType, body string) (int, problem.Problem) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.srv.URL, strings.NewReader(body))
+	require.NoError(t, err)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	res, err := b.srv.Client().Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var p problem.Problem
+	if res.StatusCode >= 400 {
+		require.Equal(t, problem.ContentType, res.Header.Get("Content-Type"))
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&p))
+	}
+	return res.StatusCode, p
+}
+
+const valid = `{"subject":"Invoice","body":"Charged twice","category":"billing"}`
+
+func TestDecodeJSONAnswersEachFailureWithItsStatus(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	cases := []struct {
+		name        string
+		contentType string
+		body        string
+		wantStatus  int
+		wantDetail  string
+	}{
+		{name: "valid", contentType: "application/json", body: valid, wantStatus: 200},
+		{name: "charset is allowed", contentType: "application/json; charset=UTF-8", body: valid, wantStatus: 200},
+		{name: "surrounding whitespace is fine", contentType: "application/json", body: "\n " + valid + "\n", wantStatus: 200},
+		{name: "no content type", body: valid, wantStatus: 415},
+		{name: "form content type", contentType: "application/x-www-form-urlencoded", body: valid, wantStatus: 415},
+		{name: "text/plain", contentType: "text/plain", body: valid, wantStatus: 415},
+		{name: "other charset", contentType: "application/json; charset=latin1", body: valid, wantStatus: 415},
+		{name: "unparseable content type", contentType: "application/json; =", body: valid, wantStatus: 415},
+		{name: "too large", contentType: "application/json",
+			body: `{"subject":"` + strings.Repeat("a", 2000) + `"}`, wantStatus: 413, wantDetail: "at most 1024 bytes"},
+		{name: "empty body", contentType: "application/json", body: "", wantStatus: 400, wantDetail: "empty"},
+		{name: "whitespace only", contentType: "application/json", body: "  \n", wantStatus: 400, wantDetail: "empty"},
+		{name: "syntax error says where", contentType: "application/json", body: `{"subject": x}`, wantStatus: 400, wantDetail: "at byte 13"},
+		{name: "truncated", contentType: "application/json", body: `{"subject": "a"`, wantStatus: 400, wantDetail: "ends early"},
+		{name: "unknown field", contentType: "application/json",
+			body: `{"subject":"a","body":"b","category":"other","tenant_id":"x"}`, wantStatus: 400, wantDetail: `unknown field "tenant_id"`},
+		{name: "unknown nested field", contentType: "application/json",
+			body:       `{"subject":"a","body":"b","category":"other","attachments":[{"name":"a","size":1,"path":"/etc"}]}`,
+			wantStatus: 400, wantDetail: `unknown field "path"`},
+		{name: "long unknown field is not echoed whole", contentType: "application/json",
+			body: `{"` + strings.Repeat("k", 500) + `":1}`, wantStatus: 400, wantDetail: "…"},
+		{name: "two values", contentType: "application/json", body: valid + valid, wantStatus: 400, wantDetail: "exactly one JSON value"},
+		{name: "trailing garbage", contentType: "application/json", body: valid + " x", wantStatus: 400, wantDetail: "exactly one JSON value"},
+		{name: "invalid UTF-8", contentType: "application/json",
+			body: "{\"subject\":\"\xff\xfe\",\"body\":\"b\",\"category\":\"other\"}", wantStatus: 400, wantDetail: "UTF-8"},
+		{name: "array instead of object", contentType: "application/json", body: `[1,2]`, wantStatus: 400, wantDetail: "the request body must be an object"},
+		{name: "null fails the rules", contentType: "application/json", body: `null`, wantStatus: 422},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			status, p := b.post(t, tc.contentType, tc.body)
+			require.Equal(t, tc.wantStatus, status, p.Detail)
+			if tc.wantDetail != "" {
+				require.Contains(t, p.Detail, tc.wantDetail)
+			}
+			require.Less(t, len(p.Detail), 200, "the detail never echoes large input")
+		})
+	}
+}
+
+func TestDecodeJSONReportsFieldsByJSONNameWithReadableMessages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	cases := []struct {
+		name   string
+		body   string
+		fields []problem.FieldError
+	}{
+		{name: "required", body: `{"body":"b","category":"other"}`,
+			fields: []problem.FieldError{{Field: "subject", Message: "is required"}}},
+		{name: "max on a string", body: `{"subject":"` + strings.Repeat("s", 201) + `","body":"b","category":"other"}`,
+			fields: []problem.FieldError{{Field: "subject", Message: "must be at most 200 characters long"}}},
+		{name: "oneof", body: `{"subject":"s","body":"b","category":"sales"}`,
+			fields: []problem.FieldError{{Field: "category", Message: "must be one of: billing, technical, account, other"}}},
+		{name: "email url uuid len", body: `{"subject":"s","body":"b","category":"other","email":"nope","link":"nope","related_id":"nope","code":"12345"}`,
+			fields: []problem.FieldError{
+				{Field: "email", Message: "must be a valid email address"},
+				{Field: "link", Message: "must be a valid URL"},
+				{Field: "related_id", Message: "must be a valid UUID"},
+				{Field: "code", Message: "must be exactly 4 characters long"},
+			}},
+		{name: "too many items and dive into elements", body: `{"subject":"s","body":"b","category":"other","tags":["a","bb","cc","dd"]}`,
+			fields: []problem.FieldError{{Field: "tags", Message: "must have at most 3 items"}}},
+		{name: "dive into strings", body: `{"subject":"s","body":"b","category":"other","tags":["bb","a"]}`,
+			fields: []problem.FieldError{{Field: "tags[1]", Message: "must be at least 2 characters long"}}},
+		{name: "nested path", body: `{"subject":"s","body":"b","category":"other","attachments":[{"name":"a","size":1},{"name":"","size":0}]}`,
+			fields: []problem.FieldError{
+				{Field: "attachments[1].name", Message: "is required"},
+				{Field: "attachments[1].size", Message: "must be at least 1"},
+			}},
+		{name: "wrong type is a field error", body: `{"subject":5,"body":"b","category":"other"}`,
+			fields: []problem.FieldError{{Field: "subject", Message: "must be a string"}}},
+		{name: "wrong nested type", body: `{"subject":"s","body":"b","category":"other","attachments":[{"name":"a","size":"big"}]}`,
+			fields: []problem.FieldError{{Field: "attachments.size", Message: "must be a whole number"}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			status, p := b.post(t, "application/json", tc.body)
+			require.Equal(t, http.StatusUnprocessableEntity, status)
+			require.Equal(t, problem.TypeValidation, p.Type)
+			require.Equal(t, tc.fields, p.Errors)
+		})
+	}
+}
+
+func TestStructValidatesValuesThatDidNotComeOverHTTP(t *testing.T) {
+	t.Parallel()
+	err := validation.Struct(&ticketRequest{Subject: "s", Body: "b", Category: "other", Priority: "asap"})
+	var p *problem.Problem
+	require.ErrorAs(t, err, &p)
+	require.Equal(t, []problem.FieldError{{Field: "priority", Message: "must be one of: low, normal, high, urgent"}}, p.Errors)
+	require.Contains(t, err.Error(), "priority must be one of", "the error reads well in a CLI report too")
+
+	require.NoError(t, validation.Struct(ticketRequest{Subject: "s", Body: "b", Category: "other"}))
+	require.NoError(t, validation.Struct(map[string]string{"a": "b"}), "values without rules pass")
+}
+
+func TestDecodeJSONRefusesANonPointerAsAProgrammingError(t *testing.T) {
+	t.Parallel()
+	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(valid))
+	req.Header.Set("Content-Type", "application/json")
+	err := validation.New().DecodeJSON(req, ticketRequest{})
+	require.Error(t, err)
+	var p *problem.Problem
+	require.False(t, errors.As(err, &p), "a bug in our code is a 500, not the caller's fault")
+}
