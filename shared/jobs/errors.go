@@ -15,3 +15,10 @@ var (
 	// ErrNoTicket means a helpdesk job was enqueued without a ticket id.
 	ErrNoTicket = errors.New("jobs: ticket id is required")
 )
+
+// ErrRunConfig means Run was called without a queue or workers.
+var ErrRunConfig = errors.New("jobs: run needs a queue and workers")
+
+// ErrRequeueUnscoped means Requeue was asked for neither a job nor an integration: requeueing
+// every dead letter of every integration at once is refused.
+var ErrRequeueUnscoped = errors.New("jobs: requeue needs a job id or an integration")

@@ -13,12 +13,14 @@ begin
 end;
 $$;
 
--- One row per integration: when the last failure alert went out. Workers in separate Lambda
--- containers claim the alert window here, so an outage pages once per window, not once per
--- container.
+-- One row per integration: failures counted in the current alert window and when the last
+-- alert went out. Workers in separate Lambda containers claim the alert here (row lock), so an
+-- outage pages once per window, not once per container.
 create table private.sync_alerts (
     integration text primary key check (integration in ('crm', 'helpdesk')),
-    last_sent_at timestamptz not null,
+    window_started_at timestamptz not null,
+    failures integer not null default 0,
+    last_sent_at timestamptz,
     last_message text not null default ''
 );
 alter table private.sync_alerts enable row level security;
