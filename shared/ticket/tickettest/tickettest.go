@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -62,7 +63,7 @@ func New(t testing.TB) *Env {
 	h := ticket.NewHandler(ticket.Deps{
 		Pool: pool, Verifier: iss.Verifier(t), Idempotency: idempotency.New(pool), Jobs: ins, Uploads: signer,
 	})
-	return &Env{Pool: pool, Issuer: iss, Storage: fake, Signer: signer, Handler: web.Wrap(h, web.Options{})}
+	return &Env{Pool: pool, Issuer: iss, Storage: fake, Signer: signer, Handler: web.Wrap(h, web.Options{Logger: slog.New(slog.DiscardHandler)})}
 }
 
 // Seed creates a tenant named name with one active member of role and mints the member's token.

@@ -1,0 +1,257 @@
+package helpdesk_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/helpdesk"
+	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/storage"
+	"github.com/portal-functions/portal-functions/shared/ticket"
+	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
+	"github.com/portal-functions/portal-functions/shared/zendesk"
+	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
+)
+
+const (
+	agentEmail = "agent@example.com"
+	agentToken = "zendesk-test-token"
+)
+
+type bundle struct {
+	env    *tickettest.Env
+	member tickettest.Member
+	desk   *zendeskfake.TestServer
+	pusher *helpdesk.Pusher
+}
+
+func setup(t *testing.T, timeout time.Duration) bundle {
+	t.Helper()
+	env := tickettest.New(t)
+	desk := zendeskfake.NewTest(t, agentEmail, agentToken)
+	return bundle{env: env, member: env.Seed(t, "Acme", "member"), desk: desk, pusher: newPusher(env, desk, agentToken, timeout)}
+}
+
+func newPusher(env *tickettest.Env, desk *zendeskfake.TestServer, token string, timeout time.Duration) *helpdesk.Pusher {
+	client := zendesk.New(zendesk.Config{BaseURL: desk.URL(), Email: agentEmail, APIToken: token, Timeout: timeout})
+	return helpdesk.NewPusher(env.Pool, client, env.Signer, helpdesk.Options{
+		IsMissing: func(err error) bool { return errors.Is(err, storage.ErrNotFound) },
+	})
+}
+
+type state struct {
+	Status     string
+	HelpdeskID *int64
+}
+
+func ticketState(t *testing.T, b bundle, id uuid.UUID) state {
+	t.Helper()
+	var s state
+	require.NoError(t, b.env.Pool.QueryRow(context.Background(),
+		`select status, helpdesk_ticket_id from public.tickets where id = $1`, id).Scan(&s.Status, &s.HelpdeskID))
+	return s
+}
+
+func TestPushCreatesOneZendeskTicketWithLinksAndMarksSynced(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	created := b.env.Create(t, b.member, "Printer on fire",
+		ticket.AttachmentRequest{Name: "photo.png", Size: 3, ContentType: "image/png"},
+		ticket.AttachmentRequest{Name: "log.txt", Size: 3, ContentType: "text/plain"})
+	// The user uploads the photo only.
+	req, _ := http.NewRequest(http.MethodPut, created.Attachments[0].UploadURL, stringsReader("png"))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+
+	tickets := b.desk.Tickets()
+	require.Len(t, tickets, 1)
+	zt := tickets[0]
+	require.Equal(t, created.ID.String(), zt.ExternalID)
+	require.Equal(t, created.ID.String(), zt.IdempotencyKey)
+	require.Equal(t, "Printer on fire", zt.Subject)
+	require.Equal(t, b.member.Email, zt.RequesterEmail)
+	require.Equal(t, "Ada Acme", zt.RequesterName)
+	require.Equal(t, "high", zt.Priority)
+	require.Contains(t, zt.Tags, "tenant_"+b.member.TenantID.String())
+	require.Contains(t, zt.Description, "log.txt (text/plain, 3 bytes): not uploaded")
+
+	link := regexp.MustCompile(`photo\.png \(image/png, 3 bytes\): (\S+)`).FindStringSubmatch(zt.Description)
+	require.Len(t, link, 2, zt.Description)
+	resp, err = http.Get(link[1])
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, "png", string(body), "the agent's link downloads the file")
+
+	require.Equal(t, state{Status: "synced", HelpdeskID: &zt.ID}, ticketState(t, b, created.ID))
+
+	// The job running again (a redelivery) creates nothing.
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+	require.Len(t, b.desk.Tickets(), 1)
+}
+
+func TestLostAnswerAdoptsTheZendeskTicketInsteadOfCreatingAgain(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300*time.Millisecond)
+	created := b.env.Create(t, b.member, "Timeout")
+	b.desk.TimeoutNextCreates(1)
+
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+	require.Len(t, b.desk.Tickets(), 1)
+	s := ticketState(t, b, created.ID)
+	require.Equal(t, "synced", s.Status)
+	require.Equal(t, b.desk.Tickets()[0].ID, *s.HelpdeskID)
+}
+
+func TestRetryAfterACrashLooksUpBeforeCreating(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		advance time.Duration
+	}{
+		{name: "inside the idempotency window"},
+		{name: "after Zendesk forgot the key", advance: 3 * time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 0)
+			created := b.env.Create(t, b.member, "Crash")
+			// An earlier attempt stamped the ticket, created the Zendesk ticket (with a body
+			// whose signed links differ) and died before recording it.
+			_, err := b.env.Pool.Exec(context.Background(), `update public.tickets set helpdesk_attempted_at = now() where id = $1`, created.ID)
+			require.NoError(t, err)
+			client := zendesk.New(zendesk.Config{BaseURL: b.desk.URL(), Email: agentEmail, APIToken: agentToken})
+			first, err := client.CreateTicket(context.Background(), zendesk.NewTicket{Subject: "Crash", Body: "earlier body",
+				ExternalID: created.ID.String()}, created.ID.String())
+			require.NoError(t, err)
+			b.desk.Advance(tc.advance)
+
+			require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+			require.Len(t, b.desk.Tickets(), 1)
+			require.Equal(t, first.ID, *ticketState(t, b, created.ID).HelpdeskID)
+		})
+	}
+}
+
+func TestFailuresTellTheQueueWhatToDo(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		arrange    func(t *testing.T, b bundle, id uuid.UUID) *helpdesk.Pusher
+		last       bool
+		retryAfter time.Duration
+		permanent  bool
+		message    string
+		status     string
+	}{
+		{
+			name: "rate limited waits for Retry-After",
+			arrange: func(t *testing.T, b bundle, _ uuid.UUID) *helpdesk.Pusher {
+				b.desk.SetMode(zendeskfake.ModeRateLimited)
+				b.desk.SetRetryAfter(7 * time.Second)
+				return b.pusher
+			},
+			retryAfter: 7 * time.Second, status: "pending_sync",
+		},
+		{
+			name: "outage retries with backoff",
+			arrange: func(t *testing.T, b bundle, _ uuid.UUID) *helpdesk.Pusher {
+				b.desk.SetMode(zendeskfake.ModeDown)
+				return b.pusher
+			},
+			status: "pending_sync",
+		},
+		{
+			name: "outage on the last attempt marks the ticket failed",
+			arrange: func(t *testing.T, b bundle, _ uuid.UUID) *helpdesk.Pusher {
+				b.desk.SetMode(zendeskfake.ModeDown)
+				return b.pusher
+			},
+			last: true, status: "failed",
+		},
+		{
+			name: "record invalid is permanent with Zendesk's message",
+			arrange: func(t *testing.T, b bundle, id uuid.UUID) *helpdesk.Pusher {
+				_, err := b.env.Pool.Exec(context.Background(), `update public.tickets set requester_email = 'not-an-email' where id = $1`, id)
+				require.NoError(t, err)
+				return b.pusher
+			},
+			permanent: true, message: "Requester: Email is invalid", status: "failed",
+		},
+		{
+			name: "wrong API token is permanent",
+			arrange: func(t *testing.T, b bundle, _ uuid.UUID) *helpdesk.Pusher {
+				return newPusher(b.env, b.desk, "wrong-token", 0)
+			},
+			permanent: true, message: "401", status: "failed",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, 0)
+			created := b.env.Create(t, b.member, "Help")
+			p := tc.arrange(t, b, created.ID)
+
+			err := p.Push(context.Background(), b.member.TenantID, created.ID, tc.last)
+			require.Error(t, err)
+			var perm *jobs.PermanentError
+			require.Equal(t, tc.permanent, errors.As(err, &perm), err.Error())
+			var ra *jobs.RetryAfterError
+			if tc.retryAfter > 0 {
+				require.ErrorAs(t, err, &ra)
+				require.Equal(t, tc.retryAfter, ra.Wait)
+			} else {
+				require.False(t, errors.As(err, &ra))
+			}
+			require.Contains(t, err.Error(), tc.message)
+			require.Equal(t, tc.status, ticketState(t, b, created.ID).Status)
+			require.Empty(t, b.desk.Tickets())
+		})
+	}
+}
+
+func TestWorkerWorksTheQueuedJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	created := b.env.Create(t, b.member, "Via the queue")
+
+	var args jobs.HelpdeskTicketArgs
+	var row rivertype.JobRow
+	require.NoError(t, b.env.Pool.QueryRow(context.Background(),
+		`select id, attempt, max_attempts from private.river_job where kind = 'helpdesk_ticket' and args->>'ticket_id' = $1`,
+		created.ID.String()).Scan(&row.ID, &row.Attempt, &row.MaxAttempts))
+	args = jobs.HelpdeskTicketArgs{TenantID: b.member.TenantID, TicketID: created.ID}
+	row.Attempt = 1
+
+	workers := river.NewWorkers()
+	w := helpdesk.NewWorker(b.pusher)
+	river.AddWorker(workers, w)
+	require.NoError(t, w.Work(context.Background(), &river.Job[jobs.HelpdeskTicketArgs]{JobRow: &row, Args: args}))
+	zt, ok := b.desk.Ticket(created.ID.String())
+	require.True(t, ok)
+	require.Equal(t, "Via the queue", zt.Subject)
+}
+
+func TestUnknownTicketIsPermanent(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	err := b.pusher.Push(context.Background(), b.member.TenantID, uuid.New(), false)
+	require.ErrorIs(t, err, helpdesk.ErrTicketGone)
+	var perm *jobs.PermanentError
+	require.ErrorAs(t, err, &perm)
+}
