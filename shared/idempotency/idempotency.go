@@ -271,12 +271,17 @@ func (s *Store) do(ctx context.Context, scope, key string, hash []byte, opts Opt
 }
 
 // claim takes the record for this attempt and returns its fencing token, or the stored
-// response to replay, or a problem (in progress, reused). Expired records of any key are
-// deleted a few at a time in the same statement.
+// response to replay, or a problem (in progress, reused). A live record is looked up first
+// with a plain read, so replays and 409s write nothing; only a free, expired or lapsed key is
+// claimed, by an upsert that deletes a few expired records of other keys in passing.
 func (s *Store) claim(ctx context.Context, scope, key string, hash []byte, opts Options) (time.Time, *Response, error) {
 	for range claimAttempts {
+		stored, err := s.lookup(ctx, scope, key, hash)
+		if err != nil || stored != nil {
+			return time.Time{}, stored, err
+		}
 		var token time.Time
-		err := s.pool.QueryRow(ctx, `
+		err = s.pool.QueryRow(ctx, `
 			with cleanup as (
 				delete from private.idempotency_keys
 				where (scope, key) in (
@@ -311,44 +316,51 @@ func (s *Store) claim(ctx context.Context, scope, key string, hash []byte, opts 
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return time.Time{}, nil, fmt.Errorf("claim idempotency key: %w", db.Classify(err))
 		}
-
-		// Someone holds the key: replay, refuse, or (if it vanished meanwhile) try again.
-		var (
-			status     string
-			storedHash []byte
-			resp       Response
-			rawHeader  []byte
-			respStatus *int
-			retryAfter int
-		)
-		err = s.pool.QueryRow(ctx, `
-			select status, request_hash, response_status, response_headers, response_body,
-			       greatest(1, ceil(extract(epoch from (locked_until - now()))))::int
-			from private.idempotency_keys where scope = $1 and key = $2`,
-			scope, key).Scan(&status, &storedHash, &respStatus, &rawHeader, &resp.Body, &retryAfter)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return time.Time{}, nil, fmt.Errorf("read idempotency key: %w", db.Classify(err))
-		}
-		if !bytes.Equal(storedHash, hash) {
-			return time.Time{}, nil, problem.New(http.StatusUnprocessableEntity, problem.TypeIdempotencyReused,
-				"Idempotency key reused", "this idempotency key was already used for a different request; use a new key").
-				WithCause(ErrKeyReused)
-		}
-		if status == "completed" && respStatus != nil {
-			resp.Status = *respStatus
-			if len(rawHeader) > 0 {
-				if err := json.Unmarshal(rawHeader, &resp.Header); err != nil {
-					return time.Time{}, nil, fmt.Errorf("read stored headers: %w", err)
-				}
-			}
-			return time.Time{}, &resp, nil
-		}
-		return time.Time{}, nil, inProgress(retryAfter)
+		// Another attempt claimed it between our read and our upsert: look again.
 	}
 	return time.Time{}, nil, inProgress(1)
+}
+
+// lookup reads a live record of (scope, key): its stored response to replay, or a problem
+// (reused, in progress). It answers (nil, nil) when the key is free or its record lapsed.
+func (s *Store) lookup(ctx context.Context, scope, key string, hash []byte) (*Response, error) {
+	var (
+		status     string
+		storedHash []byte
+		resp       Response
+		rawHeader  []byte
+		respStatus *int
+		retryAfter int
+	)
+	err := s.pool.QueryRow(ctx, `
+		select status, request_hash, response_status, response_headers, response_body,
+		       greatest(1, ceil(extract(epoch from (locked_until - now()))))::int
+		from private.idempotency_keys
+		where scope = $1 and key = $2
+		  and ((status = 'completed' and expires_at >= now())
+		    or (status = 'in_progress' and locked_until >= now()))`,
+		scope, key).Scan(&status, &storedHash, &respStatus, &rawHeader, &resp.Body, &retryAfter)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read idempotency key: %w", db.Classify(err))
+	}
+	if !bytes.Equal(storedHash, hash) {
+		return nil, problem.New(http.StatusUnprocessableEntity, problem.TypeIdempotencyReused,
+			"Idempotency key reused", "this idempotency key was already used for a different request; use a new key").
+			WithCause(ErrKeyReused)
+	}
+	if status != "completed" || respStatus == nil {
+		return nil, inProgress(retryAfter)
+	}
+	resp.Status = *respStatus
+	if len(rawHeader) > 0 {
+		if err := json.Unmarshal(rawHeader, &resp.Header); err != nil {
+			return nil, fmt.Errorf("read stored headers: %w", err)
+		}
+	}
+	return &resp, nil
 }
 
 func inProgress(retryAfter int) *problem.Problem {
