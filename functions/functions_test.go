@@ -1,0 +1,286 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+	"github.com/portal-functions/portal-functions/shared/demo"
+	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
+	"github.com/portal-functions/portal-functions/shared/rie"
+	"github.com/portal-functions/portal-functions/shared/sam"
+	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
+)
+
+const stripeMockPackage = "github.com/stripe/stripe-mock"
+
+// wantStatus is the HTTP status each HTTP function's sample events must get: reads and the
+// webhook answer 200, creations 201.
+var wantStatus = map[string]int{
+	"PaymentWebhookFunction": 200,
+	"CheckoutCreateFunction": 201,
+	"TicketCreateFunction":   201,
+	"PortalReadFunction":     200,
+}
+
+type bundle struct {
+	root    string
+	tmpl    *sam.Template
+	targets map[string]sam.BuildTarget
+	env     sam.EnvFile
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	root, err := sam.Root(".")
+	require.NoError(t, err)
+	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
+	require.NoError(t, err)
+	targets, err := sam.LoadBuildTargets(filepath.Join(root, "Makefile"))
+	require.NoError(t, err)
+	env, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
+	require.NoError(t, err)
+	return bundle{root: root, tmpl: tmpl, targets: targets, env: env}
+}
+
+// sampleEvents lists events/<folder>*.json for a function.
+func (b bundle) sampleEvents(t *testing.T, f sam.Function) []string {
+	t.Helper()
+	matches, err := filepath.Glob(filepath.Join(b.root, "events", filepath.Base(f.Folder())+"*.json"))
+	require.NoError(t, err)
+	return matches
+}
+
+// Every function of the template has its folder with a main.go, its build target and at
+// least one sample event: what `sam build` and `sam local invoke` need.
+func TestEveryFunctionIsInPlace(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.tmpl.Functions {
+		t.Run(f.LogicalID, func(t *testing.T) {
+			t.Parallel()
+			_, err := os.Stat(filepath.Join(b.root, f.Folder(), "main.go"))
+			require.NoError(t, err, "%s needs %s/main.go", f.LogicalID, f.Folder())
+			require.Equal(t, "./"+f.Folder(), b.targets[f.LogicalID].Package, "Makefile build-%s", f.LogicalID)
+			require.NotEmpty(t, b.sampleEvents(t, f), "%s needs a sample event events/%s*.json", f.LogicalID, filepath.Base(f.Folder()))
+		})
+	}
+}
+
+// Every sample event belongs to a function, so none is left behind when a function goes.
+func TestEverySampleEventBelongsToAFunction(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	files, err := filepath.Glob(filepath.Join(b.root, "events", "*.json"))
+	require.NoError(t, err)
+	for _, file := range files {
+		owner := ""
+		for _, f := range b.tmpl.Functions {
+			if strings.HasPrefix(filepath.Base(file), filepath.Base(f.Folder())) {
+				owner = f.LogicalID
+			}
+		}
+		require.NotEmpty(t, owner, "%s is named after no function folder", filepath.Base(file))
+	}
+}
+
+// binaries builds every function that has a folder, the emulator and stripe-mock, once, in
+// one `go build` (shared packages compile once; two cores cannot build in parallel anyway).
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+func binaries(t *testing.T, b bundle) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "functions-test-")
+		if buildErr != nil {
+			return
+		}
+		pkgs := []string{rie.ToolPackage, stripeMockPackage}
+		for _, f := range b.tmpl.Functions {
+			if _, err := os.Stat(filepath.Join(b.root, f.Folder(), "main.go")); err == nil {
+				pkgs = append(pkgs, "./"+f.Folder())
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		buildErr = rie.Build(ctx, b.root, buildDir, pkgs...)
+	})
+	require.NoError(t, buildErr)
+	return buildDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// stripeMock runs Stripe's own API mock for the functions that call Stripe.
+func stripeMock(t *testing.T, bin string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(filepath.Join(bin, "stripe-mock"), "-http-addr", addr)
+	out := &strings.Builder{}
+	var mu sync.Mutex
+	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
+	cmd.Stderr = cmd.Stdout
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return "http://" + addr
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("stripe-mock did not start: %s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// localEnv is the function's env.json environment with the database and the providers
+// pointed at this test's own throwaway database and local stand-ins.
+func localEnv(t *testing.T, b bundle, f sam.Function, bin string) map[string]string {
+	t.Helper()
+	env := b.env.For(f)
+	dbURL := dbtest.NewURL(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	require.NoError(t, demo.Seed(ctx, conn))
+	require.NoError(t, conn.Close(ctx))
+	env["DATABASE_URL"] = dbURL
+	if _, ok := env["STRIPE_API_BASE"]; ok {
+		env["STRIPE_API_BASE"] = stripeMock(t, bin)
+	}
+	if _, ok := env["HUBSPOT_BASE_URL"]; ok {
+		hs := hubspotfake.NewTest(t)
+		hs.SetAccessToken(env["HUBSPOT_ACCESS_TOKEN"])
+		env["HUBSPOT_BASE_URL"] = hs.URL()
+	}
+	if _, ok := env["ZENDESK_BASE_URL"]; ok {
+		zd := zendeskfake.NewTest(t, env["ZENDESK_EMAIL"], env["ZENDESK_API_TOKEN"])
+		env["ZENDESK_BASE_URL"] = zd.URL()
+	}
+	return env
+}
+
+// Every built bootstrap answers each of its sample events under the real Lambda Runtime
+// Interface Emulator: the binary Lambda runs, speaking the Runtime API, with env.json's
+// environment. HTTP functions must answer with their expected status; invoked ones must
+// return a result, not an error.
+func TestEveryFunctionAnswersItsSampleEventsUnderTheRIE(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.tmpl.Functions {
+		t.Run(f.LogicalID, func(t *testing.T) {
+			t.Parallel()
+			samples := b.sampleEvents(t, f)
+			require.NotEmpty(t, samples, "%s has no sample event", f.LogicalID)
+			bin := binaries(t, b)
+			bootstrap := filepath.Join(bin, filepath.Base(f.Folder()))
+			_, err := os.Stat(bootstrap)
+			require.NoError(t, err, "%s was not built: is %s/main.go there?", f.LogicalID, f.Folder())
+
+			env := localEnv(t, b, f, bin)
+			em, err := rie.Start(context.Background(), rie.Options{
+				RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: bootstrap, Env: env,
+				FunctionName: f.LogicalID, Timeout: time.Duration(f.Timeout) * time.Second, MemoryMB: f.MemorySize,
+			})
+			require.NoError(t, err)
+			t.Cleanup(em.Stop)
+
+			signer := demo.Signer{
+				WebhookSecret: env["STRIPE_WEBHOOK_SECRET"], JWTSecret: env["SUPABASE_JWT_SECRET"],
+				SupabaseURL: env["SUPABASE_URL"], TokenTTL: 10 * time.Minute,
+			}
+			for _, sample := range samples {
+				raw, err := os.ReadFile(sample)
+				require.NoError(t, err)
+				payload, _, err := signer.Refresh(raw)
+				if f.IsHTTP() {
+					require.NoError(t, err, "%s must be an API Gateway HTTP API (2.0) event", filepath.Base(sample))
+				}
+				res, err := em.Invoke(context.Background(), payload)
+				require.NoError(t, err, em.Output())
+				require.Equal(t, 200, res.StatusCode, "%s: the runtime failed:\n%s", filepath.Base(sample), em.Output())
+				require.NotContains(t, string(res.Body), `"errorType"`, "%s: the function returned an error:\n%s", filepath.Base(sample), em.Output())
+				if f.IsHTTP() {
+					var out events.APIGatewayV2HTTPResponse
+					require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
+					require.Equal(t, wantStatus[f.LogicalID], out.StatusCode, "%s answered %s\nlog:\n%s", filepath.Base(sample), out.Body, em.Output())
+					require.Equal(t, "private, no-store", out.Headers["Cache-Control"])
+					require.NotEmpty(t, out.Headers["X-Request-Id"])
+				}
+				if res.Report.InitDuration > 0 {
+					t.Logf("%s cold start: Init Duration %s", f.LogicalID, res.Report.InitDuration)
+				}
+			}
+		})
+	}
+}
+
+// A missing secret stops the cold start with an error that names the variable and prints no
+// value (the database URL here carries a password that must not show).
+func TestMissingSecretFailsTheColdStartNamingIt(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	f, err := b.tmpl.Function("PaymentWebhookFunction")
+	require.NoError(t, err)
+	bin := binaries(t, b)
+	bootstrap := filepath.Join(bin, filepath.Base(f.Folder()))
+	_, err = os.Stat(bootstrap)
+	require.NoError(t, err, "payment-webhook was not built")
+
+	env := b.env.For(f)
+	delete(env, "STRIPE_WEBHOOK_SECRET")
+	const password = "pw-that-must-never-be-printed"
+	env["DATABASE_URL"] = fmt.Sprintf("postgres://postgres:%s@127.0.0.1:5432/postgres?sslmode=disable", password)
+	em, err := rie.Start(context.Background(), rie.Options{
+		RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: bootstrap, Env: env, FunctionName: f.LogicalID,
+	})
+	require.NoError(t, err)
+	t.Cleanup(em.Stop)
+
+	res, err := em.Invoke(context.Background(), []byte(`{}`))
+	require.NoError(t, err)
+	require.Equal(t, 502, res.StatusCode, "the runtime must refuse to start")
+	out := em.Output()
+	require.Contains(t, out, "STRIPE_WEBHOOK_SECRET")
+	require.Contains(t, out, "missing required environment variables")
+	require.NotContains(t, out, password)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
