@@ -4,19 +4,25 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/config"
+	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/helpdesk"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/storage"
+	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
+	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/ticket"
 	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
 	"github.com/portal-functions/portal-functions/shared/zendesk"
@@ -254,4 +260,43 @@ func TestUnknownTicketIsPermanent(t *testing.T) {
 	require.ErrorIs(t, err, helpdesk.ErrTicketGone)
 	var perm *jobs.PermanentError
 	require.ErrorAs(t, err, &perm)
+}
+
+func TestPushFunctionWorksTheHelpdeskQueue(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 0)
+	created := b.env.Create(t, b.member, "Scheduled push")
+	vars := map[string]string{
+		"ZENDESK_BASE_URL": b.desk.URL(), "ZENDESK_EMAIL": agentEmail, "ZENDESK_API_TOKEN": agentToken,
+		"SUPABASE_URL": b.env.Storage.URL(), "SUPABASE_SERVICE_ROLE_KEY": storagefake.DefaultServiceKey,
+	}
+	deps := function.Deps{
+		Name: "support-push", Pool: b.env.Pool, Logger: slog.New(slog.DiscardHandler),
+		Metrics: telemetry.NewMetrics(io.Discard, "support-push"), HTTPClient: &http.Client{Timeout: 5 * time.Second},
+		Lookup: func(k string) (string, bool) { v, ok := vars[k]; return v, ok },
+	}
+	var cfg helpdesk.Config
+	require.NoError(t, config.LoadFrom(deps.Lookup, &cfg))
+	run, err := helpdesk.PushFunction.Build(context.Background(), deps, cfg)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sum, err := run(ctx, events.EventBridgeEvent{})
+	require.NoError(t, err)
+	require.Equal(t, 1, sum.Succeeded, "%+v", sum)
+	_, ok := b.desk.Ticket(created.ID.String())
+	require.True(t, ok)
+	require.Equal(t, "synced", ticketState(t, b, created.ID).Status)
+	var syncState string
+	require.NoError(t, b.env.Pool.QueryRow(context.Background(),
+		`select state from private.sync_status where integration = 'helpdesk' and subject = $1`, "ticket:"+created.ID.String()).Scan(&syncState))
+	require.Equal(t, "synced", syncState)
+}
+
+func TestPushFunctionNamesMissingZendeskSettings(t *testing.T) {
+	t.Parallel()
+	_, _, err := function.Load[helpdesk.Config](func(string) (string, bool) { return "", false })
+	require.ErrorContains(t, err, "ZENDESK_BASE_URL")
+	require.ErrorContains(t, err, "ZENDESK_API_TOKEN")
 }
