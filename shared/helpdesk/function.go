@@ -86,7 +86,9 @@ var errNoLinks = errors.New("helpdesk: storage not configured")
 // without a link.
 type noLinks struct{}
 
-func (noLinks) SignDownload(context.Context, string, time.Duration) (string, error) { return "", errNoLinks }
+func (noLinks) SignDownload(context.Context, string, time.Duration) (string, error) {
+	return "", errNoLinks
+}
 
 var (
 	_ DownloadSigner = (*storage.Client)(nil)
