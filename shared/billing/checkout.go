@@ -1,0 +1,299 @@
+package billing
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"unicode"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/problem"
+	"github.com/portal-functions/portal-functions/shared/tenant"
+	"github.com/portal-functions/portal-functions/shared/validation"
+	"github.com/portal-functions/portal-functions/shared/web"
+)
+
+// Default return paths on the portal when a request names none. Stripe replaces
+// {CHECKOUT_SESSION_ID} in the success URL.
+const (
+	DefaultSuccessPath = "/billing?checkout=success&session_id={CHECKOUT_SESSION_ID}"
+	DefaultCancelPath  = "/billing?checkout=canceled"
+)
+
+// maxPathLen bounds a return path (Stripe accepts URLs up to 5000 characters).
+const maxPathLen = 1024
+
+// StripeAPI is what checkout needs from Stripe (StripeClient, or a fake in tests).
+type StripeAPI interface {
+	NewCustomer(ctx context.Context, params *stripe.CustomerParams) (*stripe.Customer, error)
+	NewCheckoutSession(ctx context.Context, params *stripe.CheckoutSessionParams) (*stripe.CheckoutSession, error)
+}
+
+// CheckoutOptions configure a CheckoutHandler.
+type CheckoutOptions struct {
+	// Prices are the Stripe price ids a tenant may subscribe to (STRIPE_PRICE_IDS).
+	Prices []string
+	// PortalURL is the portal's origin (and base path) that return paths are resolved on.
+	PortalURL *url.URL
+}
+
+// CheckoutHandler serves POST /v1/checkout-sessions. It must run behind auth.Require and
+// tenant.Middleware: the tenant comes from the verified identity, never from the body.
+type CheckoutHandler struct {
+	db     db.Querier
+	stripe StripeAPI
+	prices []string
+	portal *url.URL
+}
+
+// NewCheckoutHandler checks o and builds the handler.
+func NewCheckoutHandler(q db.Querier, api StripeAPI, o CheckoutOptions) (*CheckoutHandler, error) {
+	var prices []string
+	for _, p := range o.Prices {
+		if p = strings.TrimSpace(p); p != "" {
+			prices = append(prices, p)
+		}
+	}
+	if len(prices) == 0 {
+		return nil, ErrNoPrices
+	}
+	u := o.PortalURL
+	if u == nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, ErrPortalURL
+	}
+	portal := *u
+	portal.Path = strings.TrimRight(portal.Path, "/")
+	portal.RawPath = ""
+	return &CheckoutHandler{db: q, stripe: api, prices: prices, portal: &portal}, nil
+}
+
+// checkoutRequest is the body. There is deliberately no tenant field: one sent is refused as
+// unknown.
+type checkoutRequest struct {
+	PriceID     string `json:"price_id" validate:"required,max=255"`
+	SuccessPath string `json:"success_path" validate:"omitempty,max=1024"`
+	CancelPath  string `json:"cancel_path" validate:"omitempty,max=1024"`
+}
+
+// checkoutResponse is the 201 body: the portal redirects the browser to URL.
+type checkoutResponse struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+// ServeHTTP checks the caller's role and the body, creates or reuses the tenant's Stripe
+// customer and creates a subscription Checkout Session for it.
+func (h *CheckoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	scope, ok := tenant.FromContext(ctx)
+	if !ok {
+		web.Error(w, r, errors.New("checkout: no tenant scope (put tenant.Middleware in front)"))
+		return
+	}
+	if err := scope.Require(tenant.Owner, tenant.Admin); err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	var req checkoutRequest
+	if err := validation.DecodeJSON(r, &req); err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	successURL, cancelURL, err := h.check(req)
+	if err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	customerID, err := h.customerFor(ctx, scope.TenantID)
+	if err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	params := &stripe.CheckoutSessionParams{
+		Mode:              stripe.String(string(stripe.CheckoutSessionModeSubscription)),
+		Customer:          stripe.String(customerID),
+		ClientReferenceID: stripe.String(scope.TenantID.String()),
+		LineItems:         []*stripe.CheckoutSessionLineItemParams{{Price: stripe.String(req.PriceID), Quantity: stripe.Int64(1)}},
+		SuccessURL:        stripe.String(successURL),
+		CancelURL:         stripe.String(cancelURL),
+		SubscriptionData: &stripe.CheckoutSessionSubscriptionDataParams{
+			Metadata: map[string]string{MetadataTenantID: scope.TenantID.String()},
+		},
+		Metadata: map[string]string{MetadataTenantID: scope.TenantID.String()},
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey(sessionKey(scope, r.Header.Get("Idempotency-Key"), req))
+	sess, err := h.stripe.NewCheckoutSession(ctx, params)
+	if err != nil {
+		web.Error(w, r, stripeProblem("create checkout session", err))
+		return
+	}
+	web.JSON(w, http.StatusCreated, checkoutResponse{ID: sess.ID, URL: sess.URL})
+}
+
+// check validates the price against the configured list and turns the paths into URLs on the
+// portal; both failures are 422 with the field named.
+func (h *CheckoutHandler) check(req checkoutRequest) (string, string, error) {
+	var fields []problem.FieldError
+	if !slices.Contains(h.prices, req.PriceID) {
+		fields = append(fields, problem.FieldError{Field: "price_id", Message: "is not a plan you can subscribe to"})
+	}
+	resolve := func(field, path, def string) string {
+		if path == "" {
+			path = def
+		}
+		u, err := h.onPortal(path)
+		if err != nil {
+			fields = append(fields, problem.FieldError{Field: field, Message: "must be a path on the portal, such as /billing"})
+		}
+		return u
+	}
+	success := resolve("success_path", req.SuccessPath, DefaultSuccessPath)
+	cancel := resolve("cancel_path", req.CancelPath, DefaultCancelPath)
+	if len(fields) > 0 {
+		parts := make([]string, len(fields))
+		for i, f := range fields {
+			parts[i] = f.Field + " " + f.Message
+		}
+		return "", "", problem.Validation(strings.Join(parts, "; "), fields...)
+	}
+	return success, cancel, nil
+}
+
+// ErrUnsafePath is a return path that could leave the portal's origin (an open redirect).
+var ErrUnsafePath = errors.New("return path must stay on the portal")
+
+// onPortal resolves a return path on the portal URL. Only a plain absolute path is accepted:
+// no scheme, no host, no "//" or "\" (which browsers treat as a host), no control characters
+// or spaces, no ".." segment, and none of these hidden behind percent-encoding.
+func (h *CheckoutHandler) onPortal(path string) (string, error) {
+	if len(path) > maxPathLen {
+		return "", ErrUnsafePath
+	}
+	// Check the path as sent and each percent-decoding of it: a browser, a proxy or the
+	// portal's router may decode it before it acts on it.
+	decoded := path
+	for round := 0; ; round++ {
+		if unsafeChars(decoded) || dotSegment(decoded) {
+			return "", ErrUnsafePath
+		}
+		next, err := url.PathUnescape(decoded)
+		if err != nil {
+			return "", ErrUnsafePath
+		}
+		if next == decoded {
+			break
+		}
+		if round == 2 {
+			return "", ErrUnsafePath // encoding in three layers: no honest client sends that
+		}
+		decoded = next
+	}
+	u, err := url.Parse(h.portal.String() + path)
+	if err != nil || u.Scheme != h.portal.Scheme || u.Host != h.portal.Host || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, h.portal.Path+"/") {
+		return "", ErrUnsafePath
+	}
+	return u.String(), nil
+}
+
+// dotSegment reports a "." or ".." segment in the path part, which could climb out of the
+// portal's base path.
+func dotSegment(s string) bool {
+	p, _, _ := strings.Cut(s, "?")
+	p, _, _ = strings.Cut(p, "#")
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." || seg == "." {
+			return true
+		}
+	}
+	return false
+}
+
+// unsafeChars reports anything but a path starting with one slash (so no scheme and no
+// "//host"), a backslash anywhere (browsers read it as a slash), or a control or space
+// character.
+func unsafeChars(s string) bool {
+	if strings.ContainsRune(s, '\\') || strings.HasPrefix(s, "//") || !strings.HasPrefix(s, "/") {
+		return true
+	}
+	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0
+}
+
+// customerFor returns the tenant's Stripe customer, creating it with metadata.tenant_id when
+// there is none. The creation's idempotency key is the tenant's, and its parameters come from
+// the tenant row only, so two concurrent first checkouts get the same customer from Stripe.
+func (h *CheckoutHandler) customerFor(ctx context.Context, tenantID uuid.UUID) (string, error) {
+	var id string
+	err := h.db.QueryRow(ctx, `
+		select customer_id from private.stripe_customers where tenant_id = $1
+		order by created_at, customer_id limit 1`, tenantID).Scan(&id)
+	switch {
+	case err == nil:
+		return id, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return "", fmt.Errorf("look up stripe customer: %w", db.Classify(err))
+	}
+	var (
+		name    string
+		contact *string
+	)
+	if err := h.db.QueryRow(ctx, `select name, contact_email from public.tenants where id = $1`, tenantID).Scan(&name, &contact); err != nil {
+		return "", fmt.Errorf("read tenant: %w", db.Classify(err))
+	}
+	params := &stripe.CustomerParams{Metadata: map[string]string{MetadataTenantID: tenantID.String()}}
+	if name != "" {
+		params.Name = stripe.String(name)
+	}
+	if c := deref(contact); c != "" {
+		params.Email = stripe.String(c)
+	}
+	params.Context = ctx
+	params.SetIdempotencyKey("portal-customer-" + tenantID.String())
+	cust, err := h.stripe.NewCustomer(ctx, params)
+	if err != nil {
+		return "", stripeProblem("create stripe customer", err)
+	}
+	if err := mapCustomer(ctx, h.db, cust.ID, tenantID); err != nil {
+		return "", db.Classify(err)
+	}
+	return cust.ID, nil
+}
+
+// sessionKey is the Checkout Session's idempotency key: with the caller's Idempotency-Key,
+// a repeat of the same request gets the same session from Stripe; without one, every request
+// gets a fresh key (stripe-go's own retries reuse it).
+func sessionKey(s tenant.Scope, clientKey string, req checkoutRequest) string {
+	if clientKey == "" {
+		return "portal-checkout-" + uuid.NewString()
+	}
+	sum := sha256.Sum256([]byte(strings.Join([]string{
+		s.TenantID.String(), s.UserID.String(), clientKey, req.PriceID, req.SuccessPath, req.CancelPath}, "\x00")))
+	return "portal-checkout-" + hex.EncodeToString(sum[:16])
+}
+
+// stripeProblem maps a failed Stripe call: rate limits, Stripe's 5xx and network trouble are
+// 503 (retry later); anything else is our configuration's fault, a 500.
+func stripeProblem(what string, err error) error {
+	wrapped := fmt.Errorf("%s: %w", what, err)
+	var se *stripe.Error
+	var ne net.Error
+	switch {
+	case errors.As(err, &se) && (se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode >= 500):
+		return problem.Unavailable("the payment provider is unavailable; retry shortly").WithCause(wrapped)
+	case errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded):
+		return problem.Unavailable("the payment provider is unavailable; retry shortly").WithCause(wrapped)
+	}
+	return wrapped
+}

@@ -1,0 +1,314 @@
+package billing
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The event types the webhook acts on; every other type is recorded as ignored.
+const (
+	TypeCheckoutCompleted    = "checkout.session.completed"
+	TypeSubscriptionCreated  = "customer.subscription.created"
+	TypeSubscriptionUpdated  = "customer.subscription.updated"
+	TypeSubscriptionDeleted  = "customer.subscription.deleted"
+	TypeInvoicePaid          = "invoice.paid"
+	TypeInvoicePaymentFailed = "invoice.payment_failed"
+)
+
+// MetadataTenantID is the metadata key checkout-create puts on the customer and subscription.
+const MetadataTenantID = "tenant_id"
+
+// effect is what an event asks of the database: the projection change, and what tells us
+// which tenant it belongs to.
+type effect struct {
+	change Change
+	// customerID is the Stripe customer the object belongs to ("" when Stripe sent none).
+	customerID string
+	// clientReferenceID is checkout's tenant id (checkout.session.completed only).
+	clientReferenceID string
+	// metadataTenant is metadata.tenant_id of the object (or of its subscription).
+	metadataTenant string
+	// failed is set for invoice.payment_failed: what a support ticket needs.
+	failed *failedPayment
+}
+
+// failedPayment describes a failed invoice for the support ticket.
+type failedPayment struct {
+	InvoiceID string
+	Amount    int64
+	Currency  string
+	Attempt   int64
+	Email     string
+	Reason    string
+}
+
+// expandable is a Stripe reference that is either an id or the expanded object carrying it.
+type expandable string
+
+func (e *expandable) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*e = ""
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("decode reference: %w", err)
+		}
+		*e = expandable(s)
+		return nil
+	default:
+		var obj struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(b, &obj); err != nil {
+			return fmt.Errorf("decode expanded reference: %w", err)
+		}
+		*e = expandable(obj.ID)
+		return nil
+	}
+}
+
+// The parts of Stripe's objects we read. Only these fields are decoded, so the many fields
+// we ignore (and fields of newer API versions) cannot break a delivery.
+type checkoutSession struct {
+	Object            string            `json:"object"`
+	ID                string            `json:"id"`
+	ClientReferenceID *string           `json:"client_reference_id"`
+	Customer          expandable        `json:"customer"`
+	CustomerEmail     *string           `json:"customer_email"`
+	Metadata          map[string]string `json:"metadata"`
+	CustomerDetails   *struct {
+		Email *string `json:"email"`
+	} `json:"customer_details"`
+}
+
+type subscription struct {
+	Object            string            `json:"object"`
+	ID                string            `json:"id"`
+	Customer          expandable        `json:"customer"`
+	Status            string            `json:"status"`
+	CancelAtPeriodEnd bool              `json:"cancel_at_period_end"`
+	CurrentPeriodEnd  int64             `json:"current_period_end"`
+	Metadata          map[string]string `json:"metadata"`
+	Items             struct {
+		Data []struct {
+			CurrentPeriodEnd int64 `json:"current_period_end"`
+			Price            struct {
+				ID        string  `json:"id"`
+				Nickname  *string `json:"nickname"`
+				LookupKey *string `json:"lookup_key"`
+			} `json:"price"`
+		} `json:"data"`
+	} `json:"items"`
+}
+
+type invoice struct {
+	Object        string            `json:"object"`
+	ID            string            `json:"id"`
+	Customer      expandable        `json:"customer"`
+	CustomerEmail *string           `json:"customer_email"`
+	AmountDue     int64             `json:"amount_due"`
+	AmountPaid    int64             `json:"amount_paid"`
+	Currency      string            `json:"currency"`
+	AttemptCount  int64             `json:"attempt_count"`
+	Subscription  expandable        `json:"subscription"`
+	Metadata      map[string]string `json:"metadata"`
+	// subscription_details (API 2023-10-16) and parent.subscription_details (newer versions)
+	// carry the subscription's metadata, where checkout-create put the tenant id.
+	SubscriptionDetails *struct {
+		Metadata map[string]string `json:"metadata"`
+	} `json:"subscription_details"`
+	Parent *struct {
+		SubscriptionDetails *struct {
+			Subscription expandable        `json:"subscription"`
+			Metadata     map[string]string `json:"metadata"`
+		} `json:"subscription_details"`
+	} `json:"parent"`
+	StatusTransitions struct {
+		PaidAt *int64 `json:"paid_at"`
+	} `json:"status_transitions"`
+	LastFinalizationError *struct {
+		Message *string `json:"message"`
+	} `json:"last_finalization_error"`
+}
+
+// handled reports whether the webhook acts on events of type t.
+func handled(t string) bool {
+	switch t {
+	case TypeCheckoutCompleted, TypeSubscriptionCreated, TypeSubscriptionUpdated, TypeSubscriptionDeleted,
+		TypeInvoicePaid, TypeInvoicePaymentFailed:
+		return true
+	}
+	return false
+}
+
+// effectOf decodes a handled event's object into its effect. A body of the wrong shape is a
+// *DeliveryError (ErrMalformedEvent).
+func effectOf(ev Event) (effect, error) {
+	switch ev.Type {
+	case TypeCheckoutCompleted:
+		var s checkoutSession
+		if err := decodeObject(ev, "checkout.session", &s, &s.Object, &s.ID); err != nil {
+			return effect{}, err
+		}
+		return checkoutEffect(ev, s), nil
+	case TypeSubscriptionCreated, TypeSubscriptionUpdated, TypeSubscriptionDeleted:
+		var s subscription
+		if err := decodeObject(ev, "subscription", &s, &s.Object, &s.ID); err != nil {
+			return effect{}, err
+		}
+		return subscriptionEffect(ev, s), nil
+	case TypeInvoicePaid, TypeInvoicePaymentFailed:
+		var in invoice
+		if err := decodeObject(ev, "invoice", &in, &in.Object, &in.ID); err != nil {
+			return effect{}, err
+		}
+		return invoiceEffect(ev, in), nil
+	}
+	return effect{}, refuse(ErrMalformedEvent, fmt.Errorf("event type %q is not handled", ev.Type))
+}
+
+func decodeObject(ev Event, want string, dst any, object, id *string) error {
+	if err := json.Unmarshal(ev.Object, dst); err != nil {
+		return refuse(ErrMalformedEvent, fmt.Errorf("decode %s of %s: %w", want, ev.ID, err))
+	}
+	if *object != want || *id == "" {
+		return refuse(ErrMalformedEvent, fmt.Errorf("%s carries object %q (id %q), want a %s", ev.Type, *object, *id, want))
+	}
+	return nil
+}
+
+func checkoutEffect(ev Event, s checkoutSession) effect {
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
+	if s.ClientReferenceID != nil {
+		e.clientReferenceID = *s.ClientReferenceID
+	}
+	if e.customerID != "" {
+		e.change.CustomerID = ptr(e.customerID)
+	}
+	email := deref(s.CustomerEmail)
+	if s.CustomerDetails != nil && deref(s.CustomerDetails.Email) != "" {
+		email = deref(s.CustomerDetails.Email)
+	}
+	if email != "" {
+		e.change.Email = ptr(email)
+	}
+	return e
+}
+
+func subscriptionEffect(ev Event, s subscription) effect {
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
+	if e.customerID != "" {
+		e.change.CustomerID = ptr(e.customerID)
+	}
+	facet := SubscriptionFacet{SubscriptionID: s.ID, CancelAtPeriodEnd: s.CancelAtPeriodEnd}
+	periodEnd := s.CurrentPeriodEnd
+	if len(s.Items.Data) > 0 {
+		item := s.Items.Data[0]
+		facet.PriceID = item.Price.ID
+		facet.Plan = planName(item.Price.LookupKey, item.Price.Nickname, item.Price.ID)
+	}
+	if periodEnd == 0 {
+		// Newer API versions moved the period to the items; take the latest of them.
+		for _, item := range s.Items.Data {
+			periodEnd = max(periodEnd, item.CurrentPeriodEnd)
+		}
+	}
+	if periodEnd > 0 {
+		facet.CurrentPeriodEnd = time.Unix(periodEnd, 0).UTC()
+	}
+	e.change.Subscription = &facet
+	if knownStatus[s.Status] {
+		e.change.Status = ptr(s.Status)
+	}
+	return e
+}
+
+func invoiceEffect(ev Event, in invoice) effect {
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(in.Customer), metadataTenant: in.Metadata[MetadataTenantID]}
+	subID := string(in.Subscription)
+	if in.SubscriptionDetails != nil && e.metadataTenant == "" {
+		e.metadataTenant = in.SubscriptionDetails.Metadata[MetadataTenantID]
+	}
+	if p := in.Parent; p != nil && p.SubscriptionDetails != nil {
+		if subID == "" {
+			subID = string(p.SubscriptionDetails.Subscription)
+		}
+		if e.metadataTenant == "" {
+			e.metadataTenant = p.SubscriptionDetails.Metadata[MetadataTenantID]
+		}
+	}
+	if e.customerID != "" {
+		e.change.CustomerID = ptr(e.customerID)
+	}
+	email := deref(in.CustomerEmail)
+	if email != "" {
+		e.change.Email = ptr(email)
+	}
+	if ev.Type == TypeInvoicePaid {
+		paidAt := ev.Created
+		if in.StatusTransitions.PaidAt != nil && *in.StatusTransitions.PaidAt > 0 {
+			paidAt = time.Unix(*in.StatusTransitions.PaidAt, 0).UTC()
+		}
+		e.change.Payment = &PaymentFacet{At: paidAt, Amount: in.AmountPaid, Currency: in.Currency, InvoiceID: in.ID}
+		if subID != "" {
+			// A paid subscription invoice means the subscription is in good standing.
+			e.change.Status = ptr(StatusActive)
+		}
+		return e
+	}
+	reason := fmt.Sprintf("payment of %s failed (attempt %d)", money(in.AmountDue, in.Currency), in.AttemptCount)
+	if in.LastFinalizationError != nil && deref(in.LastFinalizationError.Message) != "" {
+		reason += ": " + deref(in.LastFinalizationError.Message)
+	}
+	e.change.Failure = &FailureFacet{At: ev.Created, Reason: reason, InvoiceID: in.ID}
+	if subID != "" {
+		e.change.Status = ptr(StatusPastDue)
+	}
+	e.failed = &failedPayment{InvoiceID: in.ID, Amount: in.AmountDue, Currency: in.Currency,
+		Attempt: in.AttemptCount, Email: email, Reason: reason}
+	return e
+}
+
+// planName is the name the portal and CRM show: the price's lookup key, else its nickname,
+// else its id.
+func planName(lookupKey, nickname *string, id string) string {
+	for _, s := range []*string{lookupKey, nickname} {
+		if v := strings.TrimSpace(deref(s)); v != "" {
+			return v
+		}
+	}
+	return id
+}
+
+// zeroDecimal are the currencies Stripe counts in whole units.
+var zeroDecimal = map[string]bool{"bif": true, "clp": true, "djf": true, "gnf": true, "jpy": true,
+	"kmf": true, "krw": true, "mga": true, "pyg": true, "rwf": true, "ugx": true, "vnd": true,
+	"vuv": true, "xaf": true, "xof": true, "xpf": true}
+
+// money formats an amount in Stripe's smallest currency unit for a person to read.
+func money(minor int64, currency string) string {
+	code := strings.ToUpper(currency)
+	if zeroDecimal[strings.ToLower(currency)] {
+		return fmt.Sprintf("%d %s", minor, code)
+	}
+	sign := ""
+	if minor < 0 {
+		sign, minor = "-", -minor
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, code)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}

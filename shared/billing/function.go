@@ -1,0 +1,99 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/portal-functions/portal-functions/shared/auth"
+	"github.com/portal-functions/portal-functions/shared/config"
+	"github.com/portal-functions/portal-functions/shared/function"
+	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/tenant"
+	"github.com/portal-functions/portal-functions/shared/web"
+)
+
+// Routes of the two functions (template.yaml and the dev server use the same).
+const (
+	WebhookRoute  = "POST /v1/webhooks/stripe"
+	CheckoutRoute = "POST /v1/checkout-sessions"
+)
+
+// WebhookConfig is payment-webhook's environment (names fixed by DESIGN.md section 8).
+type WebhookConfig struct {
+	// WebhookSecret is the endpoint's signing secret; during a rotation, several separated by
+	// commas (both are accepted until the old one expires).
+	WebhookSecret config.Secret `env:"STRIPE_WEBHOOK_SECRET" required:"true"`
+	// IgnoreAPIVersionMismatch accepts events of another Stripe API version than
+	// stripe-go/v76's (APIVersion). Default false: pin the endpoint's API version instead,
+	// because v76's types describe that version; a mismatch is answered 400 and logged.
+	IgnoreAPIVersionMismatch bool `env:"STRIPE_IGNORE_API_VERSION_MISMATCH" default:"false"`
+}
+
+// Secrets splits the configured secret list.
+func (c WebhookConfig) Secrets() []string {
+	var out []string
+	for _, s := range strings.Split(c.WebhookSecret.Reveal(), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// WebhookFunction is payment-webhook: POST /v1/webhooks/stripe.
+var WebhookFunction = function.HTTP[WebhookConfig]{Name: "payment-webhook", Build: BuildWebhook}
+
+// BuildWebhook wires the webhook endpoint from deps and cfg.
+func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (http.Handler, error) {
+	v, err := NewVerifier(VerifierOptions{Secrets: cfg.Secrets(), IgnoreAPIVersionMismatch: cfg.IgnoreAPIVersionMismatch})
+	if err != nil {
+		return nil, fmt.Errorf("STRIPE_WEBHOOK_SECRET: %w", err)
+	}
+	inserter, err := jobs.NewInserter(deps.Pool)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), deps.Metrics))
+	return web.Route(mux), nil
+}
+
+// CheckoutConfig is checkout-create's environment.
+type CheckoutConfig struct {
+	StripeAPIKey config.Secret `env:"STRIPE_API_KEY" required:"true"`
+	// StripeAPIBase points the client elsewhere than api.stripe.com (stripe-mock locally).
+	StripeAPIBase string `env:"STRIPE_API_BASE" default:"https://api.stripe.com"`
+	// PriceIDs are the prices a tenant may subscribe to, comma-separated.
+	PriceIDs []string `env:"STRIPE_PRICE_IDS" required:"true"`
+	// PortalURL is where Checkout sends the browser back to; return paths stay on it.
+	PortalURL         *url.URL      `env:"PORTAL_URL" required:"true"`
+	SupabaseURL       string        `env:"SUPABASE_URL" required:"true"`
+	SupabaseJWTSecret config.Secret `env:"SUPABASE_JWT_SECRET"`
+}
+
+// CheckoutFunction is checkout-create: POST /v1/checkout-sessions.
+var CheckoutFunction = function.HTTP[CheckoutConfig]{Name: "checkout-create", Build: BuildCheckout}
+
+// BuildCheckout wires the checkout endpoint: auth, tenant scope, then the handler.
+func BuildCheckout(ctx context.Context, deps function.Deps, cfg CheckoutConfig) (http.Handler, error) {
+	verifier, err := auth.NewVerifier(ctx, auth.Config{
+		SupabaseURL: cfg.SupabaseURL,
+		JWTSecret:   cfg.SupabaseJWTSecret,
+		HTTPClient:  deps.HTTPClient,
+		Logger:      deps.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h, err := NewCheckoutHandler(deps.Pool, NewStripeClient(cfg.StripeAPIKey, cfg.StripeAPIBase, deps.HTTPClient),
+		CheckoutOptions{Prices: cfg.PriceIDs, PortalURL: cfg.PortalURL})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(CheckoutRoute, auth.Require(verifier)(tenant.Middleware(deps.Pool)(h)))
+	return web.Route(mux), nil
+}

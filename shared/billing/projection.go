@@ -1,0 +1,199 @@
+package billing
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Stamp orders the events that write one account: by Stripe's created time, then by event id.
+// Stripe's created has one-second resolution, so two events of the same second are ordered by
+// id: arbitrary but the same on every delivery, which is what convergence needs.
+type Stamp struct {
+	Created time.Time
+	EventID string
+}
+
+// IsZero reports whether no event has written the facet yet.
+func (s Stamp) IsZero() bool { return s.EventID == "" }
+
+// After reports whether s is newer than o (anything is newer than the zero stamp).
+func (s Stamp) After(o Stamp) bool {
+	if o.IsZero() {
+		return !s.IsZero()
+	}
+	if !s.Created.Equal(o.Created) {
+		return s.Created.After(o.Created)
+	}
+	return s.EventID > o.EventID
+}
+
+// Subscription statuses of private.billing_accounts.status ("none" until Stripe says more).
+const (
+	StatusNone     = "none"
+	StatusActive   = "active"
+	StatusPastDue  = "past_due"
+	StatusCanceled = "canceled"
+)
+
+// knownStatus lists what the status column accepts: Stripe's subscription statuses.
+var knownStatus = map[string]bool{
+	StatusNone: true, "incomplete": true, "incomplete_expired": true, "trialing": true,
+	StatusActive: true, StatusPastDue: true, StatusCanceled: true, "unpaid": true, "paused": true,
+}
+
+// Account is one tenant's billing projection (a row of private.billing_accounts). Each group
+// of fields is a facet with the stamp of the event that last wrote it.
+type Account struct {
+	TenantID uuid.UUID
+
+	CustomerID    string
+	CustomerStamp Stamp
+
+	CustomerEmail string
+	EmailStamp    Stamp
+
+	SubscriptionID    string
+	PriceID           string
+	Plan              string
+	CurrentPeriodEnd  time.Time
+	CancelAtPeriodEnd bool
+	SubscriptionStamp Stamp
+
+	Status      string
+	StatusStamp Stamp
+
+	LastPaymentAt       time.Time
+	LastPaymentAmount   int64
+	LastPaymentCurrency string
+	LastInvoiceID       string
+	PaymentStamp        Stamp
+
+	LastFailureAt        time.Time
+	LastFailureReason    string
+	LastFailureInvoiceID string
+	FailureStamp         Stamp
+}
+
+// SubscriptionFacet is what a subscription event says about the plan.
+type SubscriptionFacet struct {
+	SubscriptionID    string
+	PriceID           string
+	Plan              string
+	CurrentPeriodEnd  time.Time
+	CancelAtPeriodEnd bool
+}
+
+// PaymentFacet is a paid invoice.
+type PaymentFacet struct {
+	At        time.Time
+	Amount    int64
+	Currency  string
+	InvoiceID string
+}
+
+// FailureFacet is a failed invoice payment.
+type FailureFacet struct {
+	At        time.Time
+	Reason    string
+	InvoiceID string
+}
+
+// Change is what one event says: every non-nil facet is written if the event is newer than the
+// facet's stamp. Whether an event writes a facet depends on the event alone, never on the
+// stored state: that is what makes the result independent of delivery order.
+type Change struct {
+	Stamp        Stamp
+	CustomerID   *string
+	Email        *string
+	Subscription *SubscriptionFacet
+	Status       *string
+	Payment      *PaymentFacet
+	Failure      *FailureFacet
+}
+
+// Apply returns a with c applied facet by facet, and whether any facet took it (a facet that
+// takes an event moves its stamp even when the values are the same, so an older event cannot
+// sneak in afterwards).
+func (a Account) Apply(c Change) (Account, bool) {
+	changed := false
+	take := func(stamp *Stamp) bool {
+		if !c.Stamp.After(*stamp) {
+			return false
+		}
+		*stamp, changed = c.Stamp, true
+		return true
+	}
+	if c.CustomerID != nil && take(&a.CustomerStamp) {
+		a.CustomerID = *c.CustomerID
+	}
+	if c.Email != nil && take(&a.EmailStamp) {
+		a.CustomerEmail = *c.Email
+	}
+	if s := c.Subscription; s != nil && take(&a.SubscriptionStamp) {
+		a.SubscriptionID, a.PriceID, a.Plan = s.SubscriptionID, s.PriceID, s.Plan
+		a.CurrentPeriodEnd, a.CancelAtPeriodEnd = s.CurrentPeriodEnd, s.CancelAtPeriodEnd
+	}
+	if c.Status != nil && take(&a.StatusStamp) {
+		a.Status = *c.Status
+	}
+	if p := c.Payment; p != nil && take(&a.PaymentStamp) {
+		a.LastPaymentAt, a.LastPaymentAmount, a.LastPaymentCurrency, a.LastInvoiceID = p.At, p.Amount, p.Currency, p.InvoiceID
+	}
+	if f := c.Failure; f != nil && take(&a.FailureStamp) {
+		a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = f.At, f.Reason, f.InvoiceID
+	}
+	return a, changed
+}
+
+// Source is the newest stamp of any facet: the event the row was last derived from.
+func (a Account) Source() Stamp {
+	src := Stamp{}
+	for _, s := range []Stamp{a.CustomerStamp, a.EmailStamp, a.SubscriptionStamp, a.StatusStamp, a.PaymentStamp, a.FailureStamp} {
+		if s.After(src) {
+			src = s
+		}
+	}
+	return src
+}
+
+// Lifecycle stages the CRM shows for an account, derived from its status.
+const (
+	LifecycleProspect = "prospect" // no subscription yet, or it never started
+	LifecycleTrial    = "trial"
+	LifecycleCustomer = "customer" // paying, or owing (past_due, unpaid, paused)
+	LifecycleChurned  = "churned"
+)
+
+// Lifecycle maps a subscription status to the CRM's lifecycle stage.
+func Lifecycle(status string) string {
+	switch status {
+	case "trialing":
+		return LifecycleTrial
+	case StatusActive, StatusPastDue, "unpaid", "paused":
+		return LifecycleCustomer
+	case StatusCanceled:
+		return LifecycleChurned
+	default:
+		return LifecycleProspect
+	}
+}
+
+// CRMView is what the CRM shows of an account. A webhook event enqueues a CRM sync only when
+// it changes this view; crm-push reads the same fields from the current projection.
+type CRMView struct {
+	Plan      string
+	Status    string
+	Lifecycle string
+	// Email is the contact the CRM record is keyed by: a new or changed one needs a push too.
+	Email string
+}
+
+// CRMView returns what the CRM shows of a.
+func (a Account) CRMView() CRMView {
+	status := a.Status
+	if status == "" {
+		status = StatusNone
+	}
+	return CRMView{Plan: a.Plan, Status: status, Lifecycle: Lifecycle(status), Email: a.CustomerEmail}
+}

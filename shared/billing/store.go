@@ -1,0 +1,416 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/portal-functions/portal-functions/shared/db"
+)
+
+// Enqueuer queues follow-up jobs inside the caller's transaction (shared/jobs.Inserter), so a
+// job exists exactly when the change that caused it committed.
+type Enqueuer interface {
+	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error
+	EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error
+}
+
+// Outcome is what became of one delivery: the value of the log line's outcome, of the
+// WebhookDeliveries metric's Outcome dimension and (for the stored ones) of
+// private.stripe_events.outcome.
+type Outcome string
+
+// Delivery outcomes.
+const (
+	OutcomeProcessed Outcome = "processed" // applied (even if every facet was already newer)
+	OutcomeDuplicate Outcome = "duplicate" // this event id was already recorded: nothing done
+	OutcomeIgnored   Outcome = "ignored"   // a type we do not act on, recorded
+	OutcomeUnmatched Outcome = "unmatched" // no tenant found, recorded for reconcile
+	OutcomeRejected  Outcome = "rejected"  // refused before anything was written (4xx)
+	OutcomeFailed    Outcome = "failed"    // our fault or the database's (5xx): Stripe retries
+)
+
+// Result says what one event did.
+type Result struct {
+	Outcome  Outcome
+	TenantID uuid.UUID
+	// Updated: the projection took the event (at least one facet was older).
+	Updated bool
+	// CRMSync: the CRM's view changed, and a sync job was queued.
+	CRMSync bool
+	// TicketID is the support ticket opened for a failed payment (uuid.Nil when none).
+	TicketID uuid.UUID
+}
+
+// Processor applies verified events to the database, each in one transaction.
+type Processor struct {
+	db   db.Beginner
+	jobs Enqueuer
+}
+
+// NewProcessor builds a Processor on a pool (or anything that begins transactions).
+func NewProcessor(b db.Beginner, jobs Enqueuer) *Processor {
+	return &Processor{db: b, jobs: jobs}
+}
+
+// Process records ev and applies it exactly once: in one transaction it claims the event id
+// (a repeat is a duplicate and does nothing), resolves the tenant from our own records,
+// applies the change to the projection facet by facet, and enqueues the follow-ups. An object
+// of the wrong shape is a *DeliveryError and nothing is written.
+func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
+	var eff effect
+	if handled(ev.Type) {
+		var err error
+		if eff, err = effectOf(ev); err != nil {
+			return Result{Outcome: OutcomeRejected}, err
+		}
+	}
+	var res Result
+	err := db.Tx(ctx, p.db, func(tx pgx.Tx) error {
+		res = Result{}
+		claimed, err := claim(ctx, tx, ev)
+		if err != nil {
+			return err
+		}
+		if !claimed {
+			res.Outcome = OutcomeDuplicate
+			return nil
+		}
+		if !handled(ev.Type) {
+			res.Outcome = OutcomeIgnored
+			return finish(ctx, tx, ev.ID, OutcomeIgnored, uuid.Nil)
+		}
+		tenantID, found, err := resolveTenant(ctx, tx, eff)
+		if err != nil {
+			return err
+		}
+		if !found {
+			res.Outcome = OutcomeUnmatched
+			return finish(ctx, tx, ev.ID, OutcomeUnmatched, uuid.Nil)
+		}
+		res.Outcome, res.TenantID = OutcomeProcessed, tenantID
+		if err := p.apply(ctx, tx, ev, eff, &res); err != nil {
+			return err
+		}
+		return finish(ctx, tx, ev.ID, OutcomeProcessed, tenantID)
+	})
+	if err != nil {
+		return Result{Outcome: OutcomeFailed}, fmt.Errorf("process stripe event %s: %w", ev.ID, err)
+	}
+	return res, nil
+}
+
+// apply writes the event's change to the tenant's locked projection row and queues what the
+// change calls for.
+func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, res *Result) error {
+	before, err := lockAccount(ctx, tx, res.TenantID)
+	if err != nil {
+		return err
+	}
+	after, changed := before.Apply(eff.change)
+	if changed {
+		if err := saveAccount(ctx, tx, after); err != nil {
+			return err
+		}
+		res.Updated = true
+		if after.CRMView() != before.CRMView() {
+			if err := p.jobs.EnqueueCRMSync(ctx, tx, res.TenantID, ev.ID); err != nil {
+				return fmt.Errorf("enqueue crm sync: %w", err)
+			}
+			res.CRMSync = true
+		}
+	}
+	if eff.failed == nil || after.LastInvoiceID == eff.failed.InvoiceID {
+		// No failure, or the invoice is already known to be paid (the events came out of order).
+		return nil
+	}
+	ticketID, err := openFailureTicket(ctx, tx, res.TenantID, *eff.failed)
+	if err != nil || ticketID == uuid.Nil {
+		return err
+	}
+	if err := p.jobs.EnqueueHelpdeskTicket(ctx, tx, res.TenantID, ticketID); err != nil {
+		return fmt.Errorf("enqueue helpdesk ticket: %w", err)
+	}
+	res.TicketID = ticketID
+	return nil
+}
+
+// claim records the event; false when its id is already recorded. A concurrent delivery of the
+// same id waits here on the primary key until the first one commits (then it is a duplicate)
+// or rolls back (then it does the work).
+func claim(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
+	tag, err := tx.Exec(ctx, `
+		insert into private.stripe_events (id, type, api_version, created, livemode, payload, outcome)
+		values ($1, $2, nullif($3, ''), $4, $5, $6::jsonb, 'processed')
+		on conflict (id) do nothing`,
+		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(ev.Payload))
+	if err != nil {
+		return false, fmt.Errorf("record stripe event: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+func finish(ctx context.Context, tx pgx.Tx, eventID string, outcome Outcome, tenantID uuid.UUID) error {
+	var tenant *uuid.UUID
+	if tenantID != uuid.Nil {
+		tenant = &tenantID
+	}
+	_, err := tx.Exec(ctx, `
+		update private.stripe_events
+		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end
+		where id = $1`, eventID, string(outcome), tenant)
+	if err != nil {
+		return fmt.Errorf("record outcome of stripe event: %w", err)
+	}
+	return nil
+}
+
+// resolveTenant finds the event's tenant from our own records only, never from an email:
+// checkout's client_reference_id (set by checkout-create from a verified identity) first
+// records the customer's mapping; then the customer mapping decides; then metadata.tenant_id
+// of the object, if that tenant exists (and the mapping is recorded for later events).
+func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool, error) {
+	ref, err := existingTenant(ctx, tx, eff.clientReferenceID)
+	if err != nil {
+		return uuid.Nil, false, err
+	}
+	if ref != uuid.Nil {
+		if eff.customerID == "" {
+			return ref, true, nil
+		}
+		if err := mapCustomer(ctx, tx, eff.customerID, ref); err != nil {
+			return uuid.Nil, false, err
+		}
+	}
+	if eff.customerID != "" {
+		var id uuid.UUID
+		err := tx.QueryRow(ctx, `select tenant_id from private.stripe_customers where customer_id = $1`, eff.customerID).Scan(&id)
+		switch {
+		case err == nil:
+			return id, true, nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return uuid.Nil, false, fmt.Errorf("look up stripe customer: %w", err)
+		}
+	}
+	meta, err := existingTenant(ctx, tx, eff.metadataTenant)
+	if err != nil || meta == uuid.Nil {
+		return uuid.Nil, false, err
+	}
+	if eff.customerID != "" {
+		if err := mapCustomer(ctx, tx, eff.customerID, meta); err != nil {
+			return uuid.Nil, false, err
+		}
+	}
+	return meta, true, nil
+}
+
+// existingTenant parses s as a tenant id and checks the tenant exists (uuid.Nil otherwise).
+func existingTenant(ctx context.Context, tx pgx.Tx, s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if s == "" || err != nil || id == uuid.Nil {
+		return uuid.Nil, nil
+	}
+	var exists bool
+	if err := tx.QueryRow(ctx, `select exists (select 1 from public.tenants where id = $1)`, id).Scan(&exists); err != nil {
+		return uuid.Nil, fmt.Errorf("look up tenant: %w", err)
+	}
+	if !exists {
+		return uuid.Nil, nil
+	}
+	return id, nil
+}
+
+// mapCustomer records that customerID belongs to tenantID; an existing mapping is kept.
+func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID uuid.UUID) error {
+	_, err := q.Exec(ctx, `
+		insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)
+		on conflict (customer_id) do nothing`, customerID, tenantID)
+	if err != nil {
+		return fmt.Errorf("record stripe customer: %w", err)
+	}
+	return nil
+}
+
+// accountColumns are the projection's columns in the order scanAccount reads them.
+const accountColumns = `tenant_id,
+	customer_id, customer_event_created, customer_event_id,
+	customer_email, email_event_created, email_event_id,
+	subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
+	subscription_event_created, subscription_event_id,
+	status, status_event_created, status_event_id,
+	last_payment_at, last_payment_amount, last_payment_currency, last_invoice_id,
+	payment_event_created, payment_event_id,
+	last_failure_at, last_failure_reason, last_failure_invoice_id,
+	failure_event_created, failure_event_id`
+
+// lockAccount returns the tenant's projection row, creating it, locked until the transaction
+// ends so events of one tenant apply one at a time.
+func lockAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Account, error) {
+	if _, err := tx.Exec(ctx, `insert into private.billing_accounts (tenant_id) values ($1) on conflict (tenant_id) do nothing`, tenantID); err != nil {
+		return Account{}, fmt.Errorf("create billing account: %w", err)
+	}
+	a, err := scanAccount(tx.QueryRow(ctx, `select `+accountColumns+` from private.billing_accounts where tenant_id = $1 for update`, tenantID))
+	if err != nil {
+		return Account{}, fmt.Errorf("lock billing account: %w", err)
+	}
+	return a, nil
+}
+
+// LoadAccount reads a tenant's projection (portal reads and tests); pgx.ErrNoRows when the
+// tenant has none yet.
+func LoadAccount(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Account, error) {
+	a, err := scanAccount(q.QueryRow(ctx, `select `+accountColumns+` from private.billing_accounts where tenant_id = $1`, tenantID))
+	if err != nil {
+		return Account{}, fmt.Errorf("load billing account: %w", err)
+	}
+	return a, nil
+}
+
+func scanAccount(row pgx.Row) (Account, error) {
+	var (
+		a                                                 Account
+		customer, email, sub, price, plan, status, payCur *string
+		invoice, failReason, failInvoice                  *string
+		periodEnd, paidAt, failedAt                       *time.Time
+		amount                                            *int64
+		cust, mail, subs, stat, pay, fail                 stampCols
+	)
+	err := row.Scan(&a.TenantID,
+		&customer, &cust.created, &cust.id,
+		&email, &mail.created, &mail.id,
+		&sub, &price, &plan, &periodEnd, &a.CancelAtPeriodEnd, &subs.created, &subs.id,
+		&status, &stat.created, &stat.id,
+		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
+		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id)
+	if err != nil {
+		return Account{}, err
+	}
+	a.CustomerID, a.CustomerStamp = deref(customer), cust.stamp()
+	a.CustomerEmail, a.EmailStamp = deref(email), mail.stamp()
+	a.SubscriptionID, a.PriceID, a.Plan, a.CurrentPeriodEnd = deref(sub), deref(price), deref(plan), derefTime(periodEnd)
+	a.SubscriptionStamp = subs.stamp()
+	a.Status, a.StatusStamp = deref(status), stat.stamp()
+	a.LastPaymentAt, a.LastPaymentCurrency, a.LastInvoiceID = derefTime(paidAt), deref(payCur), deref(invoice)
+	if amount != nil {
+		a.LastPaymentAmount = *amount
+	}
+	a.PaymentStamp = pay.stamp()
+	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = derefTime(failedAt), deref(failReason), deref(failInvoice)
+	a.FailureStamp = fail.stamp()
+	return a, nil
+}
+
+// saveAccount writes every facet of a with its stamp, and the newest stamp as the row's source.
+func saveAccount(ctx context.Context, tx pgx.Tx, a Account) error {
+	src := a.Source()
+	status := a.Status
+	if status == "" {
+		status = StatusNone
+	}
+	var amount *int64
+	if !a.PaymentStamp.IsZero() {
+		amount = &a.LastPaymentAmount
+	}
+	_, err := tx.Exec(ctx, `
+		update private.billing_accounts set
+			customer_id = nullif($2, ''), customer_event_created = $3, customer_event_id = nullif($4, ''),
+			customer_email = nullif($5, ''), email_event_created = $6, email_event_id = nullif($7, ''),
+			subscription_id = nullif($8, ''), price_id = nullif($9, ''), plan = nullif($10, ''),
+			current_period_end = $11, cancel_at_period_end = $12,
+			subscription_event_created = $13, subscription_event_id = nullif($14, ''),
+			status = $15, status_event_created = $16, status_event_id = nullif($17, ''),
+			last_payment_at = $18, last_payment_amount = $19, last_payment_currency = nullif($20, ''),
+			last_invoice_id = nullif($21, ''), payment_event_created = $22, payment_event_id = nullif($23, ''),
+			last_failure_at = $24, last_failure_reason = nullif($25, ''), last_failure_invoice_id = nullif($26, ''),
+			failure_event_created = $27, failure_event_id = nullif($28, ''),
+			source_event_created = $29, source_event_id = nullif($30, ''),
+			updated_at = now()
+		where tenant_id = $1`,
+		a.TenantID,
+		a.CustomerID, stampTime(a.CustomerStamp), a.CustomerStamp.EventID,
+		a.CustomerEmail, stampTime(a.EmailStamp), a.EmailStamp.EventID,
+		a.SubscriptionID, a.PriceID, a.Plan, timeOrNil(a.CurrentPeriodEnd), a.CancelAtPeriodEnd,
+		stampTime(a.SubscriptionStamp), a.SubscriptionStamp.EventID,
+		status, stampTime(a.StatusStamp), a.StatusStamp.EventID,
+		timeOrNil(a.LastPaymentAt), amount, a.LastPaymentCurrency,
+		a.LastInvoiceID, stampTime(a.PaymentStamp), a.PaymentStamp.EventID,
+		timeOrNil(a.LastFailureAt), a.LastFailureReason, a.LastFailureInvoiceID,
+		stampTime(a.FailureStamp), a.FailureStamp.EventID,
+		stampTime(src), src.EventID)
+	if err != nil {
+		return fmt.Errorf("save billing account: %w", err)
+	}
+	return nil
+}
+
+// openFailureTicket opens the support ticket of a failed invoice when the tenant's rule asks
+// for one; at most one per invoice (the unique (tenant, source, source_ref) key). uuid.Nil
+// when the rule is off or the ticket already exists.
+func openFailureTicket(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, f failedPayment) (uuid.UUID, error) {
+	var (
+		on      bool
+		contact *string
+	)
+	err := tx.QueryRow(ctx, `select ticket_on_payment_failure, contact_email from public.tenants where id = $1`, tenantID).Scan(&on, &contact)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("read tenant's payment failure rule: %w", err)
+	}
+	if !on {
+		return uuid.Nil, nil
+	}
+	requester := deref(contact)
+	if requester == "" {
+		requester = f.Email
+	}
+	subject := "Payment failed for invoice " + f.InvoiceID
+	body := fmt.Sprintf("Stripe could not collect invoice %s: %s.\n\nThe account is now past due until the "+
+		"invoice is paid. Stripe retries the payment on its own schedule; updating the payment method in the "+
+		"billing portal settles it sooner.", f.InvoiceID, f.Reason)
+	var id uuid.UUID
+	err = tx.QueryRow(ctx, `
+		insert into public.tickets (tenant_id, requester_email, subject, body, category, priority, source, source_ref)
+		values ($1, nullif($2, ''), $3, $4, 'billing', 'high', 'payment_failure', $5)
+		on conflict (tenant_id, source, source_ref) do nothing
+		returning id`, tenantID, requester, subject, body, f.InvoiceID).Scan(&id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return uuid.Nil, nil
+	case err != nil:
+		return uuid.Nil, fmt.Errorf("open payment failure ticket: %w", err)
+	}
+	return id, nil
+}
+
+type stampCols struct {
+	created *time.Time
+	id      *string
+}
+
+func (s stampCols) stamp() Stamp {
+	return Stamp{Created: derefTime(s.created), EventID: deref(s.id)}
+}
+
+func stampTime(s Stamp) *time.Time {
+	if s.IsZero() {
+		return nil
+	}
+	return &s.Created
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func derefTime(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}

@@ -1,0 +1,60 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/portal-functions/portal-functions/shared/config"
+)
+
+// DefaultAPIBase is Stripe's API host (STRIPE_API_BASE overrides it, for stripe-mock).
+const DefaultAPIBase = stripe.APIURL
+
+// StripeClient is StripeAPI on stripe-go's client.API, with its own backend so that tests and
+// the dev server can point it at stripe-mock and nothing touches stripe-go's global state.
+type StripeClient struct {
+	api *client.API
+}
+
+var _ StripeAPI = (*StripeClient)(nil)
+
+// NewStripeClient builds a client for key on base (DefaultAPIBase when empty). hc sends the
+// requests (a client with a timeout: Lambda must not wait on Stripe until it dies).
+func NewStripeClient(key config.Secret, base string, hc *http.Client) *StripeClient {
+	if base == "" {
+		base = DefaultAPIBase
+	}
+	backend := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{
+		URL:               stripe.String(strings.TrimRight(base, "/")),
+		HTTPClient:        hc,
+		MaxNetworkRetries: stripe.Int64(2),
+		LeveledLogger:     &stripe.LeveledLogger{Level: stripe.LevelError},
+	})
+	api := client.New(key.Reveal(), &stripe.Backends{API: backend, Connect: backend, Uploads: backend})
+	return &StripeClient{api: api}
+}
+
+// NewCustomer creates a customer (POST /v1/customers).
+func (c *StripeClient) NewCustomer(ctx context.Context, params *stripe.CustomerParams) (*stripe.Customer, error) {
+	params.Context = ctx
+	cust, err := c.api.Customers.New(params)
+	if err != nil {
+		return nil, fmt.Errorf("stripe: create customer: %w", err)
+	}
+	return cust, nil
+}
+
+// NewCheckoutSession creates a Checkout Session (POST /v1/checkout/sessions).
+func (c *StripeClient) NewCheckoutSession(ctx context.Context, params *stripe.CheckoutSessionParams) (*stripe.CheckoutSession, error) {
+	params.Context = ctx
+	sess, err := c.api.CheckoutSessions.New(params)
+	if err != nil {
+		return nil, fmt.Errorf("stripe: create checkout session: %w", err)
+	}
+	return sess, nil
+}
