@@ -55,7 +55,7 @@ type Webhook struct {
 	Processed int `json:"processed"`
 	Ignored   int `json:"ignored"`
 	Unmatched int `json:"unmatched"`
-	// Unapplied were stored but never applied (reconcile applies them).
+	// Unapplied were stored as processed but never applied (reconcile applies them).
 	Unapplied int `json:"unapplied"`
 	// Rejected deliveries never became an event (bad signature, error before commit); only
 	// counted for the whole system, since a rejected delivery has no tenant.
@@ -141,7 +141,7 @@ func Read(ctx context.Context, q db.Querier, in Query) (Report, error) {
 		       count(*) filter (where outcome = 'processed'),
 		       count(*) filter (where outcome = 'ignored'),
 		       count(*) filter (where outcome = 'unmatched'),
-		       count(*) filter (where applied_at is null)
+		       count(*) filter (where outcome = 'processed' and applied_at is null)
 		from private.stripe_events
 		where received_at >= $1 and received_at <= $2 and ($3::uuid is null or tenant_id = $3)`,
 		r.Since, r.Until, tenant).Scan(&r.Webhook.Received, &r.Webhook.Processed, &r.Webhook.Ignored,

@@ -1,0 +1,124 @@
+package health_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+	"github.com/portal-functions/portal-functions/shared/health"
+	"github.com/portal-functions/portal-functions/shared/jobs"
+)
+
+type bundle struct {
+	pool *pgxpool.Pool
+	a, b uuid.UUID
+}
+
+// setup builds a day of traffic for two tenants: deliveries of every outcome, pushes that
+// succeeded, failed, wait and died.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	b := bundle{pool: pool}
+	for _, p := range []*uuid.UUID{&b.a, &b.b} {
+		require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('t') returning id`).Scan(p))
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := pool.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	}
+	ev := func(id string, tenant *uuid.UUID, outcome string, applied bool, age time.Duration) {
+		exec(`insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, received_at, applied_at)
+		      values ($1, 'invoice.paid', now(), '{}', $2, $3, now() - $4::interval, case when $5 then now() end)`,
+			id, tenant, outcome, age.String(), applied)
+	}
+	ev("evt_a1", &b.a, "processed", true, time.Hour)
+	ev("evt_a2", &b.a, "processed", true, 2*time.Hour)
+	ev("evt_a3", &b.a, "ignored", false, 3*time.Hour)
+	ev("evt_b1", &b.b, "processed", true, time.Hour)
+	ev("evt_x1", nil, "unmatched", false, time.Hour)
+	ev("evt_old", &b.a, "processed", true, 48*time.Hour) // outside the window
+	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, health.Rejection{Reason: health.RejectedSignature, Status: 400}))
+
+	ins, err := jobs.NewInserter(pool)
+	require.NoError(t, err)
+	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error {
+		for _, e := range []string{"evt_a1", "evt_a2"} {
+			if err := ins.EnqueueCRMSync(ctx, tx, b.a, e); err != nil {
+				return err
+			}
+		}
+		if err := ins.EnqueueCRMSync(ctx, tx, b.b, "evt_b1"); err != nil {
+			return err
+		}
+		return ins.EnqueueHelpdeskTicket(ctx, tx, b.b, uuid.New())
+	}))
+	// a1 succeeded after one failure; a2 waits (created 30 minutes ago); b1 died after two
+	// failures; the helpdesk job waits.
+	exec(`update private.river_job set state = 'completed', attempt = 2, finalized_at = now() - interval '10 minutes',
+	          errors = array[jsonb_build_object('at', now() - interval '20 minutes', 'attempt', 1, 'error', 'timeout')]
+	      where args->>'source_event' = 'evt_a1'`)
+	exec(`update private.river_job set created_at = now() - interval '30 minutes' where args->>'source_event' = 'evt_a2'`)
+	exec(`update private.river_job set state = 'discarded', attempt = 2, finalized_at = now(),
+	          errors = array[jsonb_build_object('at', now() - interval '5 minutes', 'attempt', 1, 'error', '500'),
+	                         jsonb_build_object('at', now() - interval '1 minute', 'attempt', 2, 'error', '500')]
+	      where args->>'source_event' = 'evt_b1'`)
+	exec(`update private.sync_status set state = 'synced', last_success_at = now() - interval '10 minutes' where subject = $1`, jobs.CRMSubject(b.a))
+	exec(`update private.sync_status set state = 'failed' where subject = $1`, jobs.CRMSubject(b.b))
+	return b
+}
+
+func TestRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+
+	all, err := health.Read(ctx, b.pool, health.Query{})
+	require.NoError(t, err)
+	require.Equal(t, health.Webhook{Received: 5, Processed: 3, Ignored: 1, Unmatched: 1, Rejected: 1,
+		SuccessRate: 4.0 / 6.0}, all.Webhook)
+	crm := all.Integration(health.CRM)
+	require.Equal(t, 4, crm.Attempts, "a1: one failure and one success; b1: two failures")
+	require.Equal(t, 3, crm.Failures)
+	require.Equal(t, 1, crm.Pending)
+	require.InDelta(t, 30*60, crm.OldestPendingSeconds, 60)
+	require.Equal(t, 1, crm.DeadLetters)
+	require.Equal(t, 1, crm.FailingSubjects)
+	require.NotNil(t, crm.LastSuccessAt)
+	require.Equal(t, 1, all.Integration(health.Helpdesk).Pending)
+
+	cases := []struct {
+		name    string
+		tenant  uuid.UUID
+		webhook health.Webhook
+		crm     [3]int // attempts, failures, dead letters
+	}{
+		{name: "tenant a", tenant: b.a, webhook: health.Webhook{Received: 3, Processed: 2, Ignored: 1, SuccessRate: 1}, crm: [3]int{2, 1, 0}},
+		{name: "tenant b", tenant: b.b, webhook: health.Webhook{Received: 1, Processed: 1, SuccessRate: 1}, crm: [3]int{2, 2, 1}},
+	}
+	for _, tc := range cases {
+		r, err := health.ForTenant(ctx, b.pool, tc.tenant, 0)
+		require.NoError(t, err, tc.name)
+		require.Equal(t, tc.webhook, r.Webhook, tc.name)
+		c := r.Integration(health.CRM)
+		require.Equal(t, tc.crm, [3]int{c.Attempts, c.Failures, c.DeadLetters}, tc.name)
+	}
+}
+
+func TestReadRefusesAWindowItCannotAnswer(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	for _, w := range []time.Duration{time.Second, 8 * 24 * time.Hour, -time.Hour} {
+		_, err := health.Read(context.Background(), pool, health.Query{Window: w})
+		require.ErrorIs(t, err, health.ErrBadWindow, w.String())
+	}
+}
