@@ -220,15 +220,12 @@ func fieldPath(fe validator.FieldError) string {
 	return fe.Field()
 }
 
-// jsonName is the tag name function: a field's JSON name, "-" for fields JSON never fills.
+// jsonName is the tag name function: a field's JSON name, or its Go name (validator's
+// fallback for "") when JSON never fills it (`json:"-"`, set by the server).
 func jsonName(f reflect.StructField) string {
-	tag := f.Tag.Get("json")
-	name, _, _ := strings.Cut(tag, ",")
-	switch name {
-	case "-":
-		return "-"
-	case "":
-		return f.Name
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	if name == "-" {
+		return ""
 	}
 	return name
 }

@@ -3,6 +3,7 @@ package validation_test
 import (
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -50,7 +51,7 @@ func setup(t *testing.T) bundle {
 		}
 		web.JSON(w, http.StatusOK, req)
 	})
-	srv := httptest.NewServer(web.Wrap(h, web.Options{MaxBody: 1024}))
+	srv := httptest.NewServer(web.Wrap(h, web.Options{MaxBody: 1024, Logger: slog.New(slog.DiscardHandler)}))
 	t.Cleanup(srv.Close)
 	return bundle{srv: srv}
 }
@@ -194,4 +195,67 @@ func TestDecodeJSONRefusesANonPointerAsAProgrammingError(t *testing.T) {
 	require.Error(t, err)
 	var p *problem.Problem
 	require.False(t, errors.As(err, &p), "a bug in our code is a 500, not the caller's fault")
+}
+
+// everyRule has one field per tag with a message of its own.
+type everyRule struct {
+	Qty      int               `json:"qty" validate:"gt=0"`
+	Discount int               `json:"discount" validate:"lt=100"`
+	Seats    int               `json:"seats" validate:"gte=1,lte=50"`
+	Version  string            `json:"version" validate:"eq=v1"`
+	Name     string            `json:"name" validate:"ne=admin"`
+	Phone    string            `json:"phone" validate:"e164"`
+	Currency string            `json:"currency" validate:"iso4217"`
+	Country  string            `json:"country" validate:"iso3166_1_alpha2"`
+	Day      string            `json:"day" validate:"datetime=2006-01-02"`
+	Code     string            `json:"code" validate:"alphanum"`
+	Plain    string            `json:"plain" validate:"printascii"`
+	IDs      []string          `json:"ids" validate:"unique"`
+	Host     string            `json:"host" validate:"hostname"`
+	Ref      string            `json:"ref" validate:"startswith=in_"`
+	File     string            `json:"file" validate:"endswith=.pdf"`
+	Note     string            `json:"note" validate:"contains=ok"`
+	Safe     string            `json:"safe" validate:"excludesall=<>"`
+	Amount   string            `json:"amount" validate:"numeric"`
+	Labels   map[string]string `json:"labels" validate:"min=1"`
+	Color    string            `json:"color" validate:"hexcolor"`
+	Internal string            `json:"-" validate:"required"`
+}
+
+func TestStructMessagesForCommonRules(t *testing.T) {
+	t.Parallel()
+	err := validation.Struct(everyRule{
+		Seats: 51, Version: "v2", Name: "admin", Phone: "555", Currency: "euros", Country: "France",
+		Day: "yesterday", Code: "a-b", Plain: "é", IDs: []string{"a", "a"}, Host: "-bad-", Ref: "ch_1",
+		File: "a.exe", Note: "no", Safe: "<b>", Amount: "ten", Discount: 100, Color: "red",
+	})
+	var p *problem.Problem
+	require.ErrorAs(t, err, &p)
+	got := map[string]string{}
+	for _, f := range p.Errors {
+		got[f.Field] = f.Message
+	}
+	require.Equal(t, map[string]string{
+		"qty":      "must be more than 0",
+		"discount": "must be less than 100",
+		"seats":    "must be at most 50",
+		"version":  "must be v1",
+		"name":     "must not be admin",
+		"phone":    "must be a phone number in international format, like +14155550100",
+		"currency": "must be a three-letter currency code",
+		"country":  "must be a two-letter country code",
+		"day":      "must be a date and time in the format 2006-01-02",
+		"code":     "must contain only letters and digits",
+		"plain":    "must contain only plain ASCII characters",
+		"ids":      "must not contain duplicates",
+		"host":     "must be a valid host name",
+		"ref":      "must start with in_",
+		"file":     "must end with .pdf",
+		"note":     "must contain ok",
+		"safe":     "contains characters that are not allowed",
+		"amount":   "must be a number",
+		"labels":   "must have at least 1 item",
+		"color":    "is invalid",
+		"Internal": "is required",
+	}, got)
 }
