@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/reconcile"
+)
+
+type bundle struct {
+	url    string
+	tenant uuid.UUID
+	ticket uuid.UUID
+	jobID  int64
+}
+
+// setup is a database with one tenant whose ticket's helpdesk push is dead-lettered.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	ctx := context.Background()
+	b := bundle{url: dbtest.NewURL(t)}
+	pool, err := db.Open(ctx, b.url, db.Options{})
+	require.NoError(t, err)
+	defer pool.Close()
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('Acme') returning id`).Scan(&b.tenant))
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tickets (tenant_id, subject, body, category, priority)
+		values ($1, 's', 'b', 'technical', 'high') returning id`, b.tenant).Scan(&b.ticket))
+	ins, err := jobs.NewInserter(pool)
+	require.NoError(t, err)
+	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error { return ins.EnqueueHelpdeskTicket(ctx, tx, b.tenant, b.ticket) }))
+	require.NoError(t, pool.QueryRow(ctx, `
+		update private.river_job set state = 'cancelled', finalized_at = now(),
+		    errors = array[jsonb_build_object('at', now(), 'attempt', 1, 'error', 'Zendesk answered 422: requester invalid')]
+		returning id`).Scan(&b.jobID))
+	return b
+}
+
+func (b bundle) run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	env := map[string]string{"DATABASE_URL": b.url}
+	code := run(context.Background(), args, &out, &errOut, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	return code, out.String(), errOut.String()
+}
+
+func TestRefusals(t *testing.T) {
+	t.Parallel()
+	b := bundle{url: "postgres://nobody@127.0.0.1:1/none"} // a refused run never connects
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{name: "unscoped", args: []string{"--apply"}, want: "refusing an unscoped run"},
+		{name: "over-wide", args: []string{"--from", "2026-10-01", "--to", "2026-11-27"}, want: "at most 31 days"},
+		{name: "stray argument", args: []string{"--tenant", uuid.NewString(), "everything"}, want: "unexpected argument"},
+		{name: "unknown command", args: []string{"fix-all"}, want: "unknown command"},
+		{name: "dead letters without integration", args: []string{"dead-letters"}, want: "--integration crm"},
+		{name: "requeue without a target", args: []string{"requeue", "--integration", "crm"}, want: "exactly one of"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, out, errOut := b.run(t, tc.args...)
+			require.Equal(t, exitRefused, code, errOut)
+			require.Empty(t, out)
+			require.Contains(t, errOut, tc.want)
+		})
+	}
+}
+
+func TestTriageFlow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	code, out, errOut := b.run(t, "health", "--tenant", b.tenant.String())
+	require.Equal(t, exitOK, code, errOut)
+	require.Regexp(t, `helpdesk\s+1\s+1\s+0\s+-\s+1\s`, out, "one attempt, one failure, nothing pending, one dead letter:\n"+out)
+
+	code, out, errOut = b.run(t, "dead-letters", "--integration", "helpdesk", "--json")
+	require.Equal(t, exitOK, code, errOut)
+	var letters []jobs.DeadLetter
+	require.NoError(t, json.Unmarshal([]byte(out), &letters))
+	require.Len(t, letters, 1)
+	require.Equal(t, b.jobID, letters[0].JobID)
+	require.Contains(t, letters[0].LastError, "requester invalid")
+
+	// Dry run by default: says what it would do, changes nothing.
+	code, out, errOut = b.run(t, "--tenant", b.tenant.String())
+	require.Equal(t, exitOK, code, errOut)
+	require.Contains(t, out, "DRY RUN")
+	require.Contains(t, out, "push dead-lettered (cancelled)")
+	code, out, _ = b.run(t, "--tenant", b.tenant.String(), "--json")
+	require.Equal(t, exitOK, code)
+	var rep reconcile.Report
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.True(t, rep.DryRun)
+	require.Equal(t, 1, rep.Total().Enqueued)
+
+	// Requeue the one job (after "fixing the requester"): it is live again, so reconcile finds
+	// nothing to do.
+	code, out, errOut = b.run(t, "requeue", "--job", fmt.Sprint(b.jobID))
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, "requeued 1 job(s)\n", out)
+	code, out, errOut = b.run(t, "--tenant", b.tenant.String(), "--apply", "--json")
+	require.Equal(t, exitOK, code, errOut)
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	require.Zero(t, rep.Total().Enqueued)
+	require.Equal(t, 1, rep.Total().Fine)
+	code, out, _ = b.run(t, "dead-letters", "--integration", "helpdesk")
+	require.Equal(t, exitOK, code)
+	require.True(t, strings.HasPrefix(out, "dead letters of helpdesk: 0"), out)
+}
