@@ -273,4 +273,3 @@ func DecodeCursor(s string) (Cursor, error) {
 	}
 	return c, nil
 }
-
