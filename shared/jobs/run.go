@@ -118,6 +118,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg RunConfig) (Summary, error
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	var loopErr error
+	lastMaintain := time.Now()
 loop:
 	for time.Now().Before(workUntil) {
 		select {
@@ -126,6 +127,10 @@ loop:
 		case <-ticker.C:
 		}
 		if cfg.UntilBudget {
+			if time.Since(lastMaintain) < time.Second {
+				continue
+			}
+			lastMaintain = time.Now()
 			if err := maintain(ctx, pool, cfg.Queue, now); err != nil {
 				loopErr = err
 				break
