@@ -1,0 +1,144 @@
+package portal_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/legacy"
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
+	"github.com/portal-functions/portal-functions/shared/ticket"
+	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
+)
+
+func loadSpec(t *testing.T) routers.Router {
+	t.Helper()
+	loader := openapi3.NewLoader()
+	doc, err := loader.LoadFromFile("../../openapi.yaml")
+	require.NoError(t, err)
+	require.NoError(t, doc.Validate(context.Background()))
+	require.True(t, doc.IsOpenAPI31OrLater())
+	router, err := legacy.NewRouter(doc)
+	require.NoError(t, err)
+	return router
+}
+
+// Real answers of the ticket and portal handlers, successes and problems alike, validate
+// against openapi.yaml: the document cannot drift from the code.
+func TestResponsesMatchOpenAPI(t *testing.T) {
+	t.Parallel()
+	router := loadSpec(t)
+	b := setup(t)
+	created := b.env.Create(t, b.a, "Contract", ticket.AttachmentRequest{Name: "x.png", Size: 1, ContentType: "image/png"})
+	b.env.Create(t, b.a, "Second")
+	exec(t, b, `insert into private.billing_accounts (tenant_id, status, plan, last_payment_at, last_payment_amount, last_payment_currency)
+		values ($1, 'active', 'pro', now(), 4900, 'eur')`, b.a.TenantID)
+	outsider := tickettest.Member{Token: b.env.Issuer.Token(t, uuid.New())}
+
+	type call struct {
+		name, method, target, key string
+		member                    tickettest.Member
+		body                      string
+		status                    int
+		before                    func()
+	}
+	valid := `{"subject":"Help","body":"Please","category":"technical","priority":"low","attachments":[{"name":"a.pdf","size":3,"content_type":"application/pdf"}]}`
+	calls := []call{
+		{name: "create", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
+		{name: "create replay", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
+		{name: "create key reused", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: `{"subject":"Other","body":"x","category":"other"}`, status: 422},
+		{name: "create no key", method: "POST", target: "/v1/tickets", member: b.a, body: valid, status: 400},
+		{name: "create invalid", method: "POST", target: "/v1/tickets", key: "k2", member: b.a, body: `{"subject":"","body":"x","category":"nope"}`, status: 422},
+		{name: "create unknown field", method: "POST", target: "/v1/tickets", key: "k3", member: b.a, body: `{"subject":"s","body":"x","category":"other","tenant_id":"x"}`, status: 400},
+		{name: "create not member", method: "POST", target: "/v1/tickets", key: "k4", member: outsider, body: valid, status: 403},
+		{name: "create no token", method: "POST", target: "/v1/tickets", key: "k5", body: valid, status: 401},
+		{name: "create storage down", method: "POST", target: "/v1/tickets", key: "k6", member: b.a, body: valid, status: 503,
+			before: func() { b.env.Storage.SetMode(storagefake.ModeDown) }},
+		{name: "account", method: "GET", target: "/v1/account", member: b.a, status: 200,
+			before: func() { b.env.Storage.SetMode(storagefake.ModeUp) }},
+		{name: "account other tenant header", method: "GET", target: "/v1/account", member: b.a, status: 403},
+		{name: "list", method: "GET", target: "/v1/tickets?limit=1", member: b.a, status: 200},
+		{name: "list bad limit", method: "GET", target: "/v1/tickets?limit=500", member: b.a, status: 400},
+		{name: "get", method: "GET", target: "/v1/tickets/" + created.ID.String(), member: b.a, status: 200},
+		{name: "get unknown", method: "GET", target: "/v1/tickets/" + uuid.NewString(), member: b.a, status: 404},
+		{name: "get malformed", method: "GET", target: "/v1/tickets/not-a-uuid", member: b.a, status: 404},
+		{name: "get no token", method: "GET", target: "/v1/tickets/" + created.ID.String(), status: 401},
+	}
+	for _, c := range calls {
+		if c.before != nil {
+			c.before()
+		}
+		var body io.Reader
+		if c.body != "" {
+			body = bytes.NewReader([]byte(c.body))
+		}
+		r := httptest.NewRequest(c.method, "http://127.0.0.1:3000"+c.target, body)
+		if c.body != "" {
+			r.Header.Set("Content-Type", "application/json")
+		}
+		if c.member.Token != "" {
+			r.Header.Set("Authorization", "Bearer "+c.member.Token)
+		}
+		if c.key != "" {
+			r.Header.Set("Idempotency-Key", c.key)
+		}
+		if c.name == "account other tenant header" {
+			r.Header.Set("X-Tenant-Id", b.b.TenantID.String())
+		}
+		w := httptest.NewRecorder()
+		if c.method == http.MethodPost {
+			b.env.Handler.ServeHTTP(w, r)
+		} else {
+			b.read.ServeHTTP(w, r)
+		}
+		require.Equal(t, c.status, w.Code, "%s: %s", c.name, w.Body.String())
+
+		route, params, err := router.FindRoute(r)
+		require.NoError(t, err, c.name)
+		in := &openapi3filter.RequestValidationInput{Request: r, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, ExcludeRequestBody: true}}
+		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: w.Code, Header: w.Header(),
+			Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
+		out.SetBodyBytes(w.Body.Bytes())
+		require.NoError(t, openapi3filter.ValidateResponse(context.Background(), out), "%s: %s", c.name, w.Body.String())
+	}
+}
+
+// The document's request schemas agree with the handler's rules on a valid and an invalid body.
+func TestRequestSchemasAgreeWithTheHandler(t *testing.T) {
+	t.Parallel()
+	router := loadSpec(t)
+	cases := []struct {
+		name  string
+		body  string
+		valid bool
+	}{
+		{name: "valid", body: `{"subject":"s","body":"b","category":"billing"}`, valid: true},
+		{name: "unknown field", body: `{"subject":"s","body":"b","category":"billing","x":1}`},
+		{name: "bad category", body: `{"subject":"s","body":"b","category":"sales"}`},
+		{name: "too big attachment", body: `{"subject":"s","body":"b","category":"billing","attachments":[{"name":"a","size":10485761,"content_type":"image/png"}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:3000/v1/tickets", bytes.NewReader([]byte(tc.body)))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Idempotency-Key", "k")
+			route, params, err := router.FindRoute(r)
+			require.NoError(t, err)
+			err = openapi3filter.ValidateRequest(context.Background(), &openapi3filter.RequestValidationInput{
+				Request: r, PathParams: params, Route: route,
+				Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}})
+			require.Equal(t, tc.valid, err == nil, "%v", err)
+		})
+	}
+}
