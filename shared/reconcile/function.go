@@ -133,4 +133,3 @@ func parseEvent(payload []byte) (billing.Event, error) {
 		Payload:    payload,
 	}, nil
 }
-

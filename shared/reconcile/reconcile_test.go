@@ -162,7 +162,7 @@ func TestRunRepairsExactlyTheBrokenHistory(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	day := time.Now().UTC().Truncate(24 * time.Hour).AddDate(0, 0, -3)
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3)
 	h := breakHistory(t, b, day)
 	scope := reconcile.Scope{From: day.AddDate(0, 0, -1), To: day.AddDate(0, 0, 2)}
 	jobsBefore := b.allJobs(t)
@@ -216,7 +216,7 @@ func TestRunScopedToOneTenant(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	day := time.Now().UTC().Truncate(24 * time.Hour).AddDate(0, 0, -3)
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3)
 	h := breakHistory(t, b, day)
 
 	rep, err := b.rec.Run(ctx, reconcile.Options{Scope: reconcile.Scope{TenantID: h.a}, Apply: true})
@@ -237,7 +237,7 @@ func TestRunScopedToOneTenant(t *testing.T) {
 func TestRunRefusesUnscopedAndOverWide(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	day := time.Now().UTC().Truncate(24 * time.Hour).AddDate(0, 0, -3)
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -3)
 	breakHistory(t, b, day)
 	jobsBefore := b.allJobs(t)
 	cases := []struct {
