@@ -59,34 +59,38 @@ func Checksum(ms []Migration) string {
 // Migrate applies the migrations not yet recorded, each in its own transaction, and records
 // them in supabase_migrations.schema_migrations, the table the Supabase CLI keeps, so a
 // database migrated here and one migrated by `supabase db push` agree on what has run.
-// It returns the versions it applied. Concurrent runners serialise on an advisory lock.
+// It returns the versions it applied. Concurrent runners serialise on an advisory lock taken
+// in each migration's transaction, and re-check inside it, so no file runs twice.
 func Migrate(ctx context.Context, b Beginner, ms []Migration) ([]string, error) {
-	var applied []string
-	err := Tx(ctx, b, func(tx pgx.Tx) error {
+	if err := Tx(ctx, b, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(7243901)`); err != nil {
 			return fmt.Errorf("lock migrations: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `
+		_, err := tx.Exec(ctx, `
 			create schema if not exists supabase_migrations;
 			create table if not exists supabase_migrations.schema_migrations (
-				version text primary key, statements text[], name text)`); err != nil {
+				version text primary key, statements text[], name text)`)
+		if err != nil {
 			return fmt.Errorf("create migrations table: %w", err)
 		}
-		done := map[string]bool{}
-		rows, err := tx.Query(ctx, `select version from supabase_migrations.schema_migrations`)
-		if err != nil {
-			return fmt.Errorf("list applied migrations: %w", err)
-		}
-		versions, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("list applied migrations: %w", err)
-		}
-		for _, v := range versions {
-			done[v] = true
-		}
-		for _, m := range ms {
-			if done[m.Version] {
-				continue
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var applied []string
+	for _, m := range ms {
+		err := Tx(ctx, b, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `select pg_advisory_xact_lock(7243901)`); err != nil {
+				return fmt.Errorf("lock migrations: %w", err)
+			}
+			var done bool
+			if err := tx.QueryRow(ctx,
+				`select exists (select 1 from supabase_migrations.schema_migrations where version = $1)`,
+				m.Version).Scan(&done); err != nil {
+				return fmt.Errorf("check migration %s: %w", m.Version, err)
+			}
+			if done {
+				return nil
 			}
 			// Simple protocol: a migration is many statements, and may contain $$ bodies.
 			if _, err := tx.Exec(ctx, m.SQL, pgx.QueryExecModeSimpleProtocol); err != nil {
@@ -98,11 +102,11 @@ func Migrate(ctx context.Context, b Beginner, ms []Migration) ([]string, error) 
 				return fmt.Errorf("record migration %s: %w", m.Version, err)
 			}
 			applied = append(applied, m.Version)
+			return nil
+		})
+		if err != nil {
+			return applied, err
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	return applied, nil
 }
