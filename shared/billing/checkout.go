@@ -42,7 +42,8 @@ type StripeAPI interface {
 
 // CheckoutOptions configure a CheckoutHandler.
 type CheckoutOptions struct {
-	// Prices are the Stripe price ids a tenant may subscribe to (STRIPE_PRICE_IDS).
+	// Prices are the Stripe price ids a tenant may subscribe to (STRIPE_PRICE_IDS), each
+	// either "price_..." or "plan=price_...".
 	Prices []string
 	// PortalURL is the portal's origin (and base path) that return paths are resolved on.
 	PortalURL *url.URL
@@ -61,6 +62,10 @@ type CheckoutHandler struct {
 func NewCheckoutHandler(q db.Querier, api StripeAPI, o CheckoutOptions) (*CheckoutHandler, error) {
 	var prices []string
 	for _, p := range o.Prices {
+		// "plan=price_..." entries name the plan; only the price id matters here.
+		if _, id, ok := strings.Cut(p, "="); ok {
+			p = id
+		}
 		if p = strings.TrimSpace(p); p != "" {
 			prices = append(prices, p)
 		}

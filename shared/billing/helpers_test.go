@@ -55,7 +55,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+func (b *syncBuffer) lines(t testing.TB) []map[string]any {
 	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -78,7 +78,7 @@ type setupOptions struct {
 
 // setup builds the webhook on a fresh database with one tenant whose Stripe customer is mapped
 // (as checkout-create leaves it).
-func setup(t *testing.T, opts ...func(*setupOptions)) *bundle {
+func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 	t.Helper()
 	o := setupOptions{secrets: []string{testSecret}}
 	for _, f := range opts {
@@ -102,7 +102,7 @@ func setup(t *testing.T, opts ...func(*setupOptions)) *bundle {
 	return b
 }
 
-func (b *bundle) newTenant(t *testing.T, ticketRule bool) uuid.UUID {
+func (b *bundle) newTenant(t testing.TB, ticketRule bool) uuid.UUID {
 	t.Helper()
 	var id uuid.UUID
 	require.NoError(t, b.pool.QueryRow(context.Background(),
@@ -111,13 +111,13 @@ func (b *bundle) newTenant(t *testing.T, ticketRule bool) uuid.UUID {
 	return id
 }
 
-func (b *bundle) exec(t *testing.T, sql string, args ...any) {
+func (b *bundle) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	_, err := b.pool.Exec(context.Background(), sql, args...)
 	require.NoError(t, err)
 }
 
-func (b *bundle) count(t *testing.T, sql string, args ...any) int {
+func (b *bundle) count(t testing.TB, sql string, args ...any) int {
 	t.Helper()
 	var n int
 	require.NoError(t, b.pool.QueryRow(context.Background(), sql, args...).Scan(&n))
@@ -126,7 +126,7 @@ func (b *bundle) count(t *testing.T, sql string, args ...any) int {
 
 // countUpdates installs a trigger that counts UPDATEs of the tenant's billing row, so a test
 // can say "exactly one billing update" about the database itself.
-func (b *bundle) countUpdates(t *testing.T) func() int {
+func (b *bundle) countUpdates(t testing.TB) func() int {
 	t.Helper()
 	b.exec(t, `
 		create table public.test_billing_updates (tenant_id uuid not null);
@@ -140,19 +140,19 @@ func (b *bundle) countUpdates(t *testing.T) func() int {
 }
 
 // crmJobs counts River crm_sync jobs for the tenant (optionally caused by one event).
-func (b *bundle) crmJobs(t *testing.T, tenantID uuid.UUID, sourceEvent string) int {
+func (b *bundle) crmJobs(t testing.TB, tenantID uuid.UUID, sourceEvent string) int {
 	t.Helper()
 	return b.count(t, `select count(*) from private.river_job where kind = 'crm_sync'
 		and args->>'tenant_id' = $1 and ($2 = '' or args->>'source_event' = $2)`, tenantID.String(), sourceEvent)
 }
 
-func (b *bundle) helpdeskJobs(t *testing.T, tenantID uuid.UUID) int {
+func (b *bundle) helpdeskJobs(t testing.TB, tenantID uuid.UUID) int {
 	t.Helper()
 	return b.count(t, `select count(*) from private.river_job where kind = 'helpdesk_ticket' and args->>'tenant_id' = $1`, tenantID.String())
 }
 
 // row returns the tenant's projection row as JSON, without the wall-clock columns.
-func (b *bundle) row(t *testing.T, tenantID uuid.UUID) string {
+func (b *bundle) row(t testing.TB, tenantID uuid.UUID) string {
 	t.Helper()
 	var s string
 	err := b.pool.QueryRow(context.Background(), `
