@@ -35,10 +35,10 @@ type stripeCall struct {
 // recorder is an http.RoundTripper that keeps what we send to Stripe: stripe-mock is
 // stateless, so the parameters we sent are what there is to assert.
 type recorder struct {
-	mu     sync.Mutex
-	host   string
-	calls  []stripeCall
-	inner  http.RoundTripper
+	mu    sync.Mutex
+	host  string
+	calls []stripeCall
+	inner http.RoundTripper
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {

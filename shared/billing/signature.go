@@ -84,7 +84,8 @@ func (e Event) Stamp() Stamp { return Stamp{Created: e.Created, EventID: e.ID} }
 
 // Verify checks the Stripe-Signature header against the raw payload with every configured
 // secret, refuses a timestamp outside the tolerance in either direction, and only then parses
-// the body. Every refusal is a *DeliveryError.
+// the body. Every refusal is a *DeliveryError; on ErrAPIVersionMismatch the envelope (id,
+// type, api_version) comes back with it, for the log line.
 func (v *Verifier) Verify(payload []byte, header string) (Event, error) {
 	if strings.TrimSpace(header) == "" {
 		return Event{}, refuse(ErrMissingSignature, nil)
