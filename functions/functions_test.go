@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
@@ -24,8 +24,6 @@ import (
 	"github.com/portal-functions/portal-functions/shared/sam"
 	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
 )
-
-const stripeMockPackage = "github.com/stripe/stripe-mock"
 
 // wantStatus is the HTTP status each HTTP function's sample events must get: reads and the
 // webhook answer 200, creations 201.
@@ -97,7 +95,7 @@ func TestEverySampleEventBelongsToAFunction(t *testing.T) {
 	}
 }
 
-// binaries builds every function that has a folder, the emulator and stripe-mock, once, in
+// binaries builds every function that has a folder and the emulator, once, in
 // one `go build` (shared packages compile once; two cores cannot build in parallel anyway).
 var (
 	buildOnce sync.Once
@@ -112,7 +110,7 @@ func binaries(t *testing.T, b bundle) string {
 		if buildErr != nil {
 			return
 		}
-		pkgs := []string{rie.ToolPackage, stripeMockPackage}
+		pkgs := []string{rie.ToolPackage}
 		for _, f := range b.tmpl.Functions {
 			if _, err := os.Stat(filepath.Join(b.root, f.Folder(), "main.go")); err == nil {
 				pkgs = append(pkgs, "./"+f.Folder())
@@ -134,35 +132,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// stripeMock runs Stripe's own API mock for the functions that call Stripe.
-func stripeMock(t *testing.T, bin string) string {
-	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(filepath.Join(bin, "stripe-mock"), "-http-addr", addr)
-	out := &strings.Builder{}
-	var mu sync.Mutex
-	cmd.Stdout = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
-	cmd.Stderr = cmd.Stdout
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return "http://" + addr
-		}
-		if time.Now().After(deadline) {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Fatalf("stripe-mock did not start: %s", out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // localEnv is the function's env.json environment with the database and the providers
 // pointed at this test's own throwaway database and local stand-ins.
-func localEnv(t *testing.T, b bundle, f sam.Function, bin string) map[string]string {
+func localEnv(t *testing.T, b bundle, f sam.Function) map[string]string {
 	t.Helper()
 	env := b.env.For(f)
 	dbURL := dbtest.NewURL(t)
@@ -173,7 +145,7 @@ func localEnv(t *testing.T, b bundle, f sam.Function, bin string) map[string]str
 	require.NoError(t, conn.Close(ctx))
 	env["DATABASE_URL"] = dbURL
 	if _, ok := env["STRIPE_API_BASE"]; ok {
-		env["STRIPE_API_BASE"] = stripeMock(t, bin)
+		env["STRIPE_API_BASE"] = stripemock.Start(t)
 	}
 	if _, ok := env["HUBSPOT_BASE_URL"]; ok {
 		hs := hubspotfake.NewTest(t)
@@ -204,7 +176,7 @@ func TestEveryFunctionAnswersItsSampleEventsUnderTheRIE(t *testing.T) {
 			_, err := os.Stat(bootstrap)
 			require.NoError(t, err, "%s was not built: is %s/main.go there?", f.LogicalID, f.Folder())
 
-			env := localEnv(t, b, f, bin)
+			env := localEnv(t, b, f)
 			em, err := rie.Start(context.Background(), rie.Options{
 				RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: bootstrap, Env: env,
 				FunctionName: f.LogicalID, Timeout: time.Duration(f.Timeout) * time.Second, MemoryMB: f.MemorySize,
@@ -280,7 +252,3 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (w writerFunc) Write(p []byte) (int, error) { return w(p) }

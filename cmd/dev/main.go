@@ -1,0 +1,60 @@
+// Command dev runs the whole system on this machine (`make dev`): every HTTP route of
+// template.yaml on 127.0.0.1:3000 served by the very handlers Lambda runs, the queue workers
+// working continuously in-process, a migrated and seeded local database, and local stand-ins
+// for the providers that have no credentials (Stripe via stripe-mock, HubSpot, Zendesk,
+// Supabase Storage), each switchable up, down or rate-limited at /_dev/providers.
+//
+// Routes come from template.yaml (package sam), never from a second list here; settings come
+// from the process environment first, then from env.json, as `sam local` would give them.
+// Ctrl-C stops the server, the workers and the stand-ins, and closes the pool.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:3000", "where the API listens (loopback only)")
+	noWorkers := flag.Bool("no-workers", false, "do not run the queue workers")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if err := run(ctx, logger, options{Addr: *addr, Workers: !*noWorkers, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "dev:", err)
+		os.Exit(1)
+	}
+}
+
+// options configure one dev server run.
+type options struct {
+	Addr    string
+	Workers bool
+	Out     interface{ Write([]byte) (int, error) }
+	// Ready, when set, is called with the server's base URL once it serves.
+	Ready func(baseURL string)
+}
+
+func run(ctx context.Context, logger *slog.Logger, o options) error {
+	s, err := newServer(ctx, logger, o)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.Serve(ctx)
+}
+
+// shutdownGrace bounds how long in-flight requests get to finish on Ctrl-C.
+const shutdownGrace = 5 * time.Second
+
+var _ http.Handler = (*server)(nil)

@@ -1,0 +1,379 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/config"
+	"github.com/portal-functions/portal-functions/shared/crm"
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/db/standin"
+	"github.com/portal-functions/portal-functions/shared/demo"
+	"github.com/portal-functions/portal-functions/shared/function"
+	"github.com/portal-functions/portal-functions/shared/helpdesk"
+	"github.com/portal-functions/portal-functions/shared/hubspot"
+	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/portal"
+	"github.com/portal-functions/portal-functions/shared/sam"
+	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/ticket"
+	"github.com/portal-functions/portal-functions/supabase"
+)
+
+// DefaultDatabaseURL is the dev database on the local PostgreSQL (created when missing).
+const DefaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pf_dev?sslmode=disable"
+
+// httpFunction is what the dev server needs of a function.HTTP definition.
+type httpFunction interface {
+	Handler(ctx context.Context, deps function.Deps) (http.Handler, error)
+	FunctionName() string
+}
+
+// httpFunctions maps each HTTP function's logical id to its definition: the only list here.
+// Routes come from template.yaml; a template function missing from this map stops the start.
+var httpFunctions = map[string]httpFunction{
+	"PaymentWebhookFunction": billing.WebhookFunction,
+	"CheckoutCreateFunction": billing.CheckoutFunction,
+	"TicketCreateFunction":   ticket.CreateFunction,
+	"PortalReadFunction":     portal.ReadFunction,
+}
+
+// ErrUnwiredFunction is an HTTP function of the template the dev server has no definition for.
+var ErrUnwiredFunction = errors.New("dev: template.yaml has an HTTP function the dev server does not know")
+
+type server struct {
+	logger   *slog.Logger
+	opts     options
+	tmpl     *sam.Template
+	envs     sam.EnvFile
+	dbURL    string
+	pool     *pgxpool.Pool
+	stands   *standins
+	handler  http.Handler
+	routes   []sam.FunctionRoute
+	lookups  map[string]func(string) (string, bool)
+	listener net.Listener
+}
+
+func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, error) {
+	root, err := sam.Root(".")
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
+	if err != nil {
+		return nil, err
+	}
+	s := &server{logger: logger, opts: o, tmpl: tmpl, envs: envs, lookups: map[string]func(string) (string, bool){}}
+	s.dbURL = os.Getenv("DATABASE_URL")
+	if s.dbURL == "" {
+		s.dbURL = DefaultDatabaseURL
+	}
+	if err := ensureDatabase(ctx, s.dbURL); err != nil {
+		return nil, err
+	}
+	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: 16, ApplicationName: "make-dev"})
+	if err != nil {
+		return nil, fmt.Errorf("open dev database: %w", err)
+	}
+	if err := prepare(ctx, s.pool, logger); err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	s.stands, err = startStandins(ctx, root, logger, envs)
+	if err != nil {
+		s.pool.Close()
+		return nil, err
+	}
+	if err := s.build(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.listener, err = net.Listen("tcp", o.Addr)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("listen on %s (is another make dev running?): %w", o.Addr, err)
+	}
+	return s, nil
+}
+
+// lookupFor is a function's environment: the process environment first, then the local
+// stand-ins' addresses, then env.json's values for that function; a provider with real
+// credentials in the process environment keeps its own settings.
+func (s *server) lookupFor(f sam.Function) func(string) (string, bool) {
+	local := s.envs.For(f)
+	local["DATABASE_URL"] = s.dbURL
+	return func(name string) (string, bool) {
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			return v, true
+		}
+		if v, ok := s.stands.overrides[name]; ok {
+			return v, true
+		}
+		if s.stands.real[name] {
+			return "", false
+		}
+		v, ok := local[name]
+		return v, ok
+	}
+}
+
+func (s *server) deps(name string, lookup func(string) (string, bool)) function.Deps {
+	return function.Deps{
+		Name:       name,
+		Pool:       s.pool,
+		Logger:     telemetry.NewLogger(os.Stdout, name, slog.LevelInfo),
+		Metrics:    telemetry.NewMetrics(os.Stdout, name),
+		HTTPClient: &http.Client{Timeout: 10 * time.Second},
+		Lookup:     lookup,
+	}
+}
+
+// build makes one handler per HTTP function and mounts it on each of its template routes.
+func (s *server) build(ctx context.Context) error {
+	mux := http.NewServeMux()
+	for _, f := range s.tmpl.Functions {
+		s.lookups[f.LogicalID] = s.lookupFor(f)
+		if !f.IsHTTP() {
+			continue
+		}
+		def, ok := httpFunctions[f.LogicalID]
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrUnwiredFunction, f.LogicalID)
+		}
+		h, err := def.Handler(ctx, s.deps(def.FunctionName(), s.lookups[f.LogicalID]))
+		if err != nil {
+			return fmt.Errorf("build %s: %w", f.LogicalID, err)
+		}
+		for _, r := range f.Routes {
+			mux.Handle(r.Pattern(), h)
+			s.routes = append(s.routes, sam.FunctionRoute{Function: f.LogicalID, Route: r})
+		}
+	}
+	mux.Handle("/_dev/", s.stands)
+	s.handler = mux
+	return nil
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// Serve answers requests and works the queues until ctx ends, then shuts down in order:
+// stop accepting, let requests finish, stop the workers.
+func (s *server) Serve(ctx context.Context) error {
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	if s.opts.Workers {
+		cfgs, err := s.workers()
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = jobs.RunContinuously(ctx, s.pool, cfgs...)
+		}()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.listener) }()
+	base := "http://" + s.listener.Addr().String()
+	if s.opts.Out != nil {
+		s.printWelcome(base)
+	}
+	if s.opts.Ready != nil {
+		s.opts.Ready(base)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	s.logger.Info("shutting down")
+	shutdownCtx, done := context.WithTimeout(context.Background(), shutdownGrace)
+	defer done()
+	_ = srv.Shutdown(shutdownCtx)
+	cancel()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// workers builds the continuous runners of both queues from the workers' own settings.
+func (s *server) workers() ([]jobs.RunConfig, error) {
+	var cfgs []jobs.RunConfig
+
+	if f, err := s.tmpl.Function("SupportPushFunction"); err == nil {
+		var cfg helpdesk.Config
+		if err := config.LoadFrom(s.lookups[f.LogicalID], &cfg); err != nil {
+			return nil, fmt.Errorf("support-push settings: %w", err)
+		}
+		deps := s.deps("support-push", s.lookups[f.LogicalID])
+		w, err := helpdesk.NewWorkers(deps, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("support-push workers: %w", err)
+		}
+		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w, Logger: deps.Logger, Metrics: deps.Metrics})
+	}
+	if f, err := s.tmpl.Function("CrmPushFunction"); err == nil {
+		var cfg struct {
+			BaseURL string        `env:"HUBSPOT_BASE_URL" default:"https://api.hubapi.com"`
+			Token   config.Secret `env:"HUBSPOT_ACCESS_TOKEN" required:"true"`
+		}
+		if err := config.LoadFrom(s.lookups[f.LogicalID], &cfg); err != nil {
+			return nil, fmt.Errorf("crm-push settings: %w", err)
+		}
+		deps := s.deps("crm-push", s.lookups[f.LogicalID])
+		hs := hubspot.New(hubspot.Config{BaseURL: cfg.BaseURL, AccessToken: cfg.Token.Reveal(), HTTPClient: deps.HTTPClient})
+		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueCRM, Workers: crm.NewWorkers(s.pool, hs, deps.Logger), Logger: deps.Logger, Metrics: deps.Metrics})
+	}
+	return cfgs, nil
+}
+
+// Close stops the stand-ins and closes the pool.
+func (s *server) Close() {
+	if s.listener != nil {
+		_ = s.listener.Close()
+	}
+	if s.stands != nil {
+		s.stands.Close()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+}
+
+func (s *server) printWelcome(base string) {
+	w := s.opts.Out
+	secret, _ := s.lookups["PortalReadFunction"]("SUPABASE_JWT_SECRET")
+	supaURL, _ := s.lookups["PortalReadFunction"]("SUPABASE_URL")
+	token, err := demo.Token(secret, supaURL, 12*time.Hour)
+	if err != nil {
+		token = "(no token: " + err.Error() + ")"
+	}
+	fmt.Fprintf(w, "\nportal-functions dev server on %s\n\n", base)
+	fmt.Fprintf(w, "  database   %s (migrated; demo tenant %s, owner %s)\n", redactURL(s.dbURL), demo.TenantID, demo.UserEmail)
+	fmt.Fprintln(w, "  routes (template.yaml):")
+	for _, r := range s.routes {
+		fmt.Fprintf(w, "    %-28s -> %s\n", r.Pattern(), r.Function)
+	}
+	fmt.Fprintln(w, "  providers:")
+	for _, p := range s.stands.listProviders() {
+		fmt.Fprintf(w, "    %-9s %s\n", p.name, p.describe())
+	}
+	fmt.Fprintf(w, "\nTry it (the token is the demo owner's, valid 12 h):\n\n")
+	fmt.Fprintf(w, "  export TOKEN=%s\n", token)
+	fmt.Fprintf(w, "  curl -s %s/v1/account -H \"Authorization: Bearer $TOKEN\"\n", base)
+	fmt.Fprintf(w, "  curl -s %s/v1/tickets -H \"Authorization: Bearer $TOKEN\"\n", base)
+	fmt.Fprintf(w, "  curl -s -X POST %s/v1/tickets -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\\n", base)
+	fmt.Fprintf(w, "       -H \"Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)\" -d '{\"subject\":\"Cannot log in\",\"body\":\"Since this morning.\",\"category\":\"technical\"}'\n")
+	fmt.Fprintf(w, "  curl -s %s/_dev/providers                    # stand-ins and their modes\n", base)
+	fmt.Fprintf(w, "  curl -s -X POST %s/_dev/providers/zendesk/down   # or up, rate-limited\n", base)
+	fmt.Fprintf(w, "  make invoke FN=PaymentWebhookFunction EVENT=events/<a payment-webhook sample>.json\n\nCtrl-C stops everything.\n\n")
+}
+
+// ensureDatabase creates the database dbURL names when the server lacks it.
+func ensureDatabase(ctx context.Context, dbURL string) error {
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		return errors.New("DATABASE_URL is not a valid postgres URL")
+	}
+	name := cfg.Database
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if conn, err := pgx.ConnectConfig(ctx, cfg); err == nil {
+		return conn.Close(ctx)
+	}
+	admin := cfg.Copy()
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL at %s (is it running? start it, or set DATABASE_URL): %w", cfg.Host, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "create database "+pgx.Identifier{name}.Sanitize()); err != nil {
+		var exists bool
+		if qerr := conn.QueryRow(ctx, `select exists (select 1 from pg_database where datname = $1)`, name).Scan(&exists); qerr == nil && exists {
+			return nil
+		}
+		return fmt.Errorf("create dev database %s: %w", name, err)
+	}
+	return nil
+}
+
+// prepare makes the dev database what a Supabase project would be: the local stand-in only
+// where Supabase's auth schema is missing (a `supabase start` database has the real one),
+// then the migrations, then the demo tenant.
+func prepare(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error {
+	var hasAuth bool
+	if err := pool.QueryRow(ctx, `select exists (select 1 from pg_namespace where nspname = 'auth')`).Scan(&hasAuth); err != nil {
+		return fmt.Errorf("inspect dev database: %w", err)
+	}
+	if !hasAuth {
+		if err := standin.Apply(ctx, pool); err != nil {
+			return err
+		}
+		logger.Info("installed the local Supabase stand-in (roles, auth.uid())")
+	}
+	ms, err := db.LoadMigrations(supabase.Migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	applied, err := db.Migrate(ctx, pool, ms)
+	if err != nil {
+		return err
+	}
+	if len(applied) > 0 {
+		logger.Info("applied migrations", "versions", strings.Join(applied, ","))
+	}
+	if err := demo.Seed(ctx, pool); err != nil {
+		return err
+	}
+	// The demo ticket goes to the helpdesk like any other (a job per ticket, so once).
+	ins, err := jobs.NewInserter(pool)
+	if err != nil {
+		return fmt.Errorf("queue the demo ticket: %w", err)
+	}
+	return db.Tx(ctx, pool, func(tx pgx.Tx) error {
+		var synced bool
+		if err := tx.QueryRow(ctx, `select helpdesk_ticket_id is not null from public.tickets where id = $1`, demo.TicketID).Scan(&synced); err != nil {
+			return fmt.Errorf("look up the demo ticket: %w", err)
+		}
+		if synced {
+			return nil
+		}
+		if err := ins.EnqueueHelpdeskTicket(ctx, tx, demo.TenantID, demo.TicketID); err != nil {
+			return fmt.Errorf("queue the demo ticket: %w", err)
+		}
+		return nil
+	})
+}
+
+func redactURL(u string) string {
+	cfg, err := pgx.ParseConfig(u)
+	if err != nil {
+		return "(DATABASE_URL)"
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s", cfg.User, cfg.Host, cfg.Port, cfg.Database)
+}
