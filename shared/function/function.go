@@ -48,6 +48,10 @@ type Deps struct {
 type HTTP[C any] struct {
 	Name  string
 	Build func(ctx context.Context, deps Deps, cfg C) (http.Handler, error)
+	// MaxBody bounds request bodies in web.Wrap (web.DefaultMaxBody when zero). A handler that
+	// enforces its own, smaller limit (to count and log what it refuses) sets a larger one here
+	// so oversized requests reach it instead of being answered before it.
+	MaxBody int64
 }
 
 // Invoked is a function called with an event (schedule, manual invoke) that returns a result.
@@ -67,7 +71,7 @@ func (f HTTP[C]) Handler(ctx context.Context, deps Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", f.Name, err)
 	}
-	return web.Wrap(h, web.Options{Logger: deps.Logger}), nil
+	return web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody}), nil
 }
 
 // FunctionName reports the function's name (for the dev server's registry).
@@ -81,7 +85,7 @@ func (f HTTP[C]) Start() {
 	if err != nil {
 		fail(deps.Logger, fmt.Errorf("build %s: %w", f.Name, err))
 	}
-	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger})))
+	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody})))
 }
 
 // Start runs f under the Lambda runtime; it never returns.
