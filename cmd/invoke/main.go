@@ -136,6 +136,7 @@ func run(ctx context.Context, logicalID, eventPath, envPath string, resign bool)
 	if res.Report.Line != "" {
 		fmt.Fprintln(os.Stderr, res.Report.Line)
 	}
+	fmt.Fprintf(os.Stderr, "invoke: first (cold) invocation answered in %s, runtime start and init included\n", res.Elapsed.Round(time.Millisecond))
 	if res.StatusCode != 200 {
 		return fmt.Errorf("the emulator answered %d (an init or function error; see the log above)", res.StatusCode)
 	}

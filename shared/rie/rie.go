@@ -142,12 +142,16 @@ type Result struct {
 	Body       []byte
 	// Report is the REPORT line and what it says (empty when StatusCode is not 200).
 	Report Report
+	// Elapsed is the invocation's wall time as the caller saw it. On the first invocation it
+	// includes the runtime's start and the function's init: the cold start as a client feels
+	// it. (This RIE's Init Duration only times the hand-off to the runtime, not the init.)
+	Elapsed time.Duration
 }
 
 // Report is the emulator's REPORT line, the one CloudWatch shows after every invocation.
 type Report struct {
 	Line string
-	// InitDuration is the cold start (zero on a warm invocation).
+	// InitDuration is what the RIE reports for the first invocation (zero on a warm one).
 	InitDuration time.Duration
 	Duration     time.Duration
 }
@@ -161,6 +165,7 @@ func (e *Emulator) Invoke(ctx context.Context, payload []byte) (Result, error) {
 		return Result{}, fmt.Errorf("build invocation: %w", err)
 	}
 	req.Header.Set("X-Amzn-RequestId", id)
+	start := time.Now()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return Result{}, fmt.Errorf("invoke: %w", err)
@@ -170,7 +175,7 @@ func (e *Emulator) Invoke(ctx context.Context, payload []byte) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("read invocation result: %w", err)
 	}
-	r := Result{StatusCode: res.StatusCode, Body: body}
+	r := Result{StatusCode: res.StatusCode, Body: body, Elapsed: time.Since(start)}
 	if r.StatusCode != http.StatusOK {
 		// An init or function failure: the emulator answers 502 before any REPORT line.
 		return r, nil
