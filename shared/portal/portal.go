@@ -1,10 +1,12 @@
 // Package portal serves what the client portal reads: GET /v1/account (billing state and the
-// state of every sync, in words a portal can show), GET /v1/tickets (newest first, keyset
-// pages) and GET /v1/tickets/{id}.
+// state of every sync, in words a portal can show; for an owner also the tenant's delivery
+// health), GET /v1/tickets (newest first, keyset pages) and GET /v1/tickets/{id}.
 //
 // Every read runs as the calling user (tenant.ReadAsUser: role authenticated with the verified
 // claims) against views with security_invoker, so Postgres RLS is the second wall behind the
 // tenant filter: another tenant's id, a malformed id and an unknown id all answer the same 404.
+// The one exception is the owner's health section: River's job table is not readable by the
+// portal role, so it is read with the service pool, filtered by the verified scope's tenant id.
 package portal
 
 import (
@@ -21,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-functions/portal-functions/shared/auth"
+	"github.com/portal-functions/portal-functions/shared/health"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/tenant"
 	"github.com/portal-functions/portal-functions/shared/web"
@@ -71,6 +74,67 @@ type Account struct {
 	Role    string        `json:"role"`
 	Billing Billing       `json:"billing"`
 	Syncs   []Sync        `json:"syncs"`
+	// Health is present for the tenant's owners only: admins and members get the account
+	// without it (not a 403), since the rest of the account is theirs to see.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health is the tenant's delivery health over the last health.DefaultWindow, for an owner:
+// counts and times only, never an upstream error text.
+type Health struct {
+	Since         time.Time           `json:"since"`
+	Until         time.Time           `json:"until"`
+	WindowSeconds float64             `json:"window_seconds"`
+	Webhook       HealthWebhook       `json:"webhook"`
+	Integrations  []HealthIntegration `json:"integrations"`
+}
+
+// HealthWebhook is how Stripe's deliveries about the tenant fared. Rejected and unmatched
+// deliveries have no tenant, so they are ops' numbers and not shown here.
+type HealthWebhook struct {
+	Received  int `json:"received"`
+	Processed int `json:"processed"`
+	Ignored   int `json:"ignored"`
+	// Unapplied were stored but not yet applied (ops' reconcile applies them).
+	Unapplied   int     `json:"unapplied"`
+	SuccessRate float64 `json:"success_rate"`
+}
+
+// HealthIntegration is how the tenant's pushes to one integration fared, and what waits now.
+type HealthIntegration struct {
+	Integration          string     `json:"integration"`
+	Attempts             int        `json:"attempts"`
+	Failures             int        `json:"failures"`
+	Pending              int        `json:"pending"`
+	OldestPendingSeconds float64    `json:"oldest_pending_seconds"`
+	DeadLetters          int        `json:"dead_letters"`
+	FailingSubjects      int        `json:"failing_subjects"`
+	LastSuccessAt        *time.Time `json:"last_success_at"`
+}
+
+// healthOf is the owner's view of a tenant's health.Report. Its own type keeps the API's shape
+// stable when ops' report grows.
+func healthOf(r health.Report) *Health {
+	h := &Health{
+		Since: r.Since, Until: r.Until, WindowSeconds: r.WindowSeconds,
+		Webhook: HealthWebhook{Received: r.Webhook.Received, Processed: r.Webhook.Processed,
+			Ignored: r.Webhook.Ignored, Unapplied: r.Webhook.Unapplied},
+		Integrations: make([]HealthIntegration, 0, len(r.Integrations)),
+	}
+	// health's rate also divides by system-wide rejections; a tenant has none, so the rate is
+	// the tenant's own: 1 when nothing arrived.
+	h.Webhook.SuccessRate = 1
+	if r.Webhook.Received > 0 {
+		h.Webhook.SuccessRate = float64(r.Webhook.Processed+r.Webhook.Ignored) / float64(r.Webhook.Received)
+	}
+	for _, i := range r.Integrations {
+		h.Integrations = append(h.Integrations, HealthIntegration{
+			Integration: i.Name, Attempts: i.Attempts, Failures: i.Failures, Pending: i.Pending,
+			OldestPendingSeconds: i.OldestPendingSeconds, DeadLetters: i.DeadLetters,
+			FailingSubjects: i.FailingSubjects, LastSuccessAt: i.LastSuccessAt,
+		})
+	}
+	return h
 }
 
 // AccountTenant names the tenant the request acts for.
@@ -171,6 +235,16 @@ func (h *handler) account(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		web.Error(w, r, err)
 		return
+	}
+	if s.Require(tenant.Owner) == nil {
+		// The service pool, because River's job table is not granted to the portal role; the
+		// tenant id is the verified scope's, never the request's.
+		rep, err := health.ForTenant(r.Context(), h.pool, s.TenantID, health.DefaultWindow)
+		if err != nil {
+			web.Error(w, r, fmt.Errorf("read delivery health: %w", err))
+			return
+		}
+		out.Health = healthOf(rep)
 	}
 	web.JSON(w, http.StatusOK, out)
 }
