@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
@@ -15,7 +17,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
+	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
+	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/ticket"
 	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
 )
@@ -32,12 +38,38 @@ func loadSpec(t *testing.T) routers.Router {
 	return router
 }
 
-// Real answers of the ticket and portal handlers, successes and problems alike, validate
-// against openapi.yaml: the document cannot drift from the code.
+// checkoutHandler builds checkout-create as Lambda does (config from the environment names,
+// auth, tenant scope) on b's database and issuer, against stripe-mock.
+func checkoutHandler(t *testing.T, b bundle) http.Handler {
+	t.Helper()
+	env := map[string]string{
+		"STRIPE_API_KEY":      "sk_test_123",
+		"STRIPE_API_BASE":     stripemock.Start(t),
+		"STRIPE_PRICE_IDS":    "price_basic, pro=price_pro",
+		"PORTAL_URL":          "https://portal.example.test",
+		"SUPABASE_URL":        b.env.Issuer.URL(),
+		"SUPABASE_JWT_SECRET": string(b.env.Issuer.Secret()),
+	}
+	h, err := billing.CheckoutFunction.Handler(t.Context(), function.Deps{
+		Name: "checkout-create", Pool: b.env.Pool,
+		Logger:     slog.New(slog.DiscardHandler),
+		Metrics:    telemetry.NewMetrics(io.Discard, "checkout-create"),
+		HTTPClient: &http.Client{},
+		Lookup:     func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+	})
+	require.NoError(t, err)
+	return h
+}
+
+// Real answers of the checkout, ticket and portal handlers, successes and problems alike,
+// validate against openapi.yaml: the document cannot drift from the code.
 func TestResponsesMatchOpenAPI(t *testing.T) {
 	t.Parallel()
 	router := loadSpec(t)
 	b := setup(t)
+	checkout := checkoutHandler(t, b)
+	seedDeliveries(t, b)
+	member := join(t, b, b.a, "member")
 	created := b.env.Create(t, b.a, "Contract", ticket.AttachmentRequest{Name: "x.png", Size: 1, ContentType: "image/png"})
 	b.env.Create(t, b.a, "Second")
 	exec(t, b, `insert into private.billing_accounts (tenant_id, status, plan, last_payment_at, last_payment_amount, last_payment_currency)
@@ -53,6 +85,14 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	}
 	valid := `{"subject":"Help","body":"Please","category":"technical","priority":"low","attachments":[{"name":"a.pdf","size":3,"content_type":"application/pdf"}]}`
 	calls := []call{
+		{name: "checkout", method: "POST", target: "/v1/checkout-sessions", key: "c1", member: b.a, body: `{"price_id":"price_pro","success_path":"/billing/done"}`, status: 201},
+		{name: "checkout defaults", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_basic"}`, status: 201},
+		{name: "checkout member", method: "POST", target: "/v1/checkout-sessions", member: member, body: `{"price_id":"price_pro"}`, status: 403},
+		{name: "checkout not member", method: "POST", target: "/v1/checkout-sessions", member: outsider, body: `{"price_id":"price_pro"}`, status: 403},
+		{name: "checkout unknown price", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_free"}`, status: 422},
+		{name: "checkout open redirect", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_pro","success_path":"//evil.example"}`, status: 422},
+		{name: "checkout tenant in body", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_pro","tenant_id":"x"}`, status: 400},
+		{name: "checkout no token", method: "POST", target: "/v1/checkout-sessions", body: `{"price_id":"price_pro"}`, status: 401},
 		{name: "create", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
 		{name: "create replay", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
 		{name: "create key reused", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: `{"subject":"Other","body":"x","category":"other"}`, status: 422},
@@ -65,6 +105,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 			before: func() { b.env.Storage.SetMode(storagefake.ModeDown) }},
 		{name: "account", method: "GET", target: "/v1/account", member: b.a, status: 200,
 			before: func() { b.env.Storage.SetMode(storagefake.ModeUp) }},
+		{name: "account member", method: "GET", target: "/v1/account", member: member, status: 200},
 		{name: "account other tenant header", method: "GET", target: "/v1/account", member: b.a, status: 403},
 		{name: "list", method: "GET", target: "/v1/tickets?limit=1", member: b.a, status: 200},
 		{name: "list bad limit", method: "GET", target: "/v1/tickets?limit=500", member: b.a, status: 400},
@@ -95,12 +136,18 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 			r.Header.Set("X-Tenant-Id", b.b.TenantID.String())
 		}
 		w := httptest.NewRecorder()
-		if c.method == http.MethodPost {
+		switch {
+		case strings.HasPrefix(c.target, "/v1/checkout-sessions"):
+			checkout.ServeHTTP(w, r)
+		case c.method == http.MethodPost:
 			b.env.Handler.ServeHTTP(w, r)
-		} else {
+		default:
 			b.read.ServeHTTP(w, r)
 		}
 		require.Equal(t, c.status, w.Code, "%s: %s", c.name, w.Body.String())
+		if c.name == "account" {
+			require.Contains(t, w.Body.String(), `"health"`, "the owner's account carries health, so its schema is checked")
+		}
 
 		route, params, err := router.FindRoute(r)
 		require.NoError(t, err, c.name)
