@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/portal-functions/portal-functions/shared/problem"
 )
 
 // LambdaHandler is what lambda.Start receives for an HTTP function.
@@ -94,7 +96,8 @@ func RequestFromEvent(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (*
 		r.SetPathValue(k, v)
 	}
 	if bodyErr != nil {
-		return r, fmt.Errorf("decode base64 body: %w", bodyErr)
+		// The caller's body is malformed: a 400, never a 500.
+		return r, problem.BadRequest("the request body is not valid base64").WithCause(bodyErr)
 	}
 	return r, nil
 }
