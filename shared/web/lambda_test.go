@@ -184,7 +184,7 @@ func TestLambdaAnswersAMalformedBase64BodyWithAProblem(t *testing.T) {
 	b := setupLambda(t, nil)
 	res, err := b.handler(context.Background(), events.APIGatewayV2HTTPRequest{RawPath: "/v1/tickets", IsBase64Encoded: true, Body: "%%%not base64"})
 	require.NoError(t, err, "a bad request is a response, never a Lambda error")
-	require.GreaterOrEqual(t, res.StatusCode, 400)
+	require.Equal(t, http.StatusBadRequest, res.StatusCode, "the caller's malformed body is a 400, not our 500")
 	require.Equal(t, "application/problem+json", res.Headers["Content-Type"])
 	require.NotContains(t, res.Body, "illegal base64", "no internals in the body")
 }
