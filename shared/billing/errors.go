@@ -26,6 +26,9 @@ var (
 	// stripe-go/v76 is built for (see WebhookConfig.IgnoreAPIVersionMismatch).
 	ErrAPIVersionMismatch = errors.New("event API version does not match stripe-go's")
 
+	// ErrEventNotStored is an ApplyStored of an event id our inbox does not hold.
+	ErrEventNotStored = errors.New("stripe event is not stored")
+
 	// ErrNoSecret is a webhook configured without any signing secret.
 	ErrNoSecret = errors.New("no webhook signing secret configured")
 	// ErrNoPrices is a checkout configured without any allowed price.

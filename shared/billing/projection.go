@@ -179,14 +179,19 @@ func Lifecycle(status string) string {
 	}
 }
 
-// CRMView is what the CRM shows of an account. A webhook event enqueues a CRM sync only when
-// it changes this view; crm-push reads the same fields from the current projection.
+// CRMView is what the CRM shows of an account: the one definition both sides use. A webhook
+// event enqueues a CRM sync only when it changes this view, and crm-push builds the CRM
+// record from the view of the current projection, so nothing the CRM shows can change without
+// a push.
 type CRMView struct {
 	Plan      string
 	Status    string
 	Lifecycle string
 	// Email is the contact the CRM record is keyed by: a new or changed one needs a push too.
 	Email string
+	// CurrentPeriodEnd is when the paid period ends (the CRM shows the renewal date; zero when
+	// there is no subscription).
+	CurrentPeriodEnd time.Time
 }
 
 // CRMView returns what the CRM shows of a.
@@ -195,5 +200,12 @@ func (a Account) CRMView() CRMView {
 	if status == "" {
 		status = StatusNone
 	}
-	return CRMView{Plan: a.Plan, Status: status, Lifecycle: Lifecycle(status), Email: a.CustomerEmail}
+	return CRMView{Plan: a.Plan, Status: status, Lifecycle: Lifecycle(status), Email: a.CustomerEmail,
+		CurrentPeriodEnd: a.CurrentPeriodEnd}
+}
+
+// Equal reports whether two views show the same thing (times compared as instants).
+func (v CRMView) Equal(o CRMView) bool {
+	return v.Plan == o.Plan && v.Status == o.Status && v.Lifecycle == o.Lifecycle && v.Email == o.Email &&
+		v.CurrentPeriodEnd.Equal(o.CurrentPeriodEnd)
 }

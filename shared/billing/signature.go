@@ -149,8 +149,26 @@ func signedAt(header string) (time.Time, error) {
 	return ts, nil
 }
 
-// parse reads the verified body as a stripe.Event and checks what every handled event needs.
+// parse reads the verified body and checks its API version unless told to ignore it.
 func (v *Verifier) parse(payload []byte) (Event, error) {
+	ev, err := ParseEvent(payload)
+	if err != nil {
+		return Event{}, err
+	}
+	if !v.ignoreVer && ev.APIVersion != APIVersion {
+		// The envelope is returned with the error so the refusal can be logged by type.
+		return Event{ID: ev.ID, Type: ev.Type, APIVersion: ev.APIVersion}, refuse(ErrAPIVersionMismatch, fmt.Errorf(
+			"event %s has api_version %q, stripe-go/v76 reads %q", ev.ID, ev.APIVersion, APIVersion))
+	}
+	return ev, nil
+}
+
+// ParseEvent reads a Stripe event whose origin is already established: a verified delivery
+// (Verify calls it after the signature check), an event in our inbox, or one fetched from
+// Stripe's API with our key. It checks what every handled event needs (id, type, created,
+// data.object), not the API version: that is a delivery-time choice (VerifierOptions). A body
+// it cannot read is a *DeliveryError (ErrMalformedEvent).
+func ParseEvent(payload []byte) (Event, error) {
 	var se stripe.Event
 	if err := json.Unmarshal(payload, &se); err != nil {
 		return Event{}, refuse(ErrMalformedEvent, fmt.Errorf("decode event: %w", err))
@@ -162,11 +180,6 @@ func (v *Verifier) parse(payload []byte) (Event, error) {
 		return Event{}, refuse(ErrMalformedEvent, errors.New("event has no created time"))
 	case se.Data == nil || len(se.Data.Raw) == 0 || se.Data.Object == nil:
 		return Event{}, refuse(ErrMalformedEvent, errors.New("event has no data.object"))
-	}
-	if !v.ignoreVer && se.APIVersion != APIVersion {
-		// The envelope is returned with the error so the refusal can be logged by type.
-		return Event{ID: se.ID, Type: string(se.Type), APIVersion: se.APIVersion}, refuse(ErrAPIVersionMismatch, fmt.Errorf(
-			"event %s has api_version %q, stripe-go/v76 reads %q", se.ID, se.APIVersion, APIVersion))
 	}
 	return Event{
 		ID:         se.ID,

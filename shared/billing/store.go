@@ -62,15 +62,12 @@ func NewProcessor(b db.Beginner, jobs Enqueuer) *Processor {
 // applies the change to the projection facet by facet, and enqueues the follow-ups. An object
 // of the wrong shape is a *DeliveryError and nothing is written.
 func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
-	var eff effect
-	if handled(ev.Type) {
-		var err error
-		if eff, err = effectOf(ev); err != nil {
-			return Result{Outcome: OutcomeRejected}, err
-		}
+	eff, err := effectFor(ev)
+	if err != nil {
+		return Result{Outcome: OutcomeRejected}, err
 	}
 	var res Result
-	err := db.Tx(ctx, p.db, func(tx pgx.Tx) error {
+	err = db.Tx(ctx, p.db, func(tx pgx.Tx) error {
 		res = Result{}
 		claimed, err := claim(ctx, tx, ev)
 		if err != nil {
@@ -80,28 +77,90 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 			res.Outcome = OutcomeDuplicate
 			return nil
 		}
-		if !handled(ev.Type) {
-			res.Outcome = OutcomeIgnored
-			return finish(ctx, tx, ev.ID, OutcomeIgnored, uuid.Nil)
-		}
-		tenantID, found, err := resolveTenant(ctx, tx, eff)
-		if err != nil {
-			return err
-		}
-		if !found {
-			res.Outcome = OutcomeUnmatched
-			return finish(ctx, tx, ev.ID, OutcomeUnmatched, uuid.Nil)
-		}
-		res.Outcome, res.TenantID = OutcomeProcessed, tenantID
-		if err := p.apply(ctx, tx, ev, eff, &res); err != nil {
-			return err
-		}
-		return finish(ctx, tx, ev.ID, OutcomeProcessed, tenantID)
+		return p.run(ctx, tx, ev, eff, &res)
 	})
 	if err != nil {
 		return Result{Outcome: OutcomeFailed}, fmt.Errorf("process stripe event %s: %w", ev.ID, err)
 	}
 	return res, nil
+}
+
+// ApplyStored applies an event that is already in private.stripe_events but was never applied:
+// stored as processed without applied_at (the transaction that recorded it did not get to
+// apply it), or unmatched when it arrived and perhaps matching a tenant now. It locks the
+// event's row, so a concurrent ApplyStored or live delivery of the same id waits or sees it
+// done, then runs exactly what a live delivery runs after claiming the id (tenant
+// resolution, projection, follow-up jobs, outcome) in the same transaction. An event already
+// applied is OutcomeDuplicate and nothing changes; one still matching no tenant stays
+// unmatched. Reconcile repairs stored events through it and no other way.
+func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, error) {
+	var res Result
+	err := db.Tx(ctx, p.db, func(tx pgx.Tx) error {
+		res = Result{}
+		var (
+			payload []byte
+			applied bool
+		)
+		err := tx.QueryRow(ctx, `
+			select payload::text, applied_at is not null
+			from private.stripe_events where id = $1 for update`, eventID).Scan(&payload, &applied)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return ErrEventNotStored
+		case err != nil:
+			return fmt.Errorf("lock stored stripe event: %w", err)
+		case applied:
+			res.Outcome = OutcomeDuplicate
+			return nil
+		}
+		ev, err := ParseEvent(payload)
+		if err != nil {
+			return err
+		}
+		if ev.ID != eventID {
+			return refuse(ErrMalformedEvent, fmt.Errorf("stored payload carries event id %q", ev.ID))
+		}
+		eff, err := effectFor(ev)
+		if err != nil {
+			return err
+		}
+		return p.run(ctx, tx, ev, eff, &res)
+	})
+	if err != nil {
+		return Result{Outcome: OutcomeFailed}, fmt.Errorf("apply stored stripe event %s: %w", eventID, err)
+	}
+	return res, nil
+}
+
+// effectFor decodes the effect of a handled event (the zero effect for another type).
+func effectFor(ev Event) (effect, error) {
+	if !handled(ev.Type) {
+		return effect{}, nil
+	}
+	return effectOf(ev)
+}
+
+// run is what applying a recorded event means, whether it was just claimed by a live delivery
+// or locked in the inbox by ApplyStored: resolve the tenant, apply, queue the follow-ups, and
+// record the outcome on the event's row. Both paths call it inside their one transaction.
+func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, res *Result) error {
+	if !handled(ev.Type) {
+		res.Outcome = OutcomeIgnored
+		return finish(ctx, tx, ev.ID, *res)
+	}
+	tenantID, found, err := resolveTenant(ctx, tx, eff)
+	if err != nil {
+		return err
+	}
+	if !found {
+		res.Outcome = OutcomeUnmatched
+		return finish(ctx, tx, ev.ID, *res)
+	}
+	res.Outcome, res.TenantID = OutcomeProcessed, tenantID
+	if err := p.apply(ctx, tx, ev, eff, res); err != nil {
+		return err
+	}
+	return finish(ctx, tx, ev.ID, *res)
 }
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
@@ -117,7 +176,7 @@ func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, 
 			return err
 		}
 		res.Updated = true
-		if after.CRMView() != before.CRMView() {
+		if !after.CRMView().Equal(before.CRMView()) {
 			if err := p.jobs.EnqueueCRMSync(ctx, tx, res.TenantID, ev.ID); err != nil {
 				return fmt.Errorf("enqueue crm sync: %w", err)
 			}
@@ -154,68 +213,95 @@ func claim(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
 	return tag.RowsAffected() == 1, nil
 }
 
-func finish(ctx context.Context, tx pgx.Tx, eventID string, outcome Outcome, tenantID uuid.UUID) error {
+// finish records what became of the event: its outcome and tenant, applied_at when it was
+// applied, and crm_sync (whether a CRM push was queued for it, which reconcile reads to tell a
+// missing push from a change the CRM does not show).
+func finish(ctx context.Context, tx pgx.Tx, eventID string, res Result) error {
 	var tenant *uuid.UUID
-	if tenantID != uuid.Nil {
-		tenant = &tenantID
+	if res.TenantID != uuid.Nil {
+		tenant = &res.TenantID
 	}
 	_, err := tx.Exec(ctx, `
 		update private.stripe_events
-		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end
-		where id = $1`, eventID, string(outcome), tenant)
+		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end, crm_sync = $4
+		where id = $1`, eventID, string(res.Outcome), tenant, res.CRMSync)
 	if err != nil {
 		return fmt.Errorf("record outcome of stripe event: %w", err)
 	}
 	return nil
 }
 
-// resolveTenant finds the event's tenant from our own records only, never from an email:
-// checkout's client_reference_id (set by checkout-create from a verified identity) first
-// records the customer's mapping; then the customer mapping decides; then metadata.tenant_id
-// of the object, if that tenant exists (and the mapping is recorded for later events).
-func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool, error) {
-	ref, err := existingTenant(ctx, tx, eff.clientReferenceID)
+// ResolveTenant says which tenant a Stripe event belongs to now, reading only: the same rules
+// as a live delivery (see resolveTenant), without recording the customer's mapping. uuid.Nil
+// when none matches or the type is not one the webhook acts on. Reconcile uses it to decide
+// what is in a run's scope and what a dry run would do.
+func ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID, error) {
+	ev, err := ParseEvent(payload)
 	if err != nil {
+		return uuid.Nil, err
+	}
+	if !handled(ev.Type) {
+		return uuid.Nil, nil
+	}
+	eff, err := effectOf(ev)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	id, _, err := lookupTenant(ctx, q, eff)
+	return id, err
+}
+
+// resolveTenant finds the event's tenant from our own records only, never from an email, and
+// records the customer's mapping when the tenant came from checkout's client_reference_id or
+// the object's metadata (so later events of that customer find it).
+func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool, error) {
+	id, record, err := lookupTenant(ctx, tx, eff)
+	if err != nil || id == uuid.Nil {
 		return uuid.Nil, false, err
 	}
-	if ref != uuid.Nil {
-		if eff.customerID == "" {
-			return ref, true, nil
-		}
-		if err := mapCustomer(ctx, tx, eff.customerID, ref); err != nil {
+	if record {
+		if err := mapCustomer(ctx, tx, eff.customerID, id); err != nil {
 			return uuid.Nil, false, err
 		}
 	}
+	return id, true, nil
+}
+
+// lookupTenant decides the event's tenant, reading only: our customer mapping first (an
+// existing mapping is never overridden); else checkout's client_reference_id (set by
+// checkout-create from a verified identity); else metadata.tenant_id of the object, if that
+// tenant exists. record says the customer's mapping should be written for the tenant found.
+func lookupTenant(ctx context.Context, q db.Querier, eff effect) (tenantID uuid.UUID, record bool, err error) {
 	if eff.customerID != "" {
 		var id uuid.UUID
-		err := tx.QueryRow(ctx, `select tenant_id from private.stripe_customers where customer_id = $1`, eff.customerID).Scan(&id)
+		err := q.QueryRow(ctx, `select tenant_id from private.stripe_customers where customer_id = $1`, eff.customerID).Scan(&id)
 		switch {
 		case err == nil:
-			return id, true, nil
+			return id, false, nil
 		case !errors.Is(err, pgx.ErrNoRows):
 			return uuid.Nil, false, fmt.Errorf("look up stripe customer: %w", err)
 		}
 	}
-	meta, err := existingTenant(ctx, tx, eff.metadataTenant)
-	if err != nil || meta == uuid.Nil {
-		return uuid.Nil, false, err
-	}
-	if eff.customerID != "" {
-		if err := mapCustomer(ctx, tx, eff.customerID, meta); err != nil {
+	for _, candidate := range []string{eff.clientReferenceID, eff.metadataTenant} {
+		id, err := existingTenant(ctx, q, candidate)
+		if err != nil {
 			return uuid.Nil, false, err
 		}
+		if id != uuid.Nil {
+			return id, eff.customerID != "", nil
+		}
 	}
-	return meta, true, nil
+	return uuid.Nil, false, nil
 }
 
 // existingTenant parses s as a tenant id and checks the tenant exists (uuid.Nil otherwise).
-func existingTenant(ctx context.Context, tx pgx.Tx, s string) (uuid.UUID, error) {
+func existingTenant(ctx context.Context, q db.Querier, s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if s == "" || err != nil || id == uuid.Nil {
 		return uuid.Nil, nil
 	}
 	var exists bool
-	if err := tx.QueryRow(ctx, `select exists (select 1 from public.tenants where id = $1)`, id).Scan(&exists); err != nil {
+	if err := q.QueryRow(ctx, `select exists (select 1 from public.tenants where id = $1)`, id).Scan(&exists); err != nil {
 		return uuid.Nil, fmt.Errorf("look up tenant: %w", err)
 	}
 	if !exists {
