@@ -1,6 +1,8 @@
 package billing_test
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -8,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
@@ -77,8 +81,10 @@ func TestWebhookAnswers503WhenTheDatabaseIsDown(t *testing.T) {
 	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{testSecret}})
 	require.NoError(t, err)
 	metrics := &syncBuffer{}
-	b.handler = web.Wrap(billing.NewWebhookHandler(v, billing.NewProcessor(down, nil), telemetry.NewMetrics(metrics, "payment-webhook")),
-		web.Options{Logger: telemetry.NewLogger(io.Discard, "payment-webhook", slog.LevelInfo)})
+	b.handler = web.Wrap(billing.NewWebhookHandler(v, billing.NewProcessor(down, nil), billing.WebhookOptions{
+		Metrics:    telemetry.NewMetrics(metrics, "payment-webhook"),
+		Rejections: down, // noting the refusal fails too: logged, and the answer stays 503
+	}), web.Options{Logger: telemetry.NewLogger(io.Discard, "payment-webhook", slog.LevelInfo)})
 	now := time.Now()
 	rec := b.deliver(t, b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, now,
 		b.invoice(t, invoiceSpec{id: "in_down", customer: b.customer, subscription: "sub_1", amount: 1, paid: true}, now)), now, testSecret)
@@ -89,4 +95,36 @@ func TestWebhookAnswers503WhenTheDatabaseIsDown(t *testing.T) {
 	require.Len(t, m, 1)
 	require.Equal(t, "failed", m[0]["Outcome"])
 	require.Equal(t, billing.TypeInvoicePaid, m[0]["EventType"])
+}
+
+// enqueuerFake fails the follow-up jobs, so the delivery's transaction rolls back.
+type enqueuerFake struct {
+	EnqueueCRMSyncFunc func() error
+}
+
+func (f enqueuerFake) EnqueueCRMSync(context.Context, pgx.Tx, uuid.UUID, string) error {
+	return f.EnqueueCRMSyncFunc()
+}
+
+func (f enqueuerFake) EnqueueHelpdeskTicket(context.Context, pgx.Tx, uuid.UUID, uuid.UUID) error {
+	return f.EnqueueCRMSyncFunc()
+}
+
+// A delivery that fails after it was verified answers 500 (Stripe retries), writes nothing of
+// the event, and is noted for delivery health with its event id.
+func TestWebhookFailureIsNotedForDeliveryHealth(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{testSecret}})
+	require.NoError(t, err)
+	broken := enqueuerFake{EnqueueCRMSyncFunc: func() error { return errors.New("queue table is locked") }}
+	b.handler = web.Wrap(billing.NewWebhookHandler(v, billing.NewProcessor(b.pool, broken), billing.WebhookOptions{Rejections: b.pool}),
+		web.Options{Logger: telemetry.NewLogger(io.Discard, "payment-webhook", slog.LevelInfo)})
+	now := time.Now()
+	id := "evt_" + randomID(24)
+	rec := b.deliver(t, b.stripeEvent(t, id, billing.TypeInvoicePaid, now,
+		b.invoice(t, invoiceSpec{id: "in_fail", customer: b.customer, subscription: "sub_1", amount: 1, paid: true}, now)), now, testSecret)
+	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
+	require.Zero(t, b.count(t, `select count(*) from private.stripe_events`))
+	require.Equal(t, []string{"error 500 " + id}, b.strings(t, `select reason || ' ' || status || ' ' || event_id from private.webhook_rejections`))
 }

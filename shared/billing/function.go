@@ -43,8 +43,9 @@ func (c WebhookConfig) Secrets() []string {
 	return out
 }
 
-// WebhookFunction is payment-webhook: POST /v1/webhooks/stripe.
-var WebhookFunction = function.HTTP[WebhookConfig]{Name: "payment-webhook", Build: BuildWebhook}
+// WebhookFunction is payment-webhook: POST /v1/webhooks/stripe. Its envelope limit is
+// EnvelopeMaxBody so the handler itself refuses (and counts) bodies over DefaultMaxBody.
+var WebhookFunction = function.HTTP[WebhookConfig]{Name: "payment-webhook", Build: BuildWebhook, MaxBody: EnvelopeMaxBody}
 
 // BuildWebhook wires the webhook endpoint from deps and cfg.
 func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (http.Handler, error) {
@@ -57,7 +58,10 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), deps.Metrics))
+	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), WebhookOptions{
+		Metrics:    deps.Metrics,
+		Rejections: deps.Pool,
+	}))
 	return web.Route(mux), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,21 +17,21 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
-	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
-	"github.com/portal-functions/portal-functions/shared/web"
 )
 
 const testSecret = "whsec_test_secret_for_billing"
 
-// testMaxBody is the web.Wrap body limit the webhook tests run under (the function default).
-const testMaxBody = web.DefaultMaxBody
+// testMaxBody is the webhook's own body limit.
+const testMaxBody = billing.DefaultMaxBody
 
 // bundle is what a webhook test works with: a fresh database, the real handler stack (web.Wrap,
 // verifier, processor, River inserter), its metrics and log output, and Stripe's fixtures.
@@ -89,13 +90,21 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 	for _, r := range []string{"event", "invoice", "subscription", "checkout.session"} {
 		b.fixtures[r] = stripemock.Fixture(t, r)
 	}
-	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: o.secrets, IgnoreAPIVersionMismatch: o.ignoreAPIVersion})
+	// The function's own definition builds the handler, as Lambda and the dev server do: its
+	// config from the environment, its body limits, its metrics and its rejection notes.
+	env := map[string]string{
+		"STRIPE_WEBHOOK_SECRET":              strings.Join(o.secrets, ","),
+		"STRIPE_IGNORE_API_VERSION_MISMATCH": fmt.Sprint(o.ignoreAPIVersion),
+	}
+	h, err := billing.WebhookFunction.Handler(context.Background(), function.Deps{
+		Name:    "payment-webhook",
+		Pool:    pool,
+		Logger:  telemetry.NewLogger(b.logs, "payment-webhook", slog.LevelInfo),
+		Metrics: telemetry.NewMetrics(b.metrics, "payment-webhook"),
+		Lookup:  func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+	})
 	require.NoError(t, err)
-	inserter, err := jobs.NewInserter(pool)
-	require.NoError(t, err)
-	h := billing.NewWebhookHandler(v, billing.NewProcessor(pool, inserter), telemetry.NewMetrics(b.metrics, "payment-webhook"))
-	logger := telemetry.NewLogger(b.logs, "payment-webhook", slog.LevelInfo)
-	b.handler = web.Wrap(h, web.Options{Logger: logger, MaxBody: testMaxBody})
+	b.handler = h
 	b.tenantID = b.newTenant(t, false)
 	b.customer = "cus_" + randomID(14)
 	b.exec(t, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, b.customer, b.tenantID)
@@ -122,6 +131,16 @@ func (b *bundle) count(t testing.TB, sql string, args ...any) int {
 	var n int
 	require.NoError(t, b.pool.QueryRow(context.Background(), sql, args...).Scan(&n))
 	return n
+}
+
+// strings returns the one text column of every row sql selects.
+func (b *bundle) strings(t testing.TB, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(), sql, args...)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
 }
 
 // countUpdates installs a trigger that counts UPDATEs of the tenant's billing row, so a test

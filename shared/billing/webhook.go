@@ -7,9 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/health"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
@@ -18,10 +21,18 @@ import (
 // EventType ("unknown" when the body was refused before it could be trusted).
 const MetricDeliveries = "WebhookDeliveries"
 
-// DefaultMaxBody bounds a delivery's body: web.Wrap's default, which function.HTTP applies
-// before the handler (a declared Content-Length over it is answered there; a chunked body is
-// cut here, counted and logged as rejected).
+// DefaultMaxBody bounds a delivery's body (64 KiB; Stripe's events are well under it). The
+// handler enforces it itself, so an oversized delivery is counted, logged and noted for
+// delivery health like any other refusal.
 const DefaultMaxBody = web.DefaultMaxBody
+
+// EnvelopeMaxBody is the limit WebhookFunction gives web.Wrap: Lambda's own limit on a
+// synchronous request payload (6 MB), so every delivery that reaches the function reaches the
+// handler, which reads at most DefaultMaxBody of it and answers 413 beyond.
+const EnvelopeMaxBody = 6 << 20
+
+// rejectionTimeout bounds noting a refused delivery: the note must not hold up the answer.
+const rejectionTimeout = 2 * time.Second
 
 // SignatureHeader is the header Stripe signs deliveries in.
 const SignatureHeader = "Stripe-Signature"
@@ -36,15 +47,31 @@ type Counter interface {
 
 // WebhookHandler serves POST /v1/webhooks/stripe: verify, record and apply, answer.
 type WebhookHandler struct {
-	verifier  *Verifier
-	processor *Processor
-	metrics   Counter
-	maxBody   int64
+	verifier   *Verifier
+	processor  *Processor
+	metrics    Counter
+	rejections db.Querier
+	maxBody    int64
 }
 
-// NewWebhookHandler builds the webhook endpoint. metrics may be nil.
-func NewWebhookHandler(v *Verifier, p *Processor, metrics Counter) *WebhookHandler {
-	return &WebhookHandler{verifier: v, processor: p, metrics: metrics, maxBody: DefaultMaxBody}
+// WebhookOptions configure the webhook endpoint; every field is optional.
+type WebhookOptions struct {
+	// Metrics counts each delivery (MetricDeliveries).
+	Metrics Counter
+	// Rejections is where a refused delivery (400, 413, 5xx) is noted for delivery health
+	// (health.RecordRejectedDelivery): the pool, outside the delivery's rolled-back
+	// transaction. Nil: not noted.
+	Rejections db.Querier
+	// MaxBody bounds a delivery's body (DefaultMaxBody when zero).
+	MaxBody int64
+}
+
+// NewWebhookHandler builds the webhook endpoint.
+func NewWebhookHandler(v *Verifier, p *Processor, o WebhookOptions) *WebhookHandler {
+	if o.MaxBody <= 0 {
+		o.MaxBody = DefaultMaxBody
+	}
+	return &WebhookHandler{verifier: v, processor: p, metrics: o.Metrics, rejections: o.Rejections, maxBody: o.MaxBody}
 }
 
 // webhookResponse is the 200 body: Stripe shows it in the dashboard's delivery log.
@@ -57,20 +84,23 @@ type webhookResponse struct {
 // ServeHTTP answers 200 for processed, duplicate, ignored and unmatched events; 400 for a
 // refused signature or body, 413 for an oversized one (nothing written in either case); 503
 // when the database is unreachable and 500 otherwise, so Stripe retries.
-func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	outcome, eventType := OutcomeFailed, "unknown"
+	w := &statusWriter{ResponseWriter: rw}
+	outcome, eventType, eventID := OutcomeFailed, "unknown", ""
+	var refused error // why a 4xx was answered
 	attrs := []slog.Attr{}
 	defer func() {
 		if h.metrics != nil {
 			h.metrics.Count(ctx, MetricDeliveries, 1, map[string]string{"Outcome": string(outcome), "EventType": eventType})
 		}
 		web.AddLogAttrs(ctx, append(attrs, slog.String("outcome", string(outcome)), slog.String("event_type", eventType))...)
+		h.noteRejection(ctx, w.status, refused, eventID)
 	}()
 
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
-		outcome = OutcomeRejected
+		outcome, refused = OutcomeRejected, err
 		var maxErr *http.MaxBytesError
 		if errors.As(err, &maxErr) {
 			web.Error(w, r, problem.TooLarge(maxErr.Limit).WithCause(err))
@@ -81,7 +111,7 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := h.verifier.Verify(body, r.Header.Get(SignatureHeader))
 	if err != nil {
-		outcome = OutcomeRejected
+		outcome, refused = OutcomeRejected, err
 		attrs = append(attrs, slog.String("reason", reason(err)))
 		if errors.Is(err, ErrAPIVersionMismatch) {
 			eventType = ev.Type
@@ -92,13 +122,14 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		web.Error(w, r, deliveryProblem(err))
 		return
 	}
-	eventType = ev.Type
+	eventType, eventID = ev.Type, ev.ID
 	attrs = append(attrs, slog.String("event_id", ev.ID))
 	res, err := h.processor.Process(ctx, ev)
 	if err != nil {
 		outcome = res.Outcome
 		var de *DeliveryError
 		if errors.As(err, &de) {
+			refused = err
 			attrs = append(attrs, slog.String("reason", reason(err)))
 			web.Error(w, r, deliveryProblem(err))
 			return
@@ -113,6 +144,59 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: ev.ID, Outcome: res.Outcome})
 }
+
+// noteRejection records a refused delivery (400, 413, 5xx) for delivery health, best effort:
+// a failure to note it is logged and never changes the answer Stripe already has.
+func (h *WebhookHandler) noteRejection(ctx context.Context, status int, refused error, eventID string) {
+	if h.rejections == nil || status < http.StatusBadRequest {
+		return
+	}
+	rej := health.Rejection{Reason: health.RejectedError, Status: status, EventID: eventID}
+	if status < http.StatusInternalServerError {
+		rej.Reason = health.RejectedPayload
+		if isSignatureRefusal(refused) {
+			rej.Reason = health.RejectedSignature
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rejectionTimeout)
+	defer cancel()
+	if err := health.RecordRejectedDelivery(ctx, h.rejections, rej); err != nil {
+		web.Logger(ctx).Warn("could not note the refused delivery for delivery health", "error", err.Error(), "status", status)
+	}
+}
+
+// isSignatureRefusal reports whether err refused the Stripe-Signature header, not the body.
+func isSignatureRefusal(err error) bool {
+	for _, sig := range []error{ErrMissingSignature, ErrMalformedSignature, ErrInvalidSignature, ErrStaleTimestamp, ErrFutureTimestamp} {
+		if errors.Is(err, sig) {
+			return true
+		}
+	}
+	return false
+}
+
+// statusWriter remembers the status the handler answered with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // reason names a refusal for logs.
 func reason(err error) string {

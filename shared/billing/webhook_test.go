@@ -32,38 +32,38 @@ func TestWebhookRefusesDeliveriesItCannotTrust(t *testing.T) {
 	require.NotEqual(t, string(valid), string(tampered))
 	huge := []byte(`{"id":"evt_x","padding":"` + strings.Repeat("a", testMaxBody) + `"}`)
 
+	wrongObject := []byte(strings.Replace(string(valid), `"object":"invoice"`, `"object":"charge"`, 1))
+	const sig, body = "signature", "payload" // what delivery health notes as the reason
 	cases := []struct {
 		name    string
 		body    []byte
 		header  string
 		status  int
 		detail  string
-		chunked bool // no Content-Length: the handler itself cuts the body
+		chunked bool // no Content-Length: the handler cuts the body while reading it
+		noted   string
 	}{
-		{"missing header", valid, "", http.StatusBadRequest, "missing", false},
-		{"bad signature", valid, fmt.Sprintf("t=%d,v1=%s", now.Unix(), strings.Repeat("ab", 32)), http.StatusBadRequest, "no valid signature", false},
-		{"tampered body", tampered, billing.SignedTestEvent(testSecret, valid, now), http.StatusBadRequest, "no valid signature", false},
-		{"wrong secret", valid, billing.SignedTestEvent("whsec_someone_else", valid, now), http.StatusBadRequest, "no valid signature", false},
-		{"stale by 301 s", valid, billing.SignedTestEvent(testSecret, valid, now.Add(-301*time.Second)), http.StatusBadRequest, "too old", false},
-		{"10 min in the future", valid, billing.SignedTestEvent(testSecret, valid, now.Add(10*time.Minute)), http.StatusBadRequest, "future", false},
-		{"garbage header", valid, "not-a-signature", http.StatusBadRequest, "malformed", false},
-		{"malformed JSON", []byte(`{"id": "evt_1", "type":`), billing.SignedTestEvent(testSecret, []byte(`{"id": "evt_1", "type":`), now), http.StatusBadRequest, "not a Stripe event", false},
-		{"not an event", []byte(`{"hello":"world"}`), billing.SignedTestEvent(testSecret, []byte(`{"hello":"world"}`), now), http.StatusBadRequest, "not a Stripe event", false},
-		{"object of the wrong type", []byte(strings.Replace(string(valid), `"object":"invoice"`, `"object":"charge"`, 1)),
-			billing.SignedTestEvent(testSecret, []byte(strings.Replace(string(valid), `"object":"invoice"`, `"object":"charge"`, 1)), now), http.StatusBadRequest, "not a Stripe event", false},
-		{"other API version", oldVersion, billing.SignedTestEvent(testSecret, oldVersion, now), http.StatusBadRequest, billing.APIVersion, false},
-		{"oversized body", huge, billing.SignedTestEvent(testSecret, huge, now), http.StatusRequestEntityTooLarge, "at most", false},
-		{"oversized chunked body", huge, billing.SignedTestEvent(testSecret, huge, now), http.StatusRequestEntityTooLarge, "at most", true},
+		{"missing header", valid, "", http.StatusBadRequest, "missing", false, sig},
+		{"bad signature", valid, fmt.Sprintf("t=%d,v1=%s", now.Unix(), strings.Repeat("ab", 32)), http.StatusBadRequest, "no valid signature", false, sig},
+		{"tampered body", tampered, billing.SignedTestEvent(testSecret, valid, now), http.StatusBadRequest, "no valid signature", false, sig},
+		{"wrong secret", valid, billing.SignedTestEvent("whsec_someone_else", valid, now), http.StatusBadRequest, "no valid signature", false, sig},
+		{"stale by 301 s", valid, billing.SignedTestEvent(testSecret, valid, now.Add(-301*time.Second)), http.StatusBadRequest, "too old", false, sig},
+		{"10 min in the future", valid, billing.SignedTestEvent(testSecret, valid, now.Add(10*time.Minute)), http.StatusBadRequest, "future", false, sig},
+		{"garbage header", valid, "not-a-signature", http.StatusBadRequest, "malformed", false, sig},
+		{"malformed JSON", []byte(`{"id": "evt_1", "type":`), billing.SignedTestEvent(testSecret, []byte(`{"id": "evt_1", "type":`), now), http.StatusBadRequest, "not a Stripe event", false, body},
+		{"not an event", []byte(`{"hello":"world"}`), billing.SignedTestEvent(testSecret, []byte(`{"hello":"world"}`), now), http.StatusBadRequest, "not a Stripe event", false, body},
+		{"object of the wrong type", wrongObject, billing.SignedTestEvent(testSecret, wrongObject, now), http.StatusBadRequest, "not a Stripe event", false, body},
+		{"other API version", oldVersion, billing.SignedTestEvent(testSecret, oldVersion, now), http.StatusBadRequest, billing.APIVersion, false, body},
+		{"oversized body", huge, billing.SignedTestEvent(testSecret, huge, now), http.StatusRequestEntityTooLarge, "at most", false, body},
+		{"oversized chunked body", huge, billing.SignedTestEvent(testSecret, huge, now), http.StatusRequestEntityTooLarge, "at most", true, body},
 	}
-	metered := 0
+	wantNotes := map[string]int{}
 	for _, tc := range cases {
 		req := httptest.NewRequest(http.MethodPost, "/v1/webhooks/stripe", bytes.NewReader(tc.body))
 		if tc.chunked {
 			req.ContentLength = -1
 		}
-		if tc.status != http.StatusRequestEntityTooLarge || tc.chunked {
-			metered++ // a declared oversized Content-Length is refused by web.Wrap, before the handler
-		}
+		wantNotes[fmt.Sprintf("%s %d", tc.noted, tc.status)]++
 		rec := b.sendRequest(req, tc.header)
 		require.Equal(t, tc.status, rec.Code, "%s: %s", tc.name, rec.Body.String())
 		require.Equal(t, problem.ContentType, rec.Header().Get("Content-Type"), tc.name)
@@ -71,14 +71,21 @@ func TestWebhookRefusesDeliveriesItCannotTrust(t *testing.T) {
 		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &p), tc.name)
 		require.Contains(t, p.Detail, tc.detail, tc.name)
 	}
-	// Nothing at all was written.
+	// Nothing of the events was written.
 	require.Zero(t, b.count(t, `select count(*) from private.stripe_events`))
 	require.Zero(t, b.count(t, `select count(*) from private.billing_accounts`))
 	require.Zero(t, b.count(t, `select count(*) from private.river_job`))
 	require.Zero(t, b.count(t, `select count(*) from public.tickets`))
-	// One metric per delivery, each "rejected".
+	// Each refusal, oversized ones included, is noted for delivery health with why and how.
+	notes := map[string]int{}
+	for _, n := range b.strings(t, `select reason || ' ' || status from private.webhook_rejections`) {
+		notes[n]++
+	}
+	require.Equal(t, wantNotes, notes)
+	// One metric per delivery (a declared oversized length too: it reaches the handler), each
+	// "rejected".
 	metrics := b.metrics.lines(t)
-	require.Len(t, metrics, metered)
+	require.Len(t, metrics, len(cases))
 	for _, m := range metrics {
 		require.Equal(t, "rejected", m["Outcome"])
 		require.EqualValues(t, 1, m[billing.MetricDeliveries])

@@ -98,7 +98,7 @@ func TestReconcileRacingLiveWebhookHasOneEffectEach(t *testing.T) {
 	const secret = "whsec_race_test"
 	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{secret}})
 	require.NoError(t, err)
-	webhook := billing.NewWebhookHandler(v, b.proc, nil)
+	webhook := billing.NewWebhookHandler(v, b.proc, billing.WebhookOptions{})
 
 	var wg sync.WaitGroup
 	wg.Add(2)
