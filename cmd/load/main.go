@@ -1,0 +1,290 @@
+// Command load drives `make dev` at a fixed arrival rate (an open model: requests start on
+// schedule whether or not earlier ones have finished, so a slow server shows up as latency
+// instead of silently lowering the rate) with a mix of signed Stripe webhook deliveries (each
+// a new event id) and ticket creations (each a new Idempotency-Key), then reports latency
+// percentiles measured from each request's scheduled start, and errors by kind.
+//
+//	make load                                  # 50 req/s for 30 s against 127.0.0.1:3000
+//	make load ARGS='-rate 100 -duration 10s'
+//
+// It only ever targets a loopback address, and stops after -duration or -max requests.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/portal-functions/portal-functions/shared/demo"
+	"github.com/portal-functions/portal-functions/shared/sam"
+)
+
+// ErrNotLoopback refuses any target that is not this machine.
+var ErrNotLoopback = errors.New("load: the target must be a loopback address (127.0.0.0/8 or ::1)")
+
+type options struct {
+	target      *url.URL
+	rate        float64
+	duration    time.Duration
+	max         int
+	webhookPct  int
+	maxInFlight int
+}
+
+func main() {
+	target := flag.String("target", "http://127.0.0.1:3000", "base URL of make dev (loopback only)")
+	rate := flag.Float64("rate", 50, "requests started per second")
+	duration := flag.Duration("duration", 30*time.Second, "how long to send")
+	max := flag.Int("max", 10000, "stop after this many requests")
+	webhookPct := flag.Int("webhook-percent", 50, "share of webhook deliveries; the rest are ticket creations")
+	inFlight := flag.Int("max-in-flight", 1000, "requests in flight at most; beyond it a request is counted as dropped")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	u, err := loopbackTarget(*target)
+	if err == nil {
+		err = run(ctx, options{target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+func loopbackTarget(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" {
+		return nil, fmt.Errorf("target %q: want http://127.0.0.1:<port>", raw)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return u, nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return nil, ErrNotLoopback
+	}
+	return u, nil
+}
+
+// requestMaker builds the i-th request.
+type requestMaker struct {
+	target     *url.URL
+	webhookPct int
+	token      string
+	secret     string
+	event      map[string]any
+	run        string
+}
+
+func newRequestMaker(o options) (*requestMaker, error) {
+	root, err := sam.Root(".")
+	if err != nil {
+		return nil, err
+	}
+	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
+	if err != nil {
+		return nil, err
+	}
+	m := &requestMaker{target: o.target, webhookPct: o.webhookPct, run: time.Now().Format("150405"),
+		secret: envs["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"]}
+	m.token, err = demo.Token(envs["TicketCreateFunction"]["SUPABASE_JWT_SECRET"], envs["TicketCreateFunction"]["SUPABASE_URL"], time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	// The Stripe event of the webhook sample, re-sent with a new id each time.
+	raw, err := os.ReadFile(filepath.Join(root, "events", "payment-webhook.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read the webhook sample: %w", err)
+	}
+	var sample struct {
+		Body string `json:"body"`
+	}
+	if err := json.Unmarshal(raw, &sample); err != nil {
+		return nil, fmt.Errorf("parse the webhook sample: %w", err)
+	}
+	if err := json.Unmarshal([]byte(sample.Body), &m.event); err != nil {
+		return nil, fmt.Errorf("parse the webhook sample's Stripe event: %w", err)
+	}
+	return m, nil
+}
+
+func (m *requestMaker) make(ctx context.Context, i int) (*http.Request, string, error) {
+	if i%100 < m.webhookPct {
+		ev := make(map[string]any, len(m.event))
+		for k, v := range m.event {
+			ev[k] = v
+		}
+		ev["id"] = fmt.Sprintf("evt_load_%s_%d", m.run, i)
+		ev["created"] = time.Now().Unix()
+		body, err := json.Marshal(ev)
+		if err != nil {
+			return nil, "", fmt.Errorf("encode event: %w", err)
+		}
+		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: m.secret})
+		r, err := http.NewRequestWithContext(ctx, http.MethodPost, m.target.JoinPath("/v1/webhooks/stripe").String(), bytes.NewReader(body))
+		if err != nil {
+			return nil, "", fmt.Errorf("build webhook request: %w", err)
+		}
+		r.Header.Set("Content-Type", "application/json; charset=utf-8")
+		r.Header.Set("Stripe-Signature", signed.Header)
+		return r, "webhook", nil
+	}
+	body := fmt.Sprintf(`{"subject":"Load test %d","body":"Generated by make load.","category":"technical","priority":"low"}`, i)
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, m.target.JoinPath("/v1/tickets").String(), bytes.NewReader([]byte(body)))
+	if err != nil {
+		return nil, "", fmt.Errorf("build ticket request: %w", err)
+	}
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Authorization", "Bearer "+m.token)
+	r.Header.Set("Idempotency-Key", uuid.NewString())
+	return r, "ticket", nil
+}
+
+// result is one request's outcome.
+type result struct {
+	kind    string
+	status  int
+	err     error
+	latency time.Duration
+}
+
+func run(ctx context.Context, o options) error {
+	m, err := newRequestMaker(o)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.maxInFlight, MaxConnsPerHost: 0}}
+	total := int(o.rate * o.duration.Seconds())
+	if total > o.max {
+		total = o.max
+	}
+	interval := time.Duration(float64(time.Second) / o.rate)
+	fmt.Printf("load: %d requests at %.0f/s against %s (%d%% webhooks, %d%% tickets)\n", total, o.rate, o.target, o.webhookPct, 100-o.webhookPct)
+
+	results := make(chan result, total)
+	var inFlight atomic.Int64
+	var dropped int
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		scheduled := start.Add(time.Duration(i) * interval)
+		if d := time.Until(scheduled); d > 0 {
+			select {
+			case <-ctx.Done():
+				total = i
+			case <-time.After(d):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		if inFlight.Load() >= int64(o.maxInFlight) {
+			dropped++
+			continue
+		}
+		req, kind, err := m.make(ctx, i)
+		if err != nil {
+			return err
+		}
+		inFlight.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer inFlight.Add(-1)
+			res, err := client.Do(req)
+			r := result{kind: kind, err: err}
+			if err == nil {
+				_, _ = io.Copy(io.Discard, res.Body)
+				_ = res.Body.Close()
+				r.status = res.StatusCode
+			}
+			// From the scheduled start: time spent waiting to be sent counts (no coordinated omission).
+			r.latency = time.Since(scheduled)
+			results <- r
+		}()
+	}
+	wg.Wait()
+	close(results)
+	report(os.Stdout, results, time.Since(start), dropped)
+	return nil
+}
+
+func report(w io.Writer, results <-chan result, elapsed time.Duration, dropped int) {
+	byKind := map[string][]time.Duration{}
+	statuses := map[string]map[int]int{}
+	errs := map[string]int{}
+	n := 0
+	for r := range results {
+		n++
+		if r.err != nil {
+			errs[r.kind+": "+r.err.Error()]++
+			continue
+		}
+		byKind[r.kind] = append(byKind[r.kind], r.latency)
+		byKind["all"] = append(byKind["all"], r.latency)
+		if statuses[r.kind] == nil {
+			statuses[r.kind] = map[int]int{}
+		}
+		statuses[r.kind][r.status]++
+	}
+	fmt.Fprintf(w, "\nsent %d in %s (%.1f/s achieved), dropped %d (over max in flight)\n\n", n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), dropped)
+	fmt.Fprintf(w, "%-8s %6s %9s %9s %9s %9s  %s\n", "kind", "count", "p50", "p95", "p99", "max", "statuses")
+	for _, kind := range []string{"webhook", "ticket", "all"} {
+		ls := byKind[kind]
+		if len(ls) == 0 {
+			continue
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i] < ls[j] })
+		st := ""
+		keys := make([]int, 0, len(statuses[kind]))
+		for code := range statuses[kind] {
+			keys = append(keys, code)
+		}
+		sort.Ints(keys)
+		for _, code := range keys {
+			st += fmt.Sprintf("%d×%d ", code, statuses[kind][code])
+		}
+		fmt.Fprintf(w, "%-8s %6d %9s %9s %9s %9s  %s\n", kind, len(ls), pct(ls, 50), pct(ls, 95), pct(ls, 99), ls[len(ls)-1].Round(time.Microsecond*100), st)
+	}
+	failed := 0
+	for _, s := range statuses {
+		for code, c := range s {
+			if code >= 400 {
+				failed += c
+			}
+		}
+	}
+	for e, c := range errs {
+		fmt.Fprintf(w, "error ×%d: %s\n", c, e)
+		failed += c
+	}
+	fmt.Fprintf(w, "\nerrors: %d (transport errors and 4xx/5xx answers)\n", failed)
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return sorted[i].Round(time.Microsecond * 100)
+}
