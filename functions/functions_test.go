@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -256,12 +255,4 @@ func TestMissingSecretFailsTheColdStartNamingIt(t *testing.T) {
 	require.Contains(t, out, "STRIPE_WEBHOOK_SECRET")
 	require.Contains(t, out, "missing required environment variables")
 	require.NotContains(t, out, password)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }
