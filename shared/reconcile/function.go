@@ -2,15 +2,11 @@ package reconcile
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/stripe/stripe-go/v76"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/config"
@@ -60,76 +56,67 @@ func NewFromPool(pool *pgxpool.Pool, cfg Config, hc *http.Client) (*Reconciler, 
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
-	d := Deps{Pool: pool, Enqueuer: ins, Applier: NewBillingApplier(pool, billing.NewProcessor(pool, ins))}
+	d := Deps{Pool: pool, Enqueuer: ins, Applier: NewBillingApplier(billing.NewProcessor(pool, ins))}
 	if cfg.StripeAPIKey.IsSet() {
 		d.Stripe = NewStripeEvents(cfg.StripeAPIKey.Reveal(), cfg.StripeAPIBase, hc)
 	}
 	return New(d), nil
 }
 
-// Processor is the webhook's event path (billing.Processor).
+// Processor is the webhook's event path (billing.Processor): live deliveries and events
+// already in the inbox go through the same steps.
 type Processor interface {
 	Process(ctx context.Context, ev billing.Event) (billing.Result, error)
+	ApplyStored(ctx context.Context, eventID string) (billing.Result, error)
 }
 
 var _ Processor = (*billing.Processor)(nil)
 
-// ErrNoStoredPath: billing does not yet export a way to apply an event that is already stored.
-var ErrNoStoredPath = errors.New("billing exports no path to apply an already stored event yet")
-
 // BillingApplier adapts the webhook's processor to EventApplier.
 type BillingApplier struct {
-	pool Pool
-	p    Processor
+	p Processor
 }
 
 var _ EventApplier = (*BillingApplier)(nil)
 
 // NewBillingApplier builds the adapter.
-func NewBillingApplier(pool Pool, p Processor) *BillingApplier {
-	return &BillingApplier{pool: pool, p: p}
+func NewBillingApplier(p Processor) *BillingApplier {
+	return &BillingApplier{p: p}
 }
 
 // Ingest parses an event listed by Stripe's API (fetched over TLS with our key, so it needs no
 // webhook signature) and hands it to the webhook's processor, which dedupes on its id.
 func (a *BillingApplier) Ingest(ctx context.Context, payload []byte) (Applied, error) {
-	ev, err := parseEvent(payload)
+	ev, err := billing.ParseEvent(payload)
 	if err != nil {
-		return Applied{}, err
+		return Applied{}, fmt.Errorf("ingest: %w", err)
 	}
 	res, err := a.p.Process(ctx, ev)
 	if err != nil {
 		return Applied{}, fmt.Errorf("ingest %s: %w", ev.ID, err)
 	}
-	return Applied{Outcome: string(res.Outcome), TenantID: res.TenantID, Duplicate: res.Outcome == billing.OutcomeDuplicate}, nil
+	return applied(res), nil
 }
 
-// ApplyStored needs billing's stored-event path (see ErrNoStoredPath).
-func (a *BillingApplier) ApplyStored(_ context.Context, eventID string) (Applied, error) {
-	return Applied{}, fmt.Errorf("apply %s: %w", eventID, ErrNoStoredPath)
-}
-
-// ResolveTenant needs billing's read-only resolver (see ErrNoStoredPath).
-func (a *BillingApplier) ResolveTenant(_ context.Context, _ db.Querier, _ []byte) (uuid.UUID, error) {
-	return uuid.Nil, fmt.Errorf("resolve tenant: %w", ErrNoStoredPath)
-}
-
-// parseEvent reads a Stripe event as the webhook does after verifying it.
-func parseEvent(payload []byte) (billing.Event, error) {
-	var se stripe.Event
-	if err := json.Unmarshal(payload, &se); err != nil {
-		return billing.Event{}, fmt.Errorf("decode Stripe event: %w", err)
+// ApplyStored applies an inbox event through the webhook's stored-event path, which locks its
+// row and runs the live delivery's steps (an already applied one is a Duplicate).
+func (a *BillingApplier) ApplyStored(ctx context.Context, eventID string) (Applied, error) {
+	res, err := a.p.ApplyStored(ctx, eventID)
+	if err != nil {
+		return Applied{}, fmt.Errorf("apply %s: %w", eventID, err)
 	}
-	if se.ID == "" || se.Type == "" || se.Created <= 0 || se.Data == nil || len(se.Data.Raw) == 0 {
-		return billing.Event{}, fmt.Errorf("decode Stripe event %q: %w", se.ID, billing.ErrMalformedEvent)
+	return applied(res), nil
+}
+
+// ResolveTenant is the webhook's tenant resolution, reading only.
+func (a *BillingApplier) ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID, error) {
+	id, err := billing.ResolveTenant(ctx, q, payload)
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("resolve tenant: %w", err)
 	}
-	return billing.Event{
-		ID:         se.ID,
-		Type:       string(se.Type),
-		APIVersion: se.APIVersion,
-		Created:    time.Unix(se.Created, 0).UTC(),
-		Livemode:   se.Livemode,
-		Object:     se.Data.Raw,
-		Payload:    payload,
-	}, nil
+	return id, nil
+}
+
+func applied(res billing.Result) Applied {
+	return Applied{Outcome: string(res.Outcome), TenantID: res.TenantID, Duplicate: res.Outcome == billing.OutcomeDuplicate}
 }

@@ -33,7 +33,7 @@ func setup(t *testing.T) bundle {
 	ins, err := jobs.NewInserter(pool)
 	require.NoError(t, err)
 	proc := billing.NewProcessor(pool, ins)
-	rec := reconcile.New(reconcile.Deps{Pool: pool, Enqueuer: ins, Applier: reconcile.NewBillingApplier(pool, proc)})
+	rec := reconcile.New(reconcile.Deps{Pool: pool, Enqueuer: ins, Applier: reconcile.NewBillingApplier(proc)})
 	return bundle{pool: pool, ins: ins, proc: proc, rec: rec}
 }
 

@@ -3,6 +3,7 @@ package reconcile_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -10,13 +11,17 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
 	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/reconcile"
 )
 
-// applierFake stands in for billing's stored-event path, which billing does not export yet;
-// the decisions under test (what is in scope, what a dry run does, how results are reported)
-// are reconcile's own.
+// applierFake stands in for billing's stored-event path where a test needs an answer the real
+// one gives only by chance (a live redelivery winning the race); the decisions under test
+// (what is in scope, what a dry run does, how results are reported) are reconcile's own.
+// TestRunRepairsStoredEventsThroughTheWebhookPath runs the same repairs on the real path.
 type applierFake struct {
 	mu              sync.Mutex
 	applied         []string
@@ -39,7 +44,7 @@ func (f *applierFake) Ingest(context.Context, []byte) (reconcile.Applied, error)
 	panic("not used")
 }
 
-func TestRunAppliesStoredEventsThroughTheWebhookPath(t *testing.T) {
+func TestRunDecidesWhichStoredEventsToApply(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -97,4 +102,110 @@ func TestRunAppliesStoredEventsThroughTheWebhookPath(t *testing.T) {
 	require.Equal(t, 4, c.Found)
 	require.Equal(t, 1, c.Failed)
 	require.Contains(t, c.FailedWhy, "matches no tenant yet: link its Stripe customer to a tenant (private.stripe_customers), then run again")
+}
+
+// subscriptionEvent is a customer.subscription.* event around Stripe's own subscription
+// fixture, as Stripe's API and webhook render it.
+func subscriptionEvent(t *testing.T, id, typ string, created time.Time, customer, status string, metadata map[string]string) []byte {
+	t.Helper()
+	sub := stripemock.Fixture(t, "subscription")
+	sub["id"], sub["customer"], sub["status"], sub["metadata"] = "sub_"+id, customer, status, metadata
+	obj, err := json.Marshal(sub)
+	require.NoError(t, err)
+	payload, err := json.Marshal(map[string]any{
+		"id": id, "object": "event", "type": typ, "api_version": billing.APIVersion, "created": created.Unix(),
+		"livemode": false, "pending_webhooks": 1, "data": map[string]any{"object": json.RawMessage(obj)},
+	})
+	require.NoError(t, err)
+	return payload
+}
+
+// A history broken on purpose, repaired through the webhook's own path: (a) an event stored
+// and never applied (the delivery's work was lost before it finished), (b) events that were
+// unmatched on arrival and match a tenant now, one by our customer mapping written since, one
+// by metadata.tenant_id naming a tenant created since. One --apply repairs exactly those, with
+// the projection updated and one CRM job each; a second run finds nothing.
+func TestRunRepairsStoredEventsThroughTheWebhookPath(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	at := now.Add(-time.Hour)
+	suffix := uuid.NewString()[:8]
+	acme, globex, later := b.tenant(t, "Acme"), b.tenant(t, "Globex"), uuid.New()
+	_, err := b.pool.Exec(ctx, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, "cus_acme_"+suffix, acme)
+	require.NoError(t, err)
+
+	// (a) Stored as the webhook's claim leaves it, never applied.
+	never := "evt_never_" + suffix
+	_, err = b.pool.Exec(ctx, `insert into private.stripe_events (id, type, api_version, created, payload, outcome)
+		values ($1, $2, $3, $4, $5::jsonb, 'processed')`, never, billing.TypeSubscriptionUpdated, billing.APIVersion, at,
+		string(subscriptionEvent(t, never, billing.TypeSubscriptionUpdated, at, "cus_acme_"+suffix, "active", nil)))
+	require.NoError(t, err)
+	// (b) Delivered live while nobody's, then matched by a mapping and by a new tenant.
+	byMapping, byMetadata := "evt_mapping_"+suffix, "evt_metadata_"+suffix
+	for _, ev := range []struct {
+		id, customer, status string
+		metadata             map[string]string
+	}{
+		{byMapping, "cus_globex_" + suffix, "active", nil},
+		{byMetadata, "cus_later_" + suffix, "trialing", map[string]string{billing.MetadataTenantID: later.String()}},
+	} {
+		parsed, err := billing.ParseEvent(subscriptionEvent(t, ev.id, billing.TypeSubscriptionCreated, at, ev.customer, ev.status, ev.metadata))
+		require.NoError(t, err)
+		res, err := b.proc.Process(ctx, parsed)
+		require.NoError(t, err)
+		require.Equal(t, billing.OutcomeUnmatched, res.Outcome)
+	}
+	_, err = b.pool.Exec(ctx, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, "cus_globex_"+suffix, globex)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `insert into public.tenants (id, name) values ($1, 'Later Ltd')`, later)
+	require.NoError(t, err)
+
+	scope := reconcile.Scope{From: now.Add(-2 * time.Hour), To: now.Add(time.Minute)}
+	dry, err := b.rec.Run(ctx, reconcile.Options{Scope: scope})
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Count{Kind: reconcile.KindStripeEvent, Found: 3, Enqueued: 3}, count(dry, reconcile.KindStripeEvent))
+	require.Zero(t, b.allJobs(t), "a dry run applies nothing")
+	var mapped int
+	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from private.stripe_customers where customer_id = $1`, "cus_later_"+suffix).Scan(&mapped))
+	require.Zero(t, mapped, "a dry run resolves tenants without recording a mapping")
+
+	// Scoped to one tenant: only the event that now matches it.
+	one, err := b.rec.Run(ctx, reconcile.Options{Scope: reconcile.Scope{TenantID: globex}})
+	require.NoError(t, err)
+	require.Len(t, one.Items, 1)
+	require.Equal(t, byMapping, one.Items[0].Subject)
+
+	rep, err := b.rec.Run(ctx, reconcile.Options{Scope: scope, Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, reconcile.Count{Kind: reconcile.KindStripeEvent, Found: 3, Enqueued: 3}, count(rep, reconcile.KindStripeEvent), "%+v", rep.Items)
+	require.Equal(t, reconcile.Count{Kind: reconcile.KindCRMSync, Found: 3, Fine: 3}, count(rep, reconcile.KindCRMSync),
+		"applying queued each event's own push; nothing is left for the push pass")
+	require.False(t, rep.NeedsAttention())
+	for _, want := range []struct {
+		tenant uuid.UUID
+		event  string
+		status string
+	}{{acme, never, "active"}, {globex, byMapping, "active"}, {later, byMetadata, "trialing"}} {
+		acct, err := billing.LoadAccount(ctx, b.pool, want.tenant)
+		require.NoError(t, err, want.event)
+		require.Equal(t, want.status, acct.Status, want.event)
+		require.Equal(t, want.event, acct.StatusStamp.EventID, want.event)
+		require.Equal(t, 1, b.liveJobs(t, jobs.KindCRMSync, map[string]string{"tenant_id": want.tenant.String(), "source_event": want.event}), want.event)
+		var outcome string
+		var crmSync *bool
+		require.NoError(t, b.pool.QueryRow(ctx, `select outcome, crm_sync from private.stripe_events
+			where id = $1 and tenant_id = $2 and applied_at is not null`, want.event, want.tenant).Scan(&outcome, &crmSync))
+		require.Equal(t, "processed", outcome, want.event)
+		require.NotNil(t, crmSync, want.event)
+		require.True(t, *crmSync, want.event)
+	}
+	require.Equal(t, 3, b.allJobs(t), "one CRM job per repaired event, nothing else")
+
+	again, err := b.rec.Run(ctx, reconcile.Options{Scope: scope, Apply: true})
+	require.NoError(t, err)
+	require.Zero(t, count(again, reconcile.KindStripeEvent).Found, "%+v", again.Items)
+	require.Zero(t, again.Total().Enqueued)
+	require.Equal(t, 3, b.allJobs(t))
 }

@@ -25,7 +25,7 @@ func TestFromStripeIngestsWhatWeNeverReceived(t *testing.T) {
 	b := setup(t)
 	ctx := context.Background()
 	base := stripemock.Start(t)
-	rec := reconcile.New(reconcile.Deps{Pool: b.pool, Enqueuer: b.ins, Applier: reconcile.NewBillingApplier(b.pool, b.proc),
+	rec := reconcile.New(reconcile.Deps{Pool: b.pool, Enqueuer: b.ins, Applier: reconcile.NewBillingApplier(b.proc),
 		Stripe: reconcile.NewStripeEvents("sk_test_123", base, nil)})
 	// stripe-mock's one event fixture was created at 1234567890 (2009-02-13T23:31:30Z).
 	o := reconcile.Options{Scope: reconcile.Scope{From: time.Date(2009, 2, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2009, 3, 1, 0, 0, 0, 0, time.UTC)}, FromStripe: true}
@@ -92,7 +92,7 @@ func TestReconcileRacingLiveWebhookHasOneEffectEach(t *testing.T) {
 		require.NoError(t, err)
 		events = append(events, reconcile.SourceEvent{ID: ev["id"].(string), Type: billing.TypeSubscriptionUpdated, Created: created, Payload: payload})
 	}
-	rec := reconcile.New(reconcile.Deps{Pool: b.pool, Enqueuer: b.ins, Applier: reconcile.NewBillingApplier(b.pool, b.proc),
+	rec := reconcile.New(reconcile.Deps{Pool: b.pool, Enqueuer: b.ins, Applier: reconcile.NewBillingApplier(b.proc),
 		Stripe: listedEvents{EventsFunc: func(context.Context, time.Time, time.Time) ([]reconcile.SourceEvent, error) { return events, nil }}})
 
 	const secret = "whsec_race_test"
