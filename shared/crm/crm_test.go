@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/crm"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
@@ -328,4 +329,51 @@ func BenchmarkCRMPush(b *testing.B) {
 	require.Equal(b, n, sum.Succeeded)
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "jobs/s")
 	b.ReportMetric(float64(bb.fake.Calls()), "hubspot_calls")
+}
+
+// The CRM shows billing's own view of the account (the one the webhook compares to decide a
+// push), and says its lifecycle stage in HubSpot's words, for every subscription status.
+func TestProjectionIsBillingsCRMView(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	cases := []struct {
+		status    string
+		lifecycle string
+		hubspot   string
+	}{
+		{"none", billing.LifecycleProspect, "lead"},
+		{"incomplete", billing.LifecycleProspect, "lead"},
+		{"incomplete_expired", billing.LifecycleProspect, "lead"},
+		{"trialing", billing.LifecycleTrial, "opportunity"},
+		{"active", billing.LifecycleCustomer, "customer"},
+		{"past_due", billing.LifecycleCustomer, "customer"},
+		{"unpaid", billing.LifecycleCustomer, "customer"},
+		{"paused", billing.LifecycleCustomer, "customer"},
+		{"canceled", billing.LifecycleChurned, "other"},
+	}
+	for _, tc := range cases {
+		id := newTenant(t, b, tc.status+"@acme.test", "pro", tc.status)
+		p, err := crm.LoadProjection(ctx, b.pool, id)
+		require.NoError(t, err, tc.status)
+		acct, err := billing.LoadAccount(ctx, b.pool, id)
+		require.NoError(t, err, tc.status)
+		view := acct.CRMView()
+		require.Equal(t, tc.lifecycle, view.Lifecycle, tc.status)
+		require.Equal(t, view.Lifecycle, p.Lifecycle, tc.status)
+		require.Equal(t, view.Status, p.BillingStatus, tc.status)
+		require.Equal(t, view.Plan, p.Plan, tc.status)
+		require.Equal(t, view.Email, p.Email, tc.status)
+		require.NotNil(t, p.CurrentPeriodEnd, tc.status)
+		require.True(t, view.CurrentPeriodEnd.Equal(*p.CurrentPeriodEnd), tc.status)
+		require.Equal(t, tc.hubspot, p.Properties()[crm.PropLifecycleStage], tc.status)
+	}
+	// A tenant that never checked out has no billing row: billing's view of an empty account.
+	id := newTenant(t, b, "new@acme.test", "", "")
+	p, err := crm.LoadProjection(ctx, b.pool, id)
+	require.NoError(t, err)
+	require.Equal(t, billing.Account{}.CRMView().Status, p.BillingStatus)
+	require.Equal(t, "lead", p.LifecycleStage())
+	require.Equal(t, "new@acme.test", p.Email, "the tenant's contact until billing knows an email")
+	require.Nil(t, p.CurrentPeriodEnd)
 }

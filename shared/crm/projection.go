@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
@@ -37,13 +38,19 @@ const (
 // ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was queued).
 var ErrTenantNotFound = errors.New("crm: tenant not found")
 
-// Projection is what the CRM should show for a tenant, read from Postgres at push time.
+// Projection is what the CRM should show for a tenant, read from Postgres at push time. The
+// billing part (plan, status, lifecycle, period end, billing email) is billing's CRMView of the
+// current projection: the same definition the webhook uses to decide that a change needs a
+// push, so the CRM cannot show a field whose change queues nothing.
 type Projection struct {
-	TenantID         uuid.UUID
-	Name             string
-	Email            string // billing_accounts.customer_email, else tenants.contact_email
-	Plan             string
-	BillingStatus    string // Stripe subscription status, "none" before any checkout
+	TenantID      uuid.UUID
+	Name          string
+	Email         string // the billing email (CRMView.Email), else tenants.contact_email
+	Plan          string
+	BillingStatus string // Stripe subscription status, "none" before any checkout
+	// Lifecycle is billing's stage (billing.Lifecycle of the status); LifecycleStage says it
+	// in HubSpot's words.
+	Lifecycle        string
 	OwnerEmail       string
 	CurrentPeriodEnd *time.Time
 }
@@ -51,37 +58,47 @@ type Projection struct {
 // LoadProjection reads the tenant's current projection (service role: crm-push is internal).
 func LoadProjection(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Projection, error) {
 	p := Projection{TenantID: tenantID}
+	var contact string
 	err := q.QueryRow(ctx, `
-		select t.name,
-		       coalesce(nullif(b.customer_email, ''), t.contact_email, ''),
-		       coalesce(b.plan, ''),
-		       coalesce(b.status, 'none'),
-		       coalesce(t.crm_owner_email, ''),
-		       b.current_period_end
-		from public.tenants t
-		left join private.billing_accounts b on b.tenant_id = t.id
-		where t.id = $1`, tenantID).
-		Scan(&p.Name, &p.Email, &p.Plan, &p.BillingStatus, &p.OwnerEmail, &p.CurrentPeriodEnd)
+		select name, coalesce(contact_email, ''), coalesce(crm_owner_email, '')
+		from public.tenants where id = $1`, tenantID).Scan(&p.Name, &contact, &p.OwnerEmail)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Projection{}, fmt.Errorf("load projection of tenant %s: %w", tenantID, ErrTenantNotFound)
 	}
 	if err != nil {
 		return Projection{}, fmt.Errorf("load projection of tenant %s: %w", tenantID, err)
 	}
+	acct, err := billing.LoadAccount(ctx, q, tenantID)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		acct = billing.Account{TenantID: tenantID} // never checked out: no billing row yet
+	case err != nil:
+		return Projection{}, fmt.Errorf("load projection of tenant %s: %w", tenantID, err)
+	}
+	view := acct.CRMView()
+	p.Email, p.Plan, p.BillingStatus, p.Lifecycle = view.Email, view.Plan, view.Status, view.Lifecycle
+	if p.Email == "" {
+		p.Email = contact
+	}
+	if !view.CurrentPeriodEnd.IsZero() {
+		end := view.CurrentPeriodEnd
+		p.CurrentPeriodEnd = &end
+	}
 	return p, nil
 }
 
-// LifecycleStage maps the billing status to HubSpot's lifecycle stage: paying (or paying late)
-// is a customer, a trial is an opportunity, no subscription yet is a lead, cancelled is other.
+// LifecycleStage is billing's lifecycle stage in HubSpot's lifecyclestage values: a customer
+// (paying, or paying late) is a customer, a trial an opportunity, a prospect (no subscription
+// yet) a lead, a churned account other.
 func (p Projection) LifecycleStage() string {
-	switch p.BillingStatus {
-	case "active", "past_due", "unpaid", "paused":
+	switch p.Lifecycle {
+	case billing.LifecycleCustomer:
 		return "customer"
-	case "trialing":
+	case billing.LifecycleTrial:
 		return "opportunity"
-	case "canceled":
+	case billing.LifecycleChurned:
 		return "other"
-	default: // none, incomplete, incomplete_expired
+	default: // billing.LifecycleProspect
 		return "lead"
 	}
 }
