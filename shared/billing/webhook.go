@@ -98,7 +98,7 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		h.noteRejection(ctx, w.status, refused, eventID)
 	}()
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
 	if err != nil {
 		outcome, refused = OutcomeRejected, err
 		var maxErr *http.MaxBytesError
