@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -150,6 +151,10 @@ func localEnv(t *testing.T, b bundle, f sam.Function) map[string]string {
 	require.NoError(t, demo.Seed(ctx, conn))
 	require.NoError(t, conn.Close(ctx))
 	env["DATABASE_URL"] = dbURL
+	if _, ok := env["SUPABASE_URL"]; ok {
+		// Tokens are re-minted for this issuer, so the project can live on a test port.
+		env["SUPABASE_URL"] = supabaseStandin(t, env["SUPABASE_SERVICE_ROLE_KEY"])
+	}
 	if _, ok := env["STRIPE_API_BASE"]; ok {
 		env["STRIPE_API_BASE"] = stripemock.Start(t)
 	}
@@ -163,6 +168,14 @@ func localEnv(t *testing.T, b bundle, f sam.Function) map[string]string {
 		env["ZENDESK_BASE_URL"] = zd.URL()
 	}
 	return env
+}
+
+// supabaseStandin runs the local Supabase stand-in on a test port and returns its URL.
+func supabaseStandin(t *testing.T, serviceKey string) string {
+	t.Helper()
+	srv := httptest.NewServer(demo.Supabase(serviceKey))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // Every built bootstrap answers each of its sample events under the real Lambda Runtime

@@ -16,9 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
 	"github.com/portal-functions/portal-functions/shared/sam"
-	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
 	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
 )
 
@@ -88,7 +88,6 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 	hub := hubspotfake.New()
 	hub.SetAccessToken(local("CrmPushFunction", "HUBSPOT_ACCESS_TOKEN"))
 	zd := zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN"))
-	store := storagefake.New(local("TicketCreateFunction", "SUPABASE_SERVICE_ROLE_KEY"))
 
 	type def struct {
 		p       *provider
@@ -116,7 +115,9 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 			}},
 			func() (http.Handler, error) { return zd, nil }},
 		{&provider{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, addr: supabaseAddr},
-			func() (http.Handler, error) { return supabaseStandin(store), nil }},
+			func() (http.Handler, error) {
+				return demo.Supabase(local("TicketCreateFunction", "SUPABASE_SERVICE_ROLE_KEY")), nil
+			}},
 	}
 	for _, d := range defs {
 		p := d.p
@@ -185,18 +186,6 @@ func (s *standins) stripeMock(ctx context.Context, root string) (http.Handler, e
 		time.Sleep(50 * time.Millisecond)
 	}
 	return httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr}), nil
-}
-
-// supabaseStandin is the part of a Supabase project's API the functions call: Storage's
-// signing API and the (empty: HS256 only) JWKS of Auth.
-func supabaseStandin(store *storagefake.Server) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/storage/v1/", store)
-	mux.HandleFunc("GET /auth/v1/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"keys":[]}`))
-	})
-	return mux
 }
 
 // switchHandler turns a stand-in without modes of its own down (503) or rate-limited (429 with
