@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -64,22 +65,32 @@ func NewMetrics(w io.Writer, function string) *Metrics {
 }
 
 // Count records n of a counter metric with the given dimensions (e.g. integration, outcome).
-// Dimension values are also plain properties, so Logs Insights can filter on them.
+// CloudWatch keys a metric by its exact dimension set, so besides the full set the line also
+// publishes Function plus each single dimension: an alarm on {Function, Outcome} then sees
+// lines that also carry EventType. Dimension values are plain properties too, so Logs
+// Insights can filter on them.
 func (m *Metrics) Count(_ context.Context, name string, n float64, dims map[string]string) {
 	if m == nil {
 		return
 	}
-	keys := []string{"Function"}
+	names := make([]string, 0, len(dims))
 	doc := map[string]any{"Function": m.function, name: n}
 	for k, v := range dims {
-		keys = append(keys, k)
+		names = append(names, k)
 		doc[k] = v
+	}
+	sort.Strings(names)
+	sets := [][]string{append([]string{"Function"}, names...)}
+	if len(names) > 1 {
+		for _, k := range names {
+			sets = append(sets, []string{"Function", k})
+		}
 	}
 	doc["_aws"] = map[string]any{
 		"Timestamp": m.now().UnixMilli(),
 		"CloudWatchMetrics": []map[string]any{{
 			"Namespace":  Namespace,
-			"Dimensions": [][]string{keys},
+			"Dimensions": sets,
 			"Metrics":    []map[string]string{{"Name": name, "Unit": "Count"}},
 		}},
 	}

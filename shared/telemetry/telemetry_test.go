@@ -50,8 +50,28 @@ func TestMetricsAreEmbeddedMetricFormat(t *testing.T) {
 	require.Equal(t, "crm-push", doc.Function)
 	require.NotZero(t, doc.AWS.Timestamp)
 	require.Equal(t, telemetry.Namespace, doc.AWS.CloudWatchMetrics[0].Namespace)
-	require.ElementsMatch(t, []string{"Function", "Integration"}, doc.AWS.CloudWatchMetrics[0].Dimensions[0])
+	require.Equal(t, [][]string{{"Function", "Integration"}}, doc.AWS.CloudWatchMetrics[0].Dimensions)
 	require.Equal(t, "SyncFailures", doc.AWS.CloudWatchMetrics[0].Metrics[0].Name)
+}
+
+func TestMetricsRollUpToEachSingleDimension(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	m := telemetry.NewMetrics(&buf, "payment-webhook")
+	m.Count(context.Background(), "WebhookDeliveries", 1, map[string]string{"Outcome": "failed", "EventType": "invoice.paid"})
+
+	var doc struct {
+		AWS struct {
+			CloudWatchMetrics []struct{ Dimensions [][]string }
+		} `json:"_aws"`
+	}
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &doc))
+	// template.yaml's webhook alarm watches {Function, Outcome}: that exact set must be published.
+	require.Equal(t, [][]string{
+		{"Function", "EventType", "Outcome"},
+		{"Function", "EventType"},
+		{"Function", "Outcome"},
+	}, doc.AWS.CloudWatchMetrics[0].Dimensions)
 }
 
 func TestHashUserIsStableAndOpaque(t *testing.T) {
