@@ -42,7 +42,7 @@ func (r *Reconciler) storedEvents(ctx context.Context, o Options, rep *Report) e
 	}
 	for _, e := range events {
 		it := Item{Kind: KindStripeEvent, Subject: e.ID, Action: ActionApply}
-		resolved := uuid.Nil
+		var resolved uuid.UUID
 		if e.TenantID != nil {
 			resolved = *e.TenantID
 		} else {
