@@ -16,8 +16,11 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
+	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/portal-functions/portal-functions/shared/auth"
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
+	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
@@ -99,6 +102,51 @@ func TestEverySampleEventBelongsToAFunction(t *testing.T) {
 			}
 		}
 		require.NotEmpty(t, owner, "%s is named after no function folder", filepath.Base(file))
+	}
+}
+
+// The sample events as committed, which `sam local invoke` sends as they are, carry
+// credentials the functions accept with env.json's settings: every token verifies for the local
+// project now, and every Stripe signature was made over the committed body with the local
+// webhook secret. A stale token, or a body edited without `make events`, fails here. (Stripe
+// accepts a signature for 300 s only, so its age cannot be committed: `make events` right before
+// `sam local invoke` of the webhook.)
+func TestCommittedSampleEventsAreSignedForTheLocalProject(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.tmpl.Functions {
+		if !f.IsHTTP() {
+			continue
+		}
+		env := b.env.For(f)
+		for _, sample := range b.sampleEvents(t, f) {
+			t.Run(filepath.Base(sample), func(t *testing.T) {
+				t.Parallel()
+				raw, err := os.ReadFile(sample)
+				require.NoError(t, err)
+				var ev events.APIGatewayV2HTTPRequest
+				require.NoError(t, json.Unmarshal(raw, &ev))
+				checked := false
+				for name, value := range ev.Headers {
+					switch strings.ToLower(name) {
+					case "authorization":
+						v, err := auth.NewVerifier(t.Context(), auth.Config{
+							SupabaseURL: env["SUPABASE_URL"], JWTSecret: config.Secret(env["SUPABASE_JWT_SECRET"]), DisableJWKS: true,
+						})
+						require.NoError(t, err)
+						id, err := v.Verify(t.Context(), strings.TrimPrefix(value, "Bearer "))
+						require.NoError(t, err, "the committed token is refused: run `make events` and commit events/")
+						require.Equal(t, demo.UserID, id.UserID, "the token is the demo owner's")
+						checked = true
+					case "stripe-signature":
+						err := webhook.ValidatePayloadIgnoringTolerance([]byte(ev.Body), value, env["STRIPE_WEBHOOK_SECRET"])
+						require.NoError(t, err, "the committed signature does not match the body: run `make events` and commit events/")
+						checked = true
+					}
+				}
+				require.True(t, checked, "every HTTP route needs a token or a Stripe signature; %s carries neither", filepath.Base(sample))
+			})
+		}
 	}
 }
 
