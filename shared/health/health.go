@@ -111,8 +111,9 @@ type Query struct {
 }
 
 // ForTenant is the health of one tenant's deliveries, for GET /v1/account. The caller has
-// already checked that the user may see tenantID (owner or admin of it); q is the service pool,
-// since River's table is not readable by the portal role, and every query filters by tenantID.
+// already checked that the user is an owner of tenantID (the portal shows it to owners only);
+// q is the service pool, since River's table is not readable by the portal role, and every
+// query filters by tenantID.
 func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window time.Duration) (Report, error) {
 	if tenantID == uuid.Nil {
 		return Report{}, errors.New("health: ForTenant needs a tenant id")

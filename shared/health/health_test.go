@@ -122,3 +122,58 @@ func TestReadRefusesAWindowItCannotAnswer(t *testing.T) {
 		require.ErrorIs(t, err, health.ErrBadWindow, w.String())
 	}
 }
+
+// Rejection notes prune themselves: each new note deletes a bounded batch of notes past the
+// retention, so a webhook under a long bad-signature storm keeps a bounded table, and the
+// notes the health window (and a month of hindsight) needs stay.
+func TestRecordRejectedDeliveryPrunesExpiredNotes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	expired := health.RejectionPruneBatch + health.RejectionPruneBatch/2
+	_, err := pool.Exec(ctx, `
+		insert into private.webhook_rejections (received_at, reason, status)
+		select now() - make_interval(secs => $1) - make_interval(mins => g), 'signature', 400 from generate_series(1, $2) g`,
+		health.RejectionRetention.Seconds(), expired)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `
+		insert into private.webhook_rejections (received_at, reason, status)
+		values (now() - make_interval(secs => $1) + interval '1 hour', 'error', 503)`, health.RejectionRetention.Seconds())
+	require.NoError(t, err)
+	counts := func() (old, kept int) {
+		t.Helper()
+		require.NoError(t, pool.QueryRow(ctx, `
+			select count(*) filter (where received_at < now() - make_interval(secs => $1)), count(*) filter (where received_at >= now() - make_interval(secs => $1))
+			from private.webhook_rejections`, health.RejectionRetention.Seconds()).Scan(&old, &kept))
+		return old, kept
+	}
+
+	rej := health.Rejection{Reason: health.RejectedSignature, Status: 400}
+	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
+	old, kept := counts()
+	require.Equal(t, expired-health.RejectionPruneBatch, old, "one note deletes one bounded batch")
+	require.Equal(t, 2, kept, "the new note and the one inside the retention")
+
+	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
+	old, kept = counts()
+	require.Zero(t, old)
+	require.Equal(t, 3, kept)
+
+	all, err := health.Read(ctx, pool, health.Query{})
+	require.NoError(t, err)
+	require.Equal(t, 2, all.Webhook.Rejected, "the window counts the fresh notes only")
+}
+
+func TestRecordRejectedDeliveryRefusesWhatIsNotARejection(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	for name, r := range map[string]health.Rejection{
+		"unknown reason": {Reason: "teapot", Status: 418},
+		"success status": {Reason: health.RejectedError, Status: 200},
+	} {
+		require.ErrorIs(t, health.RecordRejectedDelivery(context.Background(), pool, r), health.ErrBadRejection, name)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `select count(*) from private.webhook_rejections`).Scan(&n))
+	require.Zero(t, n)
+}
