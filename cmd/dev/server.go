@@ -24,7 +24,6 @@ import (
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/helpdesk"
-	"github.com/portal-functions/portal-functions/shared/hubspot"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/portal"
 	"github.com/portal-functions/portal-functions/shared/sam"
@@ -237,16 +236,16 @@ func (s *server) workers() ([]jobs.RunConfig, error) {
 		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w, Logger: deps.Logger, Metrics: deps.Metrics})
 	}
 	if f, err := s.tmpl.Function("CrmPushFunction"); err == nil {
-		var cfg struct {
-			BaseURL string        `env:"HUBSPOT_BASE_URL" default:"https://api.hubapi.com"`
-			Token   config.Secret `env:"HUBSPOT_ACCESS_TOKEN" required:"true"`
-		}
+		var cfg crm.PushConfig
 		if err := config.LoadFrom(s.lookups[f.LogicalID], &cfg); err != nil {
 			return nil, fmt.Errorf("crm-push settings: %w", err)
 		}
 		deps := s.deps("crm-push", s.lookups[f.LogicalID])
-		hs := hubspot.New(hubspot.Config{BaseURL: cfg.BaseURL, AccessToken: cfg.Token.Reveal(), HTTPClient: deps.HTTPClient})
-		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueCRM, Workers: crm.NewWorkers(s.pool, hs, deps.Logger), Logger: deps.Logger, Metrics: deps.Metrics})
+		w, err := crm.NewWorkers(deps, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("crm-push workers: %w", err)
+		}
+		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueCRM, Workers: w, Logger: deps.Logger, Metrics: deps.Metrics})
 	}
 	return cfgs, nil
 }

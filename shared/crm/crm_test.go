@@ -16,10 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/crm"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
-	"github.com/portal-functions/portal-functions/shared/hubspot"
+	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/jobs/jobstest"
@@ -40,7 +41,9 @@ func setup(t testing.TB) bundle {
 	ins, err := jobs.NewInserter(pool)
 	require.NoError(t, err)
 	fake := hubspotfake.NewTest(t)
-	client := hubspot.New(hubspot.Config{BaseURL: fake.URL(), AccessToken: fake.AccessToken()})
+	workers, err := crm.NewWorkers(function.Deps{Pool: pool},
+		crm.PushConfig{HubSpotBaseURL: fake.URL(), HubSpotAccessToken: config.Secret(fake.AccessToken())})
+	require.NoError(t, err)
 	alerts := &atomic.Int64{}
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		alerts.Add(1)
@@ -50,7 +53,7 @@ func setup(t testing.TB) bundle {
 	return bundle{
 		pool: pool, inserter: ins, fake: fake, clock: clock, alerts: alerts,
 		cfg: jobs.RunConfig{
-			Queue: jobs.QueueCRM, Workers: crm.NewWorkers(pool, client, nil), Budget: 10 * time.Second,
+			Queue: jobs.QueueCRM, Workers: workers, Budget: 10 * time.Second,
 			Time: clock, AlertWebhookURL: receiver.URL,
 		},
 	}
@@ -132,6 +135,11 @@ func TestCRMJobPushesTheCurrentProjectionOnce(t *testing.T) {
 	require.Equal(t, tenantID.String(), contact.Properties[crm.PropTenantID])
 	require.Equal(t, "owner@founder.test", contact.Properties[crm.PropOwnerEmail])
 	require.Equal(t, "2026-12-27", contact.Properties[crm.PropPeriodEnd])
+	company, ok := b.fake.Company(tenantID.String())
+	require.True(t, ok, "the tenant's company is upserted by portal_tenant_id")
+	require.Equal(t, "Tenant founder@acme.test", company.Properties[crm.PropCompanyName])
+	require.Equal(t, "pro", company.Properties[crm.PropPlan])
+	require.Equal(t, "customer", company.Properties[crm.PropLifecycleStage])
 	state, _ := syncStatus(t, b, tenantID)
 	require.Equal(t, "synced", state)
 }
@@ -161,7 +169,8 @@ func TestProjectionEmailFallsBackToTheTenantsContact(t *testing.T) {
 		require.True(t, ok, tc.name)
 		require.Equal(t, tc.wantStage, contact.Properties[crm.PropLifecycleStage], tc.name)
 	}
-	require.Len(t, contactUpserts(b), 1, "the tenant without an email sent nothing")
+	require.Len(t, contactUpserts(b), 1, "the tenant without an email has no contact")
+	require.Len(t, b.fake.Upserts(), 3, "two companies (one per tenant) and one contact")
 }
 
 // TestHubSpotOutageIsRiddenOut: HubSpot answers 503 for five simulated minutes, then recovers.
@@ -245,7 +254,7 @@ func TestPermanentHubSpotErrorsDeadLetterAndRequeueDelivers(t *testing.T) {
 	b.fake.FailEmail("bad@acme.test", http.StatusBadRequest)
 	sum := run(t, b, b.cfg)
 	require.Equal(t, jobs.Summary{Worked: 2, Succeeded: 1, Discarded: 1}, sum)
-	require.Equal(t, 1, b.fake.Calls(), "both jobs went to HubSpot in one batch call")
+	require.Equal(t, 2, b.fake.Calls(), "both jobs went to HubSpot in one companies call and one contacts call")
 	state, lastError := syncStatus(t, b, bad)
 	require.Equal(t, "failed", state)
 	require.Contains(t, lastError, "VALIDATION_ERROR")

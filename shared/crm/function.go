@@ -2,8 +2,10 @@ package crm
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/riverqueue/river"
 
 	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
@@ -13,7 +15,8 @@ import (
 
 // PushConfig is crm-push's environment.
 type PushConfig struct {
-	// HubSpotAccessToken is the private app's token (scopes crm.objects.contacts.write).
+	// HubSpotAccessToken is the private app's token (scopes crm.objects.contacts.write and
+	// crm.objects.companies.write).
 	HubSpotAccessToken config.Secret `env:"HUBSPOT_ACCESS_TOKEN" required:"true"`
 	// HubSpotBaseURL is HubSpot's API root; the local stand-in's URL in development.
 	HubSpotBaseURL string `env:"HUBSPOT_BASE_URL" default:"https://api.hubapi.com"`
@@ -22,22 +25,40 @@ type PushConfig struct {
 	AlertWebhookURL config.Secret `env:"ALERT_WEBHOOK_URL"`
 }
 
-// PushRunConfig is the queue run of crm-push built from its dependencies: the Lambda handler
-// runs it once per invocation, the dev server runs it back to back with jobs.RunContinuously.
-func PushRunConfig(deps function.Deps, cfg PushConfig) jobs.RunConfig {
+// NewWorkers builds crm-push's workers from its dependencies and environment (the HubSpot
+// client of cfg, projections read from deps.Pool): the Lambda handler and the dev server build
+// them the same way, as they do helpdesk.NewWorkers.
+func NewWorkers(deps function.Deps, cfg PushConfig) (*river.Workers, error) {
+	if !cfg.HubSpotAccessToken.IsSet() {
+		return nil, fmt.Errorf("crm workers: %w", hubspot.ErrNoAccessToken)
+	}
 	client := hubspot.New(hubspot.Config{
 		BaseURL:     cfg.HubSpotBaseURL,
 		AccessToken: cfg.HubSpotAccessToken.Reveal(),
 		HTTPClient:  deps.HTTPClient,
 	})
+	workers := river.NewWorkers()
+	if err := river.AddWorkerSafely(workers, NewWorker(deps.Pool, client, deps.Logger)); err != nil {
+		return nil, fmt.Errorf("register crm worker: %w", err)
+	}
+	return workers, nil
+}
+
+// PushRunConfig is the queue run of crm-push built from its dependencies: the Lambda handler
+// runs it once per invocation; jobs.RunContinuously can run it back to back.
+func PushRunConfig(deps function.Deps, cfg PushConfig) (jobs.RunConfig, error) {
+	workers, err := NewWorkers(deps, cfg)
+	if err != nil {
+		return jobs.RunConfig{}, err
+	}
 	return jobs.RunConfig{
 		Queue:           jobs.QueueCRM,
-		Workers:         NewWorkers(deps.Pool, client, deps.Logger),
+		Workers:         workers,
 		Logger:          deps.Logger,
 		Metrics:         deps.Metrics,
 		AlertWebhookURL: cfg.AlertWebhookURL.Reveal(),
 		HTTPClient:      deps.HTTPClient,
-	}
+	}, nil
 }
 
 // PushFunction is crm-push: on its schedule (EventBridge, every minute) or a manual invoke, it
@@ -46,7 +67,10 @@ func PushRunConfig(deps function.Deps, cfg PushConfig) jobs.RunConfig {
 var PushFunction = function.Invoked[PushConfig, events.EventBridgeEvent, jobs.Summary]{
 	Name: "crm-push",
 	Build: func(_ context.Context, deps function.Deps, cfg PushConfig) (func(context.Context, events.EventBridgeEvent) (jobs.Summary, error), error) {
-		run := PushRunConfig(deps, cfg)
+		run, err := PushRunConfig(deps, cfg)
+		if err != nil {
+			return nil, err
+		}
 		return func(ctx context.Context, _ events.EventBridgeEvent) (jobs.Summary, error) {
 			return jobs.Run(ctx, deps.Pool, run)
 		}, nil

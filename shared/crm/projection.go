@@ -1,11 +1,11 @@
-// Package crm keeps each tenant's CRM record (a HubSpot contact) in step with what Postgres
-// says about the tenant now: plan, billing status, lifecycle stage, account owner.
+// Package crm keeps each tenant's CRM records (a HubSpot company and its contact) in step with
+// what Postgres says about the tenant now: plan, billing status, lifecycle stage, account owner.
 //
 // A crm_sync job never carries data: the worker reads the tenant's CURRENT projection when it
 // runs, so jobs queued by an old and a new Stripe event both push the newest state, and a push
 // that was retried for an hour cannot overwrite the CRM with stale values. Jobs that are due
-// together go to HubSpot in one batch call (up to 100 records), each job keeping its own
-// outcome: one refused record fails alone.
+// together go to HubSpot in one batch call per object type (up to 100 records each), each job
+// keeping its own outcome: one refused record fails alone.
 package crm
 
 import (
@@ -21,12 +21,14 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
-// HubSpot contact properties this package writes. email, company and lifecyclestage are
-// HubSpot's own; the portal_* ones are custom contact properties that must exist in the HubSpot
-// portal (type single-line text, group "Portal").
+// HubSpot properties this package writes. email, company (a contact's company name), name (a
+// company's name) and lifecyclestage are HubSpot's own; the portal_* ones are custom properties
+// that must exist in the HubSpot portal on contacts and companies (type single-line text, group
+// "Portal"; on companies portal_tenant_id must have unique values: companies are upserted by it).
 const (
 	PropEmail          = "email"
 	PropCompany        = "company"
+	PropCompanyName    = "name"
 	PropLifecycleStage = "lifecyclestage"
 	PropTenantID       = "portal_tenant_id"
 	PropPlan           = "portal_plan"
@@ -35,8 +37,15 @@ const (
 	PropPeriodEnd      = "portal_current_period_end"
 )
 
-// ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was queued).
-var ErrTenantNotFound = errors.New("crm: tenant not found")
+// Errors of this package, declared together.
+var (
+	// ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was
+	// queued).
+	ErrTenantNotFound = errors.New("crm: tenant not found")
+	// errMissingResult means HubSpot's answer had fewer records than inputs (never expected;
+	// the job is retried).
+	errMissingResult = errors.New("crm: hubspot returned no result for this record")
+)
 
 // Projection is what the CRM should show for a tenant, read from Postgres at push time. The
 // billing part (plan, status, lifecycle, period end, billing email) is billing's CRMView of the
@@ -106,13 +115,27 @@ func (p Projection) LifecycleStage() string {
 // Properties are the HubSpot contact properties for the projection. Every property is always
 // sent ("" clears it in HubSpot), so a value removed in Postgres is removed in the CRM too.
 func (p Projection) Properties() map[string]string {
+	props := p.shared()
+	props[PropEmail] = p.Email
+	props[PropCompany] = p.Name
+	return props
+}
+
+// CompanyProperties are the HubSpot company properties for the projection (the tenant as a
+// company, upserted by portal_tenant_id); like Properties, every one is always sent.
+func (p Projection) CompanyProperties() map[string]string {
+	props := p.shared()
+	props[PropCompanyName] = p.Name
+	return props
+}
+
+// shared are the properties the contact and the company both carry.
+func (p Projection) shared() map[string]string {
 	periodEnd := ""
 	if p.CurrentPeriodEnd != nil {
 		periodEnd = p.CurrentPeriodEnd.UTC().Format("2006-01-02")
 	}
 	return map[string]string{
-		PropEmail:          p.Email,
-		PropCompany:        p.Name,
 		PropLifecycleStage: p.LifecycleStage(),
 		PropTenantID:       p.TenantID.String(),
 		PropPlan:           p.Plan,

@@ -16,21 +16,22 @@ import (
 	"github.com/portal-functions/portal-functions/shared/jobs"
 )
 
-// Contacts is what the worker needs from HubSpot: one batch upsert of contacts by email.
-// *hubspot.Client is one; tests use it against hubspotfake.
-type Contacts interface {
+// Upserter is what the worker needs from HubSpot: batch upserts of companies (by our tenant
+// id) and contacts (by email). *hubspot.Client is one; tests use it against hubspotfake.
+type Upserter interface {
+	UpsertCompanies(ctx context.Context, inputs []hubspot.CompanyInput) (hubspot.BatchResult, error)
 	UpsertContacts(ctx context.Context, inputs []hubspot.ContactInput) (hubspot.BatchResult, error)
 }
 
-var _ Contacts = (*hubspot.Client)(nil)
+var _ Upserter = (*hubspot.Client)(nil)
 
 // Batching defaults: River runs up to jobs.DefaultMaxWorkers crm jobs at once, and the jobs
-// that reach the worker within BatchWindow of each other share one HubSpot call.
+// that reach the worker within BatchWindow of each other share one HubSpot call per object type.
 const (
 	BatchWindow  = 25 * time.Millisecond
 	MaxBatchSize = hubspot.MaxBatchSize
-	// callTimeout bounds one batch call; it is not tied to one job's context, because many
-	// jobs wait on it.
+	// callTimeout bounds the batch's calls; it is not tied to one job's context, because many
+	// jobs wait on them.
 	callTimeout = 20 * time.Second
 )
 
@@ -44,25 +45,19 @@ type Worker struct {
 
 var _ river.Worker[jobs.CRMSyncArgs] = (*Worker)(nil)
 
-// NewWorker builds the worker: projections are read from q, contacts sent through hs.
-func NewWorker(q db.Querier, hs Contacts, logger *slog.Logger) *Worker {
+// NewWorker builds the worker: projections are read from q, records sent through hs.
+func NewWorker(q db.Querier, hs Upserter, logger *slog.Logger) *Worker {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Worker{q: q, logger: logger, batch: &batcher{hs: hs, window: BatchWindow, max: MaxBatchSize}}
 }
 
-// NewWorkers registers the crm worker in a fresh bundle for jobs.Run.
-func NewWorkers(q db.Querier, hs Contacts, logger *slog.Logger) *river.Workers {
-	ws := river.NewWorkers()
-	river.AddWorker(ws, NewWorker(q, hs, logger))
-	return ws
-}
-
-// Work pushes the tenant's current projection. A tenant with no contact email yet (signed up,
-// never checked out, no contact email set) is a success with nothing sent: there is no CRM
-// record to key it on, nothing is broken, and the change that brings an email (checkout, a
-// settings edit) enqueues a new push. A deleted tenant is also nothing to push.
+// Work pushes the tenant's current projection: its company (keyed by tenant id) and, once the
+// tenant has an email, its contact. A tenant with no email yet (signed up, never checked out,
+// no contact email set) gets its company only: there is no contact to key on, nothing is
+// broken, and the change that brings an email (checkout, a settings edit) enqueues a new push.
+// A deleted tenant is nothing to push.
 func (w *Worker) Work(ctx context.Context, job *river.Job[jobs.CRMSyncArgs]) error {
 	p, err := LoadProjection(ctx, w.q, job.Args.TenantID)
 	if errors.Is(err, ErrTenantNotFound) {
@@ -72,11 +67,11 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[jobs.CRMSyncArgs]) err
 	if err != nil {
 		return err
 	}
-	if p.Email == "" {
-		w.logger.InfoContext(ctx, "crm push skipped: tenant has no contact email yet", "tenant_id", p.TenantID.String())
-		return nil
+	rec := record{company: hubspot.CompanyInput{TenantID: p.TenantID.String(), Properties: p.CompanyProperties()}}
+	if p.Email != "" {
+		rec.contact = &hubspot.ContactInput{Email: p.Email, Properties: p.Properties()}
 	}
-	if err := w.batch.upsert(ctx, hubspot.ContactInput{Email: p.Email, Properties: p.Properties()}); err != nil {
+	if err := w.batch.upsert(ctx, rec); err != nil {
 		return classify(err)
 	}
 	return nil
@@ -103,10 +98,16 @@ func classify(err error) error {
 	return err
 }
 
-// batcher gathers the contacts of jobs running at the same moment into one HubSpot call and
-// hands each job its own record's result.
+// record is one job's HubSpot records: the company always, the contact when there is an email.
+type record struct {
+	company hubspot.CompanyInput
+	contact *hubspot.ContactInput
+}
+
+// batcher gathers the records of jobs running at the same moment into one companies call and
+// one contacts call, and hands each job its own records' result.
 type batcher struct {
-	hs     Contacts
+	hs     Upserter
 	window time.Duration
 	max    int
 
@@ -116,12 +117,12 @@ type batcher struct {
 }
 
 type request struct {
-	in   hubspot.ContactInput
+	rec  record
 	done chan error
 }
 
-func (b *batcher) upsert(ctx context.Context, in hubspot.ContactInput) error {
-	r := &request{in: in, done: make(chan error, 1)}
+func (b *batcher) upsert(ctx context.Context, rec record) error {
+	r := &request{rec: rec, done: make(chan error, 1)}
 	b.mu.Lock()
 	b.pending = append(b.pending, r)
 	switch {
@@ -162,38 +163,77 @@ func (b *batcher) takeLocked() []*request {
 	return batch
 }
 
-// send makes one call for the batch. Two jobs of one tenant (two Stripe events) carry the same
-// contact, which HubSpot refuses to see twice in a batch: it is sent once and both jobs get its
-// result (both read the same current projection).
+// send upserts the batch's companies, then the contacts of the jobs whose company was written
+// (a job whose company failed is retried whole, so its contact is not sent twice). Two jobs of
+// one tenant (two Stripe events) carry the same records, which HubSpot refuses to see twice in
+// a batch: each is sent once and both jobs get its result (both read the same current
+// projection).
 func (b *batcher) send(batch []*request) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	index := map[string]int{}
-	var inputs []hubspot.ContactInput
-	owners := make([]int, len(batch))
-	for i, r := range batch {
-		key := strings.ToLower(strings.TrimSpace(r.in.Email))
-		j, ok := index[key]
-		if !ok {
-			j = len(inputs)
-			index[key] = j
-			inputs = append(inputs, r.in)
+	errs := make([]error, len(batch))
+
+	companies := dedupe(batch, errs, func(r record) (string, hubspot.CompanyInput, bool) {
+		return r.company.TenantID, r.company, true
+	})
+	res, err := b.hs.UpsertCompanies(ctx, companies.inputs)
+	companies.settle(batch, errs, "companies", res, err)
+
+	contacts := dedupe(batch, errs, func(r record) (string, hubspot.ContactInput, bool) {
+		if r.contact == nil {
+			return "", hubspot.ContactInput{}, false
 		}
-		owners[i] = j
+		return strings.ToLower(strings.TrimSpace(r.contact.Email)), *r.contact, true
+	})
+	if len(contacts.inputs) > 0 {
+		res, err = b.hs.UpsertContacts(ctx, contacts.inputs)
+		contacts.settle(batch, errs, "contacts", res, err)
 	}
-	res, err := b.hs.UpsertContacts(ctx, inputs)
 	for i, r := range batch {
-		switch {
-		case err != nil:
-			r.done <- fmt.Errorf("upsert %d contacts: %w", len(inputs), err)
-		case owners[i] >= len(res.Records):
-			r.done <- fmt.Errorf("upsert contact %s: %w", r.in.Email, errMissingResult)
-		default:
-			r.done <- res.Records[owners[i]].Err
-		}
+		r.done <- errs[i]
 	}
 }
 
-// errMissingResult means HubSpot's answer had fewer records than inputs (never expected; the
-// job is retried).
-var errMissingResult = errors.New("crm: hubspot returned no result for this contact")
+// inputs is one object type's deduplicated inputs of a batch; owner[i] is the input of the
+// batch's request i (-1: none).
+type inputs[T any] struct {
+	inputs []T
+	owner  []int
+}
+
+// dedupe collects one input per key from the requests that have not failed yet.
+func dedupe[T any](batch []*request, errs []error, pick func(record) (string, T, bool)) inputs[T] {
+	out := inputs[T]{owner: make([]int, len(batch))}
+	index := map[string]int{}
+	for i, r := range batch {
+		out.owner[i] = -1
+		key, in, ok := pick(r.rec)
+		if !ok || errs[i] != nil {
+			continue
+		}
+		j, seen := index[key]
+		if !seen {
+			j = len(out.inputs)
+			index[key] = j
+			out.inputs = append(out.inputs, in)
+		}
+		out.owner[i] = j
+	}
+	return out
+}
+
+// settle records each request's result of the call that carried its input.
+func (in inputs[T]) settle(batch []*request, errs []error, what string, res hubspot.BatchResult, err error) {
+	for i := range batch {
+		j := in.owner[i]
+		switch {
+		case j < 0:
+		case err != nil:
+			errs[i] = fmt.Errorf("upsert %d %s: %w", len(in.inputs), what, err)
+		case j >= len(res.Records):
+			errs[i] = fmt.Errorf("upsert %s: %w", what, errMissingResult)
+		default:
+			errs[i] = res.Records[j].Err
+		}
+	}
+}
