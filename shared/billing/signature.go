@@ -73,9 +73,10 @@ type Event struct {
 	APIVersion string
 	Created    time.Time
 	Livemode   bool
-	// Object is data.object, decoded later by the handler of Type.
+	// Object is data.object, decoded later by the handler of Type, with any text PostgreSQL
+	// cannot store (\u0000, a lone surrogate, invalid UTF-8) replaced by U+FFFD.
 	Object json.RawMessage
-	// Payload is the whole body as Stripe sent and signed it.
+	// Payload is the whole body as Stripe sent and signed it, unchanged.
 	Payload []byte
 }
 
@@ -167,10 +168,11 @@ func (v *Verifier) parse(payload []byte) (Event, error) {
 // (Verify calls it after the signature check), an event in our inbox, or one fetched from
 // Stripe's API with our key. It checks what every handled event needs (id, type, created,
 // data.object), not the API version: that is a delivery-time choice (VerifierOptions). A body
-// it cannot read is a *DeliveryError (ErrMalformedEvent).
+// it cannot read is a *DeliveryError (ErrMalformedEvent). The object is read from the body made
+// safe for the database (see jsonbSafe); Payload stays the bytes as given.
 func ParseEvent(payload []byte) (Event, error) {
 	var se stripe.Event
-	if err := json.Unmarshal(payload, &se); err != nil {
+	if err := json.Unmarshal(jsonbSafe(payload), &se); err != nil {
 		return Event{}, refuse(ErrMalformedEvent, fmt.Errorf("decode event: %w", err))
 	}
 	switch {

@@ -102,7 +102,7 @@ func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, er
 			applied bool
 		)
 		err := tx.QueryRow(ctx, `
-			select payload::text, applied_at is not null
+			select coalesce(raw_payload, convert_to(payload::text, 'UTF8')), applied_at is not null
 			from private.stripe_events where id = $1 for update`, eventID).Scan(&payload, &applied)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
@@ -198,15 +198,16 @@ func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, 
 	return nil
 }
 
-// claim records the event; false when its id is already recorded. A concurrent delivery of the
+// claim records the event, its payload made safe for jsonb and its verified bytes as they
+// are; false when its id is already recorded. A concurrent delivery of the
 // same id waits here on the primary key until the first one commits (then it is a duplicate)
 // or rolls back (then it does the work).
 func claim(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
 	tag, err := tx.Exec(ctx, `
-		insert into private.stripe_events (id, type, api_version, created, livemode, payload, outcome)
-		values ($1, $2, nullif($3, ''), $4, $5, $6::jsonb, 'processed')
+		insert into private.stripe_events (id, type, api_version, created, livemode, payload, raw_payload, outcome)
+		values ($1, $2, nullif($3, ''), $4, $5, $6::jsonb, $7, 'processed')
 		on conflict (id) do nothing`,
-		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(ev.Payload))
+		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload)
 	if err != nil {
 		return false, fmt.Errorf("record stripe event: %w", err)
 	}

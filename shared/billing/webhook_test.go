@@ -408,3 +408,50 @@ func TestOtherEventTypesAreIgnoredButRecorded(t *testing.T) {
 	require.Equal(t, "duplicate", metrics[1]["Outcome"])
 	require.Equal(t, "invoice.finalized", metrics[1]["EventType"])
 }
+
+// Valid JSON that jsonb refuses (\u0000, a lone surrogate), as a customer can type it into a
+// name or a payment error can carry it, is applied once like any event instead of failing on
+// every one of Stripe's retries: the readable text gets U+FFFD, and the verified bytes are kept
+// unchanged, so a stored event is applied again from exactly what Stripe signed.
+func TestEventWithTextJSONBRefusesIsAppliedAndKeptAsSigned(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.exec(t, `update public.tenants set ticket_on_payment_failure = true where id = $1`, b.tenantID)
+	now := time.Now().Truncate(time.Second)
+	withBadText := func(id, customer string) []byte {
+		inv := b.invoice(t, invoiceSpec{id: "in_nul_" + randomID(6), customer: customer, subscription: "sub_1", amount: 4900, attempt: 1}, now)
+		inv["customer_name"] = "Acme\x00 Ltd LONE_SURROGATE"
+		inv["metadata"] = map[string]any{"note": "a\x00b"}
+		inv["last_finalization_error"] = map[string]any{"message": "card\x00declined", "type": "card_error"}
+		raw := b.stripeEvent(t, id, billing.TypeInvoicePaymentFailed, now, inv)
+		require.Contains(t, string(raw), `\u0000`)
+		return bytes.ReplaceAll(raw, []byte("LONE_SURROGATE"), []byte(`\ud83d`))
+	}
+
+	id := "evt_" + randomID(24)
+	payload := withBadText(id, b.customer)
+	require.Equal(t, "processed", b.outcome(t, payload))
+	require.Equal(t, "duplicate", b.outcome(t, payload))
+	var raw []byte
+	var note, name string
+	require.NoError(t, b.pool.QueryRow(t.Context(), `select raw_payload, payload->'data'->'object'->'metadata'->>'note',
+		payload->'data'->'object'->>'customer_name' from private.stripe_events where id = $1`, id).Scan(&raw, &note, &name))
+	require.Equal(t, string(payload), string(raw), "the verified bytes, unchanged")
+	require.Equal(t, "a\uFFFDb", note)
+	require.Equal(t, "Acme\uFFFD Ltd \uFFFD", name)
+	acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
+	require.NoError(t, err)
+	require.Equal(t, billing.StatusPastDue, acct.Status)
+	require.Contains(t, acct.LastFailureReason, "card\uFFFDdeclined")
+	require.Equal(t, 1, b.count(t, `select count(*) from public.tickets where tenant_id = $1 and body like '%card' || chr(65533) || 'declined%'`, b.tenantID))
+
+	// Unmatched when it came, applied later (reconcile's path) from the bytes Stripe signed.
+	stranger := "cus_" + randomID(14)
+	late := "evt_" + randomID(24)
+	require.Equal(t, "unmatched", b.outcome(t, withBadText(late, stranger)))
+	b.exec(t, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, stranger, b.tenantID)
+	res, err := b.processor(t).ApplyStored(t.Context(), late)
+	require.NoError(t, err)
+	require.Equal(t, billing.OutcomeProcessed, res.Outcome)
+	require.Equal(t, 2, b.count(t, `select count(*) from public.tickets where tenant_id = $1`, b.tenantID))
+}
