@@ -73,21 +73,23 @@ func scanSummary(row pgx.Row, extra ...any) (TicketSummary, error) {
 	return t, nil
 }
 
-// readTickets reads one page, newest first, after the cursor (keyset on created_at, id, which
-// tickets_tenant_created_idx serves).
-func readTickets(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, after *Cursor, limit int) (TicketPage, error) {
-	var (
-		rows pgx.Rows
-		err  error
-	)
+// ticketPageQuery is the keyset query of one page, newest first, after the cursor: the order
+// (created_at desc, id desc) is that of tickets_tenant_created_idx, so a page costs an index
+// range scan whatever the tenant's ticket count (rls_test.go checks the plan as the user).
+func ticketPageQuery(tenantID uuid.UUID, after *Cursor, limit int) (string, []any) {
 	if after == nil {
-		rows, err = tx.Query(ctx, `select `+ticketColumns+` from public.portal_tickets
-			where tenant_id = $1 order by created_at desc, id desc limit $2`, tenantID, limit+1)
-	} else {
-		rows, err = tx.Query(ctx, `select `+ticketColumns+` from public.portal_tickets
-			where tenant_id = $1 and (created_at, id) < ($2, $3)
-			order by created_at desc, id desc limit $4`, tenantID, after.CreatedAt, after.ID, limit+1)
+		return `select ` + ticketColumns + ` from public.portal_tickets
+			where tenant_id = $1 order by created_at desc, id desc limit $2`, []any{tenantID, limit + 1}
 	}
+	return `select ` + ticketColumns + ` from public.portal_tickets
+			where tenant_id = $1 and (created_at, id) < ($2, $3)
+			order by created_at desc, id desc limit $4`, []any{tenantID, after.CreatedAt, after.ID, limit + 1}
+}
+
+// readTickets reads one page of ticketPageQuery; one extra row says whether a next page exists.
+func readTickets(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, after *Cursor, limit int) (TicketPage, error) {
+	sql, args := ticketPageQuery(tenantID, after, limit)
+	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return TicketPage{}, fmt.Errorf("list tickets: %w", err)
 	}

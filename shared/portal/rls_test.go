@@ -2,7 +2,9 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
@@ -19,11 +21,9 @@ func TestReadsAsTheUserSeeNothingOfAnotherTenant(t *testing.T) {
 	a, b := env.Seed(t, "A", "owner"), env.Seed(t, "B", "owner")
 	theirs := env.Create(t, b, "B only")
 	ctx := context.Background()
-	id, err := env.Issuer.Verifier(t).Verify(ctx, a.Token)
-	require.NoError(t, err)
-	scope := tenant.Scope{TenantID: a.TenantID, UserID: a.UserID, Role: tenant.Owner, Identity: id}
+	scope := userScope(t, env, a, tenant.Owner)
 
-	err = tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
+	err := tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
 		_, found, err := readTicket(ctx, tx, b.TenantID, theirs.ID)
 		require.NoError(t, err)
 		require.False(t, found)
@@ -38,4 +38,59 @@ func TestReadsAsTheUserSeeNothingOfAnotherTenant(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
+}
+
+// userScope is the scope tenant.Middleware gives m's requests: its verified token's identity.
+func userScope(t *testing.T, env *tickettest.Env, m tickettest.Member, role tenant.Role) tenant.Scope {
+	t.Helper()
+	id, err := env.Issuer.Verifier(t).Verify(context.Background(), m.Token)
+	require.NoError(t, err)
+	return tenant.Scope{TenantID: m.TenantID, UserID: m.UserID, Role: role, Identity: id}
+}
+
+// A page of GET /v1/tickets, run as the user under RLS exactly as the handler runs it, is an
+// index range scan on tickets_tenant_created_idx that stops after the page: no sort and no
+// scan of the tenant's (or anyone's) other tickets, first page and cursor pages alike.
+func TestTicketPagesUseTheTenantCreatedIndexAsTheUser(t *testing.T) {
+	t.Parallel()
+	env := tickettest.New(t)
+	a, b := env.Seed(t, "A", "member"), env.Seed(t, "B", "member")
+	ctx := context.Background()
+	// Enough rows that a sequential scan and a sort would be the cheaper plan without the index.
+	_, err := env.Pool.Exec(ctx, `
+		insert into public.tickets (tenant_id, user_id, subject, body, category, priority, created_at)
+		select tn, u, 'Ticket ' || i, 'Body', 'other', 'normal', now() - make_interval(mins => i)
+		from (values ($1::uuid, $2::uuid), ($3::uuid, $4::uuid)) as v(tn, u), generate_series(1, 5000) as i`,
+		a.TenantID, a.UserID, b.TenantID, b.UserID)
+	require.NoError(t, err)
+	_, err = env.Pool.Exec(ctx, `
+		insert into public.ticket_attachments (ticket_id, tenant_id, name, size_bytes, content_type, object_path)
+		select id, tenant_id, 'a.txt', 1, 'text/plain', tenant_id || '/' || id || '/a.txt' from public.tickets`)
+	require.NoError(t, err)
+	_, err = env.Pool.Exec(ctx, `analyze public.tickets; analyze public.ticket_attachments; analyze public.memberships`)
+	require.NoError(t, err)
+
+	scope := userScope(t, env, a, tenant.Member)
+	cursor := &Cursor{CreatedAt: time.Now().Add(-100 * time.Minute), ID: a.TenantID}
+
+	for name, after := range map[string]*Cursor{"first page": nil, "cursor page": cursor} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			sql, args := ticketPageQuery(a.TenantID, after, DefaultLimit)
+			var plan json.RawMessage
+			require.NoError(t, tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, "explain (format json, verbose) "+sql, args...).Scan(&plan)
+			}))
+			var nodes []map[string]any
+			require.NoError(t, json.Unmarshal(plan, &nodes))
+			top := nodes[0]["Plan"].(map[string]any)
+			require.Equal(t, "Limit", top["Node Type"], string(plan))
+			scan := top["Plans"].([]any)[0].(map[string]any)
+			require.Contains(t, []string{"Index Scan", "Index Only Scan"}, scan["Node Type"], string(plan))
+			require.Equal(t, "tickets_tenant_created_idx", scan["Index Name"], string(plan))
+			require.NotContains(t, string(plan), `"Sort"`, "the index gives the order")
+			require.NotContains(t, string(plan), `"Seq Scan"`, "no table scan, attachments included")
+			require.Contains(t, string(plan), "private.current_tenant_ids()", "RLS still applies")
+		})
+	}
 }
