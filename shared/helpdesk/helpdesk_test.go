@@ -7,19 +7,20 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/helpdesk"
 	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/jobs/jobstest"
 	"github.com/portal-functions/portal-functions/shared/storage"
 	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
@@ -75,7 +76,7 @@ func TestPushCreatesOneZendeskTicketWithLinksAndMarksSynced(t *testing.T) {
 		ticket.AttachmentRequest{Name: "photo.png", Size: 3, ContentType: "image/png"},
 		ticket.AttachmentRequest{Name: "log.txt", Size: 3, ContentType: "text/plain"})
 	// The user uploads the photo only.
-	req, _ := http.NewRequest(http.MethodPut, created.Attachments[0].UploadURL, stringsReader("png"))
+	req, _ := http.NewRequest(http.MethodPut, created.Attachments[0].UploadURL, strings.NewReader("png"))
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -231,28 +232,6 @@ func TestFailuresTellTheQueueWhatToDo(t *testing.T) {
 	}
 }
 
-func TestWorkerWorksTheQueuedJob(t *testing.T) {
-	t.Parallel()
-	b := setup(t, 0)
-	created := b.env.Create(t, b.member, "Via the queue")
-
-	var args jobs.HelpdeskTicketArgs
-	var row rivertype.JobRow
-	require.NoError(t, b.env.Pool.QueryRow(context.Background(),
-		`select id, attempt, max_attempts from private.river_job where kind = 'helpdesk_ticket' and args->>'ticket_id' = $1`,
-		created.ID.String()).Scan(&row.ID, &row.Attempt, &row.MaxAttempts))
-	args = jobs.HelpdeskTicketArgs{TenantID: b.member.TenantID, TicketID: created.ID}
-	row.Attempt = 1
-
-	workers := river.NewWorkers()
-	w := helpdesk.NewWorker(b.pusher)
-	river.AddWorker(workers, w)
-	require.NoError(t, w.Work(context.Background(), &river.Job[jobs.HelpdeskTicketArgs]{JobRow: &row, Args: args}))
-	zt, ok := b.desk.Ticket(created.ID.String())
-	require.True(t, ok)
-	require.Equal(t, "Via the queue", zt.Subject)
-}
-
 func TestUnknownTicketIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 0)
@@ -299,4 +278,74 @@ func TestPushFunctionNamesMissingZendeskSettings(t *testing.T) {
 	_, _, err := function.Load[helpdesk.Config](func(string) (string, bool) { return "", false })
 	require.ErrorContains(t, err, "ZENDESK_BASE_URL")
 	require.ErrorContains(t, err, "ZENDESK_API_TOKEN")
+}
+
+// The real worker on the real queue, with Zendesk misbehaving the documented ways: down (503),
+// then rate limited (429 + Retry-After), then creating the ticket but never answering. The job
+// retries with backoff, waits as long as Zendesk asked, adopts the ticket it cannot see the
+// answer for, and ends with exactly one Zendesk ticket. A ticket Zendesk refuses (422
+// RecordInvalid) is dead-lettered with Zendesk's message and never tried again.
+func TestQueueRidesOutZendeskFailuresAndDeadLettersARefusal(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 300*time.Millisecond)
+	ctx := context.Background()
+	good := b.env.Create(t, b.member, "Rides out the storm")
+	bad := b.env.Create(t, b.member, "Refused by Zendesk")
+	_, err := b.env.Pool.Exec(ctx, `update public.tickets set requester_email = 'not-an-email' where id = $1`, bad.ID)
+	require.NoError(t, err)
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, helpdesk.NewWorker(b.pusher))
+	clock := jobstest.NewClock()
+	cfg := jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: workers, Budget: 10 * time.Second, Time: clock}
+	run := func() jobs.Summary {
+		t.Helper()
+		sum, err := jobs.Run(ctx, b.env.Pool, cfg)
+		require.NoError(t, err)
+		return sum
+	}
+	jobOf := func(id uuid.UUID) (jobState string, scheduledAt time.Time, lastError string) {
+		t.Helper()
+		require.NoError(t, b.env.Pool.QueryRow(ctx, `
+			select state::text, scheduled_at, coalesce(errors[array_length(errors, 1)]->>'error', '')
+			from private.river_job where kind = 'helpdesk_ticket' and args->>'ticket_id' = $1`, id.String()).
+			Scan(&jobState, &scheduledAt, &lastError))
+		return jobState, scheduledAt, lastError
+	}
+
+	b.desk.SetMode(zendeskfake.ModeDown)
+	require.Equal(t, jobs.Summary{Worked: 2, Failed: 2}, run(), "an outage is retried")
+	js, _, lastErr := jobOf(good.ID)
+	require.Equal(t, "retryable", js)
+	require.Contains(t, lastErr, "HTTP 503")
+
+	b.desk.SetMode(zendeskfake.ModeRateLimited)
+	b.desk.SetRetryAfter(90 * time.Second)
+	clock.Advance(20 * time.Second) // past the first backoff (15 s + 20% jitter)
+	require.Equal(t, jobs.Summary{Worked: 2, Snoozed: 2}, run())
+	js, scheduledAt, _ := jobOf(good.ID)
+	require.Equal(t, "scheduled", js)
+	require.WithinDuration(t, clock.Now().Add(90*time.Second), scheduledAt, 5*time.Second, "Retry-After is honoured")
+	clock.Advance(60 * time.Second)
+	require.Zero(t, run().Worked, "nothing runs before Zendesk's Retry-After is over")
+
+	b.desk.SetMode(zendeskfake.ModeUp)
+	b.desk.TimeoutNextCreates(1)
+	clock.Advance(40 * time.Second)
+	require.Equal(t, jobs.Summary{Worked: 2, Succeeded: 1, Discarded: 1}, run())
+
+	require.Len(t, b.desk.Tickets(), 1, "one Zendesk ticket, though its answer was lost")
+	zt := b.desk.Tickets()[0]
+	require.Equal(t, good.ID.String(), zt.ExternalID)
+	require.Equal(t, state{Status: "synced", HelpdeskID: &zt.ID}, ticketState(t, b, good.ID))
+
+	require.Equal(t, "failed", ticketState(t, b, bad.ID).Status)
+	letters, err := jobs.DeadLetters(ctx, b.env.Pool, jobs.QueueHelpdesk, &b.member.TenantID)
+	require.NoError(t, err)
+	require.Len(t, letters, 1)
+	require.Equal(t, jobs.TicketSubject(bad.ID), letters[0].Subject)
+	require.Contains(t, letters[0].LastError, "Requester: Email is invalid", "the dead letter keeps Zendesk's message")
+
+	clock.Advance(2 * time.Hour)
+	require.Zero(t, run().Worked, "a refused ticket is not retried")
 }
