@@ -167,21 +167,20 @@ func (c cli) health(ctx context.Context, args []string) int {
 	fs := c.flags("health")
 	var tenant string
 	var asJSON bool
-	window := health.DefaultWindow
+	var window time.Duration
 	fs.StringVar(&tenant, "tenant", "", "one tenant's deliveries only")
 	fs.DurationVar(&window, "window", health.DefaultWindow, "how far back to look (at most 168h)")
 	fs.BoolVar(&asJSON, "json", false, "print as JSON")
 	if !c.parse(fs, args) {
 		return exitRefused
 	}
+	tenantID, ok := c.tenantFlag(tenant)
+	if !ok {
+		return exitRefused
+	}
 	q := health.Query{Window: window}
-	if tenant != "" {
-		id, err := uuid.Parse(tenant)
-		if err != nil {
-			fmt.Fprintf(c.stderr, "reconcile: --tenant %q is not a tenant id\n", tenant)
-			return exitRefused
-		}
-		q.TenantID = id
+	if tenantID != nil {
+		q.TenantID = *tenantID
 	}
 	pool, _, err := c.open(ctx)
 	if err != nil {

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/jobs"
@@ -121,4 +124,114 @@ func TestTriageFlow(t *testing.T) {
 	code, out, _ = b.run(t, "dead-letters", "--integration", "helpdesk")
 	require.Equal(t, exitOK, code)
 	require.True(t, strings.HasPrefix(out, "dead letters of helpdesk: 0"), out)
+}
+
+// A run that finds something it cannot repair exits 1 and says why, so a script or a person
+// notices; the same scope with nothing broken exits 0.
+func TestRunNeedingAttentionExitsOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	pool, err := db.Open(ctx, b.url, db.Options{})
+	require.NoError(t, err)
+	defer pool.Close()
+	// A delivery, stored unmatched, for a Stripe customer no tenant is linked to.
+	sub := stripemock.Fixture(t, "subscription")
+	sub["customer"] = "cus_nobody"
+	obj, err := json.Marshal(sub)
+	require.NoError(t, err)
+	created := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	payload, err := json.Marshal(map[string]any{"id": "evt_nobody", "object": "event", "type": billing.TypeSubscriptionUpdated,
+		"api_version": billing.APIVersion, "created": created.Unix(), "data": map[string]any{"object": json.RawMessage(obj)}})
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into private.stripe_events (id, type, created, payload, outcome)
+		values ('evt_nobody', $1, $2, $3, 'unmatched')`, billing.TypeSubscriptionUpdated, created, payload)
+	require.NoError(t, err)
+
+	code, out, errOut := b.run(t, "--from", "2026-11-20", "--to", "2026-11-20", "--apply")
+	require.Equal(t, exitAttention, code, errOut)
+	require.Contains(t, out, "stripe_event FAILED 1: matches no tenant yet")
+	require.Contains(t, out, "ATTENTION")
+
+	code, out, errOut = b.run(t, "--from", "2026-11-21", "--to", "2026-11-22", "--apply")
+	require.Equal(t, exitOK, code, errOut+out)
+}
+
+// setupDeadCRM adds a dead-lettered CRM push for each tenant.
+func setupDeadCRM(t *testing.T, b bundle, tenants ...uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := db.Open(ctx, b.url, db.Options{})
+	require.NoError(t, err)
+	defer pool.Close()
+	ins, err := jobs.NewInserter(pool)
+	require.NoError(t, err)
+	for i, tenant := range tenants {
+		require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error {
+			return ins.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_dead_%d", i))
+		}))
+	}
+	_, err = pool.Exec(ctx, `update private.river_job set state = 'discarded', finalized_at = now(),
+		errors = array[jsonb_build_object('at', now(), 'attempt', 8, 'error', 'HubSpot answered 401')]
+		where kind = 'crm_sync'`)
+	require.NoError(t, err)
+}
+
+// Requeue after a fix puts back exactly what was asked: one tenant's dead letters of one
+// integration, or all of an integration's; the other integration's stay dead.
+func TestRequeueScopes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name      string
+		args      func(b bundle, other uuid.UUID) []string
+		requeued  string
+		remaining map[string]int // dead letters left per integration
+	}{
+		{
+			name: "one tenant's",
+			args: func(b bundle, _ uuid.UUID) []string {
+				return []string{"--integration", "crm", "--tenant", b.tenant.String()}
+			},
+			requeued:  "requeued 1 job(s)\n",
+			remaining: map[string]int{"crm": 1, "helpdesk": 1},
+		},
+		{
+			name:      "all of an integration's",
+			args:      func(bundle, uuid.UUID) []string { return []string{"--integration", "crm", "--all"} },
+			requeued:  "requeued 2 job(s)\n",
+			remaining: map[string]int{"crm": 0, "helpdesk": 1},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			other := uuid.New()
+			func() {
+				pool, err := db.Open(context.Background(), b.url, db.Options{})
+				require.NoError(t, err)
+				defer pool.Close()
+				_, err = pool.Exec(context.Background(), `insert into public.tenants (id, name) values ($1, 'Globex')`, other)
+				require.NoError(t, err)
+			}()
+			setupDeadCRM(t, b, b.tenant, other)
+
+			code, out, errOut := b.run(t, append([]string{"requeue"}, tc.args(b, other)...)...)
+			require.Equal(t, exitOK, code, errOut)
+			require.Equal(t, tc.requeued, out)
+			for integration, want := range tc.remaining {
+				code, out, errOut := b.run(t, "dead-letters", "--integration", integration, "--json")
+				require.Equal(t, exitOK, code, errOut)
+				var letters []jobs.DeadLetter
+				require.NoError(t, json.Unmarshal([]byte(out), &letters))
+				require.Len(t, letters, want, integration)
+				for _, d := range letters {
+					if integration == "crm" {
+						require.Equal(t, other, d.TenantID, "the other tenant's dead letter stays")
+						require.Equal(t, "HubSpot answered 401", d.LastError)
+					}
+				}
+			}
+		})
+	}
 }

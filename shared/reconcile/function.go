@@ -89,11 +89,11 @@ func NewBillingApplier(p Processor) *BillingApplier {
 func (a *BillingApplier) Ingest(ctx context.Context, payload []byte) (Applied, error) {
 	ev, err := billing.ParseEvent(payload)
 	if err != nil {
-		return Applied{}, fmt.Errorf("ingest: %w", err)
+		return Applied{}, fmt.Errorf("parse listed event: %w", err)
 	}
 	res, err := a.p.Process(ctx, ev)
 	if err != nil {
-		return Applied{}, fmt.Errorf("ingest %s: %w", ev.ID, err)
+		return Applied{}, err // billing's error names the event; the report adds what failed
 	}
 	return applied(res), nil
 }
@@ -103,18 +103,14 @@ func (a *BillingApplier) Ingest(ctx context.Context, payload []byte) (Applied, e
 func (a *BillingApplier) ApplyStored(ctx context.Context, eventID string) (Applied, error) {
 	res, err := a.p.ApplyStored(ctx, eventID)
 	if err != nil {
-		return Applied{}, fmt.Errorf("apply %s: %w", eventID, err)
+		return Applied{}, err // billing's error names the event; the report adds what failed
 	}
 	return applied(res), nil
 }
 
 // ResolveTenant is the webhook's tenant resolution, reading only.
 func (a *BillingApplier) ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID, error) {
-	id, err := billing.ResolveTenant(ctx, q, payload)
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("resolve tenant: %w", err)
-	}
-	return id, nil
+	return billing.ResolveTenant(ctx, q, payload)
 }
 
 func applied(res billing.Result) Applied {

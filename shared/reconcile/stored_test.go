@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -208,4 +211,84 @@ func TestRunRepairsStoredEventsThroughTheWebhookPath(t *testing.T) {
 	require.Zero(t, count(again, reconcile.KindStripeEvent).Found, "%+v", again.Items)
 	require.Zero(t, again.Total().Enqueued)
 	require.Equal(t, 3, b.allJobs(t))
+}
+
+// Two --apply runs started at once (an operator and a colleague, or a retried Lambda invoke)
+// while Stripe redelivers the same stored events: every event is applied by exactly one of
+// them (the other sees it done), each gets one CRM push, and the projection ends on the
+// newest event.
+func TestConcurrentRunsAndRedeliveriesApplyEachStoredEventOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tenant := b.tenant(t, "Twice Co")
+	suffix := uuid.NewString()[:8]
+	customer := "cus_twice_" + suffix
+	start := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Second)
+	statuses := []string{"incomplete", "trialing", "active", "past_due", "active", "canceled"}
+	payloads := make([][]byte, len(statuses))
+	for i, st := range statuses {
+		id := fmt.Sprintf("evt_twice_%d_%s", i, suffix)
+		at := start.Add(time.Duration(i) * time.Minute)
+		payloads[i] = subscriptionEvent(t, id, billing.TypeSubscriptionUpdated, at, customer, st, nil)
+		if i%2 == 0 { // stored by a delivery whose work was lost before it applied
+			_, err := b.pool.Exec(ctx, `insert into private.stripe_events (id, type, api_version, created, payload, outcome)
+				values ($1, $2, $3, $4, $5::jsonb, 'processed')`, id, billing.TypeSubscriptionUpdated, billing.APIVersion, at, string(payloads[i]))
+			require.NoError(t, err)
+			continue
+		}
+		ev, err := billing.ParseEvent(payloads[i]) // delivered while the customer was nobody's
+		require.NoError(t, err)
+		res, err := b.proc.Process(ctx, ev)
+		require.NoError(t, err)
+		require.Equal(t, billing.OutcomeUnmatched, res.Outcome)
+	}
+	_, err := b.pool.Exec(ctx, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, customer, tenant)
+	require.NoError(t, err)
+
+	const secret = "whsec_concurrent_runs"
+	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{secret}})
+	require.NoError(t, err)
+	webhook := billing.NewWebhookHandler(v, b.proc, billing.WebhookOptions{})
+	o := reconcile.Options{Scope: reconcile.Scope{TenantID: tenant}, Apply: true}
+	reports := make([]*reconcile.Report, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range reports {
+		wg.Go(func() { reports[i], errs[i] = b.rec.Run(ctx, o) })
+	}
+	wg.Go(func() {
+		for _, p := range payloads {
+			req := httptest.NewRequest(http.MethodPost, "/v1/webhooks/stripe", bytes.NewReader(p))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Stripe-Signature", billing.SignedTestEvent(secret, p, time.Now()))
+			rr := httptest.NewRecorder()
+			webhook.ServeHTTP(rr, req)
+			if rr.Code != http.StatusOK {
+				t.Errorf("redelivery: %d %s", rr.Code, rr.Body)
+			}
+		}
+	})
+	wg.Wait()
+
+	applied := 0
+	for i, rep := range reports {
+		require.NoError(t, errs[i])
+		require.False(t, rep.NeedsAttention(), "%+v", rep.Items)
+		for _, it := range rep.Items {
+			if it.Kind == reconcile.KindStripeEvent && it.Result == reconcile.ResultDone {
+				applied++
+			}
+		}
+	}
+	require.Equal(t, len(statuses), applied, "each stored event applied by exactly one run")
+	var stored, done int
+	require.NoError(t, b.pool.QueryRow(ctx, `select count(*), count(applied_at) from private.stripe_events
+		where tenant_id = $1 and outcome = 'processed'`, tenant).Scan(&stored, &done))
+	require.Equal(t, len(statuses), stored, "every event now the tenant's")
+	require.Equal(t, len(statuses), done)
+	require.Equal(t, len(statuses), b.allJobs(t), "one CRM push per event, none from the push pass")
+	acct, err := billing.LoadAccount(ctx, b.pool, tenant)
+	require.NoError(t, err)
+	require.Equal(t, "canceled", acct.Status, "the newest event wins whoever applied it")
 }
