@@ -2,10 +2,10 @@
 // puts the file to directly (so file bytes never pass through a Lambda), and short-lived
 // download URLs the helpdesk worker links from the Zendesk ticket.
 //
-// It wraps supabase-go's Storage client (github.com/supabase-community/storage-go, the client
-// supabase.NewClient builds) and adds what that client lacks: a context and a bounded timeout
-// on every call, and errors that say whether Storage was unreachable (retry later) or refused
-// (the object does not exist, the key is wrong).
+// It wraps supabase-go's Storage client (the Storage field of supabase.NewClient, a
+// github.com/supabase-community/storage-go client) and adds what that client lacks: a context
+// and a bounded timeout on every call, and errors that say whether Storage was unreachable
+// (retry later) or refused (the object does not exist, the key is wrong).
 package storage
 
 import (
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	storage_go "github.com/supabase-community/storage-go"
+	"github.com/supabase-community/supabase-go"
 
 	"github.com/portal-functions/portal-functions/shared/config"
 )
@@ -125,11 +126,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	base := u.String() + "/storage/v1"
-	key := cfg.ServiceRoleKey.Reveal()
-	// The same construction supabase.NewClient uses for its Storage field.
-	sc := storage_go.NewClient(base, key, map[string]string{"apikey": key})
-	return &Client{sc: sc, base: base, bucket: cfg.Bucket, timeout: cfg.Timeout}, nil
+	sb, err := supabase.NewClient(u.String(), cfg.ServiceRoleKey.Reveal(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: supabase client: %w", ErrMissingConfig, err)
+	}
+	return &Client{sc: sb.Storage, base: u.String() + supabase.STORGAGE_URL, bucket: cfg.Bucket, timeout: cfg.Timeout}, nil
 }
 
 // SignUpload asks Storage for a signed upload URL for objectPath (POST

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -144,4 +145,27 @@ func TestNewNamesMissingConfig(t *testing.T) {
 	_, err := storage.New(storage.Config{})
 	require.ErrorIs(t, err, storage.ErrMissingConfig)
 	require.ErrorContains(t, err, "SupabaseURL, ServiceRoleKey, Bucket")
+}
+
+// Supabase's API gateway wants the key twice: as apikey and as the Bearer token. supabase-go's
+// client sends both; the object path is escaped segment by segment.
+func TestSigningCallsCarryTheKeysSupabaseExpects(t *testing.T) {
+	t.Parallel()
+	var got *http.Request
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(context.Background())
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"url":"/object/upload/sign/b/t/k/a%20b.png?token=tok"}`)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := storage.New(storage.Config{SupabaseURL: srv.URL + "/", ServiceRoleKey: "service-key", Bucket: "b"})
+	require.NoError(t, err)
+
+	u, _, err := c.SignUpload(context.Background(), "t/k/a b.png")
+	require.NoError(t, err)
+	require.Equal(t, srv.URL+"/storage/v1/object/upload/sign/b/t/k/a%20b.png?token=tok", u)
+	require.Equal(t, http.MethodPost, got.Method)
+	require.Equal(t, "/storage/v1/object/upload/sign/b/t/k/a%20b.png", got.URL.EscapedPath())
+	require.Equal(t, "Bearer service-key", got.Header.Get("Authorization"))
+	require.Equal(t, "service-key", got.Header.Get("apikey"))
 }
