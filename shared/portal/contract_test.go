@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -187,5 +189,69 @@ func TestRequestSchemasAgreeWithTheHandler(t *testing.T) {
 				Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc}})
 			require.Equal(t, tc.valid, err == nil, "%v", err)
 		})
+	}
+}
+
+// The ticket's validate tags (the rules the handler applies) and openapi.yaml's TicketRequest
+// say the same limits and allow-lists, field by field, so neither can change alone.
+func TestTicketRulesMatchTheDocument(t *testing.T) {
+	t.Parallel()
+	doc, err := openapi3.NewLoader().LoadFromFile("../../openapi.yaml")
+	require.NoError(t, err)
+	schemas := doc.Components.Schemas
+	for _, tc := range []struct {
+		name   string
+		typ    reflect.Type
+		schema *openapi3.Schema
+	}{
+		{name: "TicketRequest", typ: reflect.TypeFor[ticket.CreateRequest](), schema: schemas["TicketRequest"].Value},
+		{name: "AttachmentRequest", typ: reflect.TypeFor[ticket.AttachmentRequest](), schema: schemas["AttachmentRequest"].Value},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			require.Len(t, tc.schema.Properties, tc.typ.NumField(), "the same fields")
+			for i := range tc.typ.NumField() {
+				f := tc.typ.Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				ref, ok := tc.schema.Properties[name]
+				require.True(t, ok, "%s is documented", name)
+				p := ref.Value
+				for _, rule := range strings.Split(f.Tag.Get("validate"), ",") {
+					key, val, _ := strings.Cut(rule, "=")
+					switch key {
+					case "required":
+						require.Contains(t, tc.schema.Required, name)
+					case "oneof":
+						var enum []string
+						for _, v := range p.Enum {
+							enum = append(enum, v.(string))
+						}
+						require.Equal(t, strings.Fields(val), enum, "%s allow-list", name)
+					case "max", "min":
+						n, err := strconv.ParseUint(val, 10, 64)
+						require.NoError(t, err)
+						require.Equal(t, n, documentedBound(p, key), "%s %s", name, key)
+					}
+				}
+			}
+		})
+	}
+}
+
+// documentedBound is the JSON Schema bound matching a validator min/max on p's type.
+func documentedBound(p *openapi3.Schema, key string) uint64 {
+	switch {
+	case p.Type.Is("string") && key == "max":
+		return *p.MaxLength
+	case p.Type.Is("string"):
+		return p.MinLength
+	case p.Type.Is("array") && key == "max":
+		return *p.MaxItems
+	case p.Type.Is("array"):
+		return p.MinItems
+	case key == "max":
+		return uint64(*p.Max)
+	default:
+		return uint64(*p.Min)
 	}
 }

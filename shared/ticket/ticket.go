@@ -24,30 +24,11 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Limits of a ticket, as the database's check constraints also say.
-const (
-	MaxSubjectRunes  = 200
-	MaxBodyRunes     = 20000
-	MaxAttachments   = 5
-	MaxAttachmentLen = 10 << 20 // 10 MiB
-	maxSafeNameLen   = 100
-)
+// maxSafeNameLen bounds the file name part of an object path.
+const maxSafeNameLen = 100
 
-// Statuses of a ticket's helpdesk copy.
-const (
-	StatusPendingSync = "pending_sync"
-	StatusSynced      = "synced"
-	StatusFailed      = "failed"
-)
-
-// AllowedContentTypes are the attachment types support can open safely; keep in step with the
-// validate tag of AttachmentRequest.ContentType and openapi.yaml.
-var AllowedContentTypes = []string{
-	"image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
-	"text/csv", "application/zip", "application/json",
-	"application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-	"application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
+// StatusPendingSync is a new ticket's status until the helpdesk worker has delivered it.
+const StatusPendingSync = "pending_sync"
 
 // Errors of this package.
 var (
@@ -66,7 +47,9 @@ type UploadSigner interface {
 	SignUpload(ctx context.Context, objectPath string) (url string, expiresAt time.Time, err error)
 }
 
-// CreateRequest is the body of POST /v1/tickets. Unknown fields are rejected.
+// CreateRequest is the body of POST /v1/tickets. Unknown fields are rejected. The limits and
+// allow-lists in the validate tags are the rules; the database's check constraints and
+// openapi.yaml say the same (portal's contract test compares the tags with the document).
 type CreateRequest struct {
 	Subject     string              `json:"subject" validate:"required,max=200"`
 	Body        string              `json:"body" validate:"required,max=20000"`
@@ -75,7 +58,8 @@ type CreateRequest struct {
 	Attachments []AttachmentRequest `json:"attachments" validate:"max=5,dive"`
 }
 
-// AttachmentRequest describes one file the user will upload after the ticket exists.
+// AttachmentRequest describes one file the user will upload after the ticket exists: at most
+// 10 MiB, of a content type support can open safely.
 type AttachmentRequest struct {
 	Name        string `json:"name" validate:"required,max=255"`
 	Size        int64  `json:"size" validate:"required,min=1,max=10485760"`
