@@ -1,11 +1,13 @@
 // Package validation turns a request body into a typed, checked value or into a problem a
 // portal can show: strict JSON decoding (application/json only, one value, no unknown fields,
-// valid UTF-8, within the body limit), then go-playground/validator/v10 rules on the struct,
-// reported per field by JSON name with a message a person can read.
+// every key once and spelled exactly as declared, valid UTF-8, within the body limit), then
+// go-playground/validator/v10 rules on the struct, reported per field by JSON name with a
+// message a person can read.
 //
 // Status codes follow the contract in DESIGN.md section 8: 415 not JSON, 413 too large, 400
-// malformed JSON (including unknown fields and trailing data: a client bug, not user input),
-// 422 when the JSON is well formed but a field has the wrong type or breaks a rule.
+// malformed JSON (including unknown fields, repeated keys, keys in the wrong case and trailing
+// data: a client bug, not user input), 422 when the JSON is well formed but a field has the
+// wrong type or breaks a rule.
 package validation
 
 import (
@@ -34,6 +36,8 @@ const maxEcho = 64
 // process (New) or use the package-level DecodeJSON and Struct, which share a lazily built one.
 type Validator struct {
 	v *validator.Validate
+	// shapes caches, per destination type, the JSON names the key check holds keys to.
+	shapes sync.Map // reflect.Type -> *shape
 }
 
 // New builds a Validator whose field errors name fields by their JSON names.
@@ -107,6 +111,9 @@ func (v *Validator) decode(body []byte, dst any) error {
 	if rest := bytes.TrimSpace(body[dec.InputOffset():]); len(rest) > 0 {
 		return problem.BadRequest(fmt.Sprintf(
 			"the request body must hold exactly one JSON value; unexpected data at byte %d", len(body)-len(rest)))
+	}
+	if kerr := checkKeys(body, v.shapeOf(reflect.TypeOf(dst))); kerr != nil {
+		return problem.BadRequest(kerr.detail())
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package validation_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -124,6 +125,123 @@ func TestDecodeJSONAnswersEachFailureWithItsStatus(t *testing.T) {
 				require.Contains(t, p.Detail, tc.wantDetail)
 			}
 			require.Less(t, len(p.Detail), 200, "the detail never echoes large input")
+		})
+	}
+}
+
+// TestDecodeJSONRefusesRepeatedAndMiscasedKeys closes encoding/json's parser differential: it
+// would take {"Subject": ...} as subject and let the last of two equal keys win, so a proxy or
+// log that reads the body differently would see another request than the one we run.
+func TestDecodeJSONRefusesRepeatedAndMiscasedKeys(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	const rest = `"body":"b","category":"other"`
+	cases := []struct {
+		name       string
+		body       string
+		wantDetail string // "" means accepted
+	}{
+		{name: "repeated key", body: `{"subject":"a","subject":"b",` + rest + `}`,
+			wantDetail: `duplicate key "subject"`},
+		{name: "key in another case", body: `{"Subject":"a",` + rest + `}`,
+			wantDetail: `key "Subject" must be spelled "subject"`},
+		{name: "all capitals after the exact key", body: `{"subject":"a","SUBJECT":"b",` + rest + `}`,
+			wantDetail: `key "SUBJECT" must be spelled "subject"`},
+		{name: "escaped key in another case", body: `{"\u0053ubject":"a",` + rest + `}`,
+			wantDetail: `key "Subject" must be spelled "subject"`},
+		{name: "escaped repeat of a key", body: `{"subject":"a","\u0073ubject":"b",` + rest + `}`,
+			wantDetail: `duplicate key "subject"`},
+		{name: "long s folds to s", body: `{"subject":"a",` + rest + `,"attachments":[{"name":"n","\u017Fize":1}]}`,
+			wantDetail: `key "ſize" must be spelled "size" (keys are case-sensitive) in attachments[0]`},
+		{name: "repeated key inside a slice of structs", body: `{"subject":"a",` + rest + `,"attachments":[{"name":"a","size":1},{"name":"b","size":1,"size":2}]}`,
+			wantDetail: `duplicate key "size" in attachments[1]`},
+		{name: "key in another case inside a slice of structs", body: `{"subject":"a",` + rest + `,"attachments":[{"Name":"a","size":1}]}`,
+			wantDetail: `key "Name" must be spelled "name" (keys are case-sensitive) in attachments[0]`},
+		{name: "the same key in sibling objects is fine", body: `{"subject":"a",` + rest + `,"attachments":[{"name":"a","size":1},{"name":"b","size":2}]}`},
+		{name: "key-like text inside strings is data", body: `{"subject":"{\"subject\":1,\"Subject\":2}","body":"a \\\" \"b\"","category":"other"}`},
+		{name: "keys in any order with whitespace", body: "{ \"category\" : \"other\" ,\n\t\"body\":\"b\", \"tags\" : [ \"aa\" , \"bb\" ] ,\"subject\":\"a\" }"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			status, p := b.post(t, "application/json", tc.body)
+			if tc.wantDetail == "" {
+				require.Equal(t, http.StatusOK, status, p.Detail)
+				return
+			}
+			require.Equal(t, http.StatusBadRequest, status)
+			require.Equal(t, problem.TypeMalformed, p.Type)
+			require.Contains(t, p.Detail, tc.wantDetail)
+		})
+	}
+}
+
+// node holds every kind of value the key check walks: promoted fields of an embedded struct,
+// a map, a value that decodes itself, an interface, a pointer and a recursive slice.
+type node struct {
+	base
+	Kind     string          `json:"kind"`
+	Meta     map[string]any  `json:"meta"`
+	Raw      json.RawMessage `json:"raw"`
+	Any      any             `json:"any"`
+	Ptr      *base           `json:"ptr"`
+	Children []node          `json:"children"`
+}
+
+type base struct {
+	ID   string `json:"id"`
+	Note string // no tag: its JSON name is its Go name
+}
+
+func TestDecodeJSONChecksKeysInEveryKindOfValue(t *testing.T) {
+	t.Parallel()
+	v := validation.New()
+	manyKeys := func(dup bool) string {
+		var sb strings.Builder
+		for i := range 40 {
+			fmt.Fprintf(&sb, `"k%d":%d,`, i, i)
+		}
+		if dup {
+			sb.WriteString(`"k7":0,`)
+		}
+		sb.WriteString(`"last":0`)
+		return `{"meta":{` + sb.String() + `}}`
+	}
+
+	cases := []struct {
+		name       string
+		body       string
+		wantDetail string // "" means accepted
+	}{
+		{name: "every kind, exact keys",
+			body: `{"id":"1","Note":"n","kind":"k","meta":{"A":1,"a":2},"raw":{"x":1,"X":2},"any":{"k":[{"a":1}]},"ptr":{"id":"3"},"children":[{"kind":"c","children":[{"id":"2"}]}]}`},
+		{name: "promoted field in another case", body: `{"ID":"1"}`, wantDetail: `key "ID" must be spelled "id"`},
+		{name: "untagged field by its JSON name only", body: `{"note":"n"}`, wantDetail: `key "note" must be spelled "Note"`},
+		{name: "repeat inside a map", body: `{"meta":{"a":1,"b":{"c":1,"c":2}}}`, wantDetail: `duplicate key "c" in meta.b`},
+		{name: "repeat inside a value that decodes itself", body: `{"raw":{"x":1,"x":2}}`, wantDetail: `duplicate key "x" in raw`},
+		{name: "repeat deep inside an interface", body: `{"any":{"k":[1,{"a":1,"a":1}]}}`, wantDetail: `duplicate key "a" in any.k[1]`},
+		{name: "another case behind a pointer", body: `{"ptr":{"Id":"3"}}`, wantDetail: `key "Id" must be spelled "id" (keys are case-sensitive) in ptr`},
+		{name: "another case in a recursive type", body: `{"children":[{"children":[{"kind":"a"},{"KIND":"b"}]}]}`,
+			wantDetail: `key "KIND" must be spelled "kind" (keys are case-sensitive) in children[0].children[1]`},
+		{name: "a large map with distinct keys", body: manyKeys(false)},
+		{name: "a large map with a repeat", body: manyKeys(true), wantDetail: `duplicate key "k7" in meta`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			var dst node
+			err := v.DecodeJSON(req, &dst)
+			if tc.wantDetail == "" {
+				require.NoError(t, err)
+				return
+			}
+			var p *problem.Problem
+			require.ErrorAs(t, err, &p)
+			require.Equal(t, http.StatusBadRequest, p.Status)
+			require.Contains(t, p.Detail, tc.wantDetail)
 		})
 	}
 }
