@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -269,4 +271,52 @@ func TestEveryPublicTableHasRowLevelSecurity(t *testing.T) {
 	open, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Empty(t, open, "the Data API exposes public: every table needs row level security")
+}
+
+// TestTenantPoliciesFollowSupabasesRLSPerformanceAdvice holds every policy to Supabase's RLS
+// performance guide: auth.uid() and the tenant lookup wrapped in a select, so Postgres runs
+// them once per statement (an initPlan) instead of once per row, and every table that holds
+// tenant data indexed on its tenant column, so the policy's filter is an index scan.
+func TestTenantPoliciesFollowSupabasesRLSPerformanceAdvice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+
+	rows, err := b.pool.Query(ctx, `
+		select format('%I.%I %s', schemaname, tablename, policyname),
+		       coalesce(qual, '') || ' ' || coalesce(with_check, '')
+		from pg_policies where schemaname in ('public', 'private')`)
+	require.NoError(t, err)
+	type policy struct{ name, expr string }
+	policies, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (policy, error) {
+		var p policy
+		return p, row.Scan(&p.name, &p.expr)
+	})
+	require.NoError(t, err)
+	require.NotEmpty(t, policies)
+	call := regexp.MustCompile(`(auth\.(uid|jwt|role)|private\.current_tenant_ids)\(\)`)
+	for _, p := range policies {
+		for _, at := range call.FindAllStringIndex(p.expr, -1) {
+			require.True(t, strings.HasSuffix(p.expr[:at[0]], "( SELECT "),
+				"policy %s calls %s per row; wrap it: (select %[2]s)", p.name, p.expr[at[0]:at[1]])
+		}
+	}
+
+	led := func(rel, column string) bool {
+		var ok bool
+		require.NoError(t, b.pool.QueryRow(ctx, `
+			select exists (
+				select 1 from pg_index i
+				join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+				where i.indrelid = $1::regclass and a.attname = $2)`, rel, column).Scan(&ok))
+		return ok
+	}
+	for _, r := range tenantRelations(t, b.pool) {
+		if r.kind == "v" {
+			continue // a view reads its tables' indexes
+		}
+		require.True(t, led(r.ident(), r.column), "%s has no index that starts with %s", r.ident(), r.column)
+	}
+	// private.current_tenant_ids() finds the caller's memberships by user.
+	require.True(t, led("public.memberships", "user_id"), "public.memberships has no index that starts with user_id")
 }
