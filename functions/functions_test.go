@@ -221,7 +221,7 @@ func localEnv(t *testing.T, b bundle, f sam.Function) map[string]string {
 // supabaseStandin runs the local Supabase stand-in on a test port and returns its URL.
 func supabaseStandin(t *testing.T, serviceKey string) string {
 	t.Helper()
-	srv := httptest.NewServer(demo.Supabase(serviceKey))
+	srv := httptest.NewServer(demo.NewSupabase(serviceKey))
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -113,17 +113,14 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	return s, nil
 }
 
-// lookupFor is a function's environment: the process environment first, then the local
-// stand-ins' addresses, then env.json's values for that function; a provider with real
+// lookupFor is a function's environment: the process environment first, then env.json's
+// values for that function (which point at the local stand-ins); a provider with real
 // credentials in the process environment keeps its own settings.
 func (s *server) lookupFor(f sam.Function) func(string) (string, bool) {
 	local := s.envs.For(f)
 	local["DATABASE_URL"] = s.dbURL
 	return func(name string) (string, bool) {
 		if v, ok := os.LookupEnv(name); ok && v != "" {
-			return v, true
-		}
-		if v, ok := s.stands.overrides[name]; ok {
 			return v, true
 		}
 		if s.stands.real[name] {
@@ -278,8 +275,8 @@ func (s *server) printWelcome(base string) {
 		fmt.Fprintf(w, "    %-28s -> %s\n", r.Pattern(), r.Function)
 	}
 	fmt.Fprintln(w, "  providers:")
-	for _, p := range s.stands.listProviders() {
-		fmt.Fprintf(w, "    %-9s %s\n", p.name, p.describe())
+	for _, p := range s.stands.providers {
+		fmt.Fprintf(w, "    %-9s %s\n", p.Name, describe(p))
 	}
 	fmt.Fprintf(w, "\nTry it (the token is the demo owner's, valid 12 h):\n\n")
 	fmt.Fprintf(w, "  export TOKEN=%s\n", token)

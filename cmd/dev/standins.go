@@ -13,11 +13,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
+	"github.com/portal-functions/portal-functions/shared/providerfake"
 	"github.com/portal-functions/portal-functions/shared/sam"
 	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
 )
@@ -30,134 +30,172 @@ const (
 	supabaseAddr = "127.0.0.1:54321"
 )
 
-// Modes a stand-in can be switched to.
-const (
-	modeUp          = "up"
-	modeDown        = "down"
-	modeRateLimited = "rate-limited"
-)
+// controlPrefix is where the stand-ins are listed and switched (providerfake.Control).
+const controlPrefix = "/_dev/providers"
 
-// ErrUnknownProvider and ErrUnknownMode answer a bad control request.
-var (
-	ErrUnknownProvider = errors.New("unknown provider")
-	ErrUnknownMode     = errors.New("unknown mode (up, down, rate-limited)")
-)
+// standinServer is a provider's local stand-in: what serves it and the switch that turns it down,
+// rate-limited or up again.
+type standinServer interface {
+	http.Handler
+	providerfake.Switchable
+	Close()
+}
 
-// provider is one external service and how the dev server reaches it.
-type provider struct {
+// providerDef is one external service and how the dev server reaches it.
+type providerDef struct {
 	name string
 	// credential is the variable whose presence in the process environment means "use the
-	// real service"; vars are all of the provider's variables (hidden from env.json then).
+	// real service"; vars are all of the provider's variables (env.json's local values of
+	// them do not apply then).
 	credential string
 	vars       []string
 	addr       string
-
-	mu      sync.Mutex
-	mode    string
-	standin bool
-	note    string
-	setMode func(mode string) error
-	srv     *http.Server
+	start      func() (standinServer, error)
 }
 
-func (p *provider) describe() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.standin {
-		return p.note
-	}
-	return fmt.Sprintf("local stand-in on http://%s (%s)", p.addr, p.mode)
-}
-
-// standins runs the providers' local stand-ins and the control endpoint.
+// standins runs the providers' local stand-ins and serves the control endpoint.
 type standins struct {
-	logger    *slog.Logger
-	providers []*provider
-	// overrides are variables the stand-ins set; real marks variables of providers that use
-	// their real service (env.json's local values must not apply to them).
-	overrides map[string]string
-	real      map[string]bool
-	stripe    *exec.Cmd
-	mux       *http.ServeMux
+	providers []providerfake.Provider
+	// real marks variables of providers that use their real service.
+	real    map[string]bool
+	hub     *hubspotfake.Server
+	servers []*http.Server
+	running []standinServer
+	stripe  *exec.Cmd
+	handler http.Handler
 }
 
 func startStandins(ctx context.Context, root string, logger *slog.Logger, envs sam.EnvFile) (*standins, error) {
-	s := &standins{logger: logger, overrides: map[string]string{}, real: map[string]bool{}, mux: http.NewServeMux()}
+	s := &standins{real: map[string]bool{}}
 	local := func(fn, name string) string { return envs[fn][name] }
-
-	hub := hubspotfake.New()
-	hub.SetAccessToken(local("CrmPushFunction", "HUBSPOT_ACCESS_TOKEN"))
-	zd := zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN"))
-
-	type def struct {
-		p       *provider
-		handler func() (http.Handler, error)
-	}
-	defs := []def{
-		{&provider{name: "stripe", credential: "STRIPE_API_KEY", vars: []string{"STRIPE_API_KEY", "STRIPE_API_BASE"}, addr: stripeAddr},
-			func() (http.Handler, error) { return s.stripeMock(ctx, root) }},
-		{&provider{name: "hubspot", credential: "HUBSPOT_ACCESS_TOKEN", vars: []string{"HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL"}, addr: hubspotAddr,
-			setMode: func(m string) error {
-				mode, err := hubspotfake.ParseMode(m)
-				if err == nil {
-					hub.SetMode(mode)
-				}
-				return err
+	defs := []providerDef{
+		{name: "stripe", credential: "STRIPE_API_KEY", vars: []string{"STRIPE_API_KEY", "STRIPE_API_BASE"}, addr: stripeAddr,
+			start: func() (standinServer, error) { return s.stripeMock(ctx, root) }},
+		{name: "hubspot", credential: "HUBSPOT_ACCESS_TOKEN", vars: []string{"HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL"}, addr: hubspotAddr,
+			start: func() (standinServer, error) {
+				s.hub = hubspotfake.New()
+				s.hub.SetAccessToken(local("CrmPushFunction", "HUBSPOT_ACCESS_TOKEN"))
+				return s.hub, nil
 			}},
-			func() (http.Handler, error) { return hub, nil }},
-		{&provider{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, addr: zendeskAddr,
-			setMode: func(m string) error {
-				mode, err := zendeskfake.ParseMode(m)
-				if err == nil {
-					zd.SetMode(mode)
-				}
-				return err
+		{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, addr: zendeskAddr,
+			start: func() (standinServer, error) {
+				return zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN")), nil
 			}},
-			func() (http.Handler, error) { return zd, nil }},
-		{&provider{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, addr: supabaseAddr},
-			func() (http.Handler, error) {
-				return demo.Supabase(local("TicketCreateFunction", "SUPABASE_SERVICE_ROLE_KEY")), nil
+		{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, addr: supabaseAddr,
+			start: func() (standinServer, error) {
+				return demo.NewSupabase(local("TicketCreateFunction", "SUPABASE_SERVICE_ROLE_KEY")), nil
 			}},
 	}
 	for _, d := range defs {
-		p := d.p
-		p.mode = modeUp
-		s.providers = append(s.providers, p)
-		if v := os.Getenv(p.credential); v != "" {
-			p.note = "the real service (" + p.credential + " is set)"
-			for _, name := range p.vars {
+		p := providerfake.Provider{Name: d.name, URL: "http://" + d.addr}
+		if v := os.Getenv(d.credential); v != "" {
+			p.Note = "the real service (" + d.credential + " is set)"
+			for _, name := range d.vars {
 				s.real[name] = true
 			}
+			s.providers = append(s.providers, p)
 			continue
 		}
-		l, err := net.Listen("tcp", p.addr)
+		l, err := net.Listen("tcp", d.addr)
 		if err != nil {
-			p.note = fmt.Sprintf("something already listens on %s; using it", p.addr)
-			logger.Warn("stand-in port busy; using what listens there", "provider", p.name, "addr", p.addr)
+			p.Note = fmt.Sprintf("something already listens on %s; using it", d.addr)
+			logger.Warn("stand-in port busy; using what listens there", "provider", d.name, "addr", d.addr)
+			s.providers = append(s.providers, p)
 			continue
 		}
-		h, err := d.handler()
+		h, err := d.start()
 		if err != nil {
 			_ = l.Close()
 			s.Close()
-			return nil, fmt.Errorf("start the %s stand-in: %w", p.name, err)
+			return nil, fmt.Errorf("start the %s stand-in: %w", d.name, err)
 		}
-		if p.setMode == nil {
-			sw := &switchHandler{next: h, provider: p.name}
-			p.setMode = sw.set
-			h = sw
-		}
-		p.standin = true
-		p.srv = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = p.srv.Serve(l) }()
+		p.Switch = h
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		s.servers = append(s.servers, srv)
+		s.running = append(s.running, h)
+		s.providers = append(s.providers, p)
 	}
-	s.mux.HandleFunc("GET /_dev/providers", s.list)
-	s.mux.HandleFunc("POST /_dev/providers/{name}/{mode}", s.switchMode)
+	control := logSwitches(logger, providerfake.Control(controlPrefix, s.providers...))
+	mux := http.NewServeMux()
+	mux.Handle(controlPrefix, control)
+	mux.Handle(controlPrefix+"/", control)
+	mux.HandleFunc("GET "+controlPrefix+"/hubspot/upserts", s.upserts)
+	s.handler = mux
 	return s, nil
 }
 
+func (s *standins) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// logSwitches notes every switch request in the dev server's log.
+func logSwitches(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			logger.Info("stand-in switch", "path", r.URL.Path)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Upsert is one record the HubSpot stand-in received, as GET /_dev/providers/hubspot/upserts
+// lists it: what `make load` matches to the webhook that caused it, to time the CRM push.
+type Upsert struct {
+	At         time.Time `json:"at"`
+	ObjectType string    `json:"object_type"`
+	ID         string    `json:"id"`
+}
+
+// upserts lists what the HubSpot stand-in received (404 when HubSpot is not a stand-in).
+func (s *standins) upserts(w http.ResponseWriter, _ *http.Request) {
+	if s.hub == nil {
+		http.Error(w, "hubspot is not a local stand-in here", http.StatusNotFound)
+		return
+	}
+	recorded := s.hub.Upserts()
+	out := make([]Upsert, 0, len(recorded))
+	for _, u := range recorded {
+		out = append(out, Upsert{At: u.At, ObjectType: u.ObjectType, ID: u.ID})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// describe is how the welcome text shows a provider.
+func describe(p providerfake.Provider) string {
+	if p.Switch == nil {
+		return p.Note
+	}
+	return fmt.Sprintf("local stand-in on %s (%s)", p.URL, p.Switch.Mode())
+}
+
+// stripeFront fronts stripe-mock (which has no modes) and answers as Stripe's API does when
+// switched down or rate-limited.
+type stripeFront struct {
+	providerfake.Switch
+	next http.Handler
+}
+
+func (f *stripeFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	mode, ok := f.Enter(r)
+	if !ok {
+		return
+	}
+	switch mode {
+	case providerfake.ModeDown:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"error":{"type":"api_error","message":"The Stripe API is temporarily unavailable."}}`))
+	case providerfake.ModeRateLimited:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write([]byte(`{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests hit the API too quickly."}}`))
+	default:
+		f.next.ServeHTTP(w, r)
+	}
+}
+
 // stripeMock starts Stripe's own mock (pinned as a Go tool) on a free port and fronts it.
-func (s *standins) stripeMock(ctx context.Context, root string) (http.Handler, error) {
+func (s *standins) stripeMock(ctx context.Context, root string) (standinServer, error) {
 	path, err := exec.CommandContext(ctx, "go", "tool", "-n", "stripe-mock").Output()
 	if err != nil {
 		return nil, fmt.Errorf("build stripe-mock (go tool -n stripe-mock): %w", err)
@@ -185,109 +223,18 @@ func (s *standins) stripeMock(ctx context.Context, root string) (http.Handler, e
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr}), nil
+	return &stripeFront{next: httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: addr})}, nil
 }
-
-// switchHandler turns a stand-in without modes of its own down (503) or rate-limited (429 with
-// Retry-After), as its provider's edge would answer.
-type switchHandler struct {
-	mu       sync.Mutex
-	mode     string
-	provider string
-	next     http.Handler
-}
-
-func (h *switchHandler) set(mode string) error {
-	switch mode {
-	case modeUp, modeDown, modeRateLimited:
-	default:
-		return ErrUnknownMode
-	}
-	h.mu.Lock()
-	h.mode = mode
-	h.mu.Unlock()
-	return nil
-}
-
-func (h *switchHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	mode := h.mode
-	h.mu.Unlock()
-	switch mode {
-	case modeDown:
-		http.Error(w, "service unavailable", http.StatusServiceUnavailable)
-	case modeRateLimited:
-		w.Header().Set("Retry-After", "2")
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusTooManyRequests)
-		if h.provider == "stripe" {
-			_, _ = w.Write([]byte(`{"error":{"type":"invalid_request_error","code":"rate_limit","message":"Too many requests hit the API too quickly."}}`))
-			return
-		}
-		_, _ = w.Write([]byte(`{"statusCode":"429","error":"Too Many Requests","message":"rate limited"}`))
-	default:
-		h.next.ServeHTTP(w, r)
-	}
-}
-
-func (s *standins) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
-
-func (s *standins) list(w http.ResponseWriter, _ *http.Request) {
-	type state struct {
-		Provider string `json:"provider"`
-		Standin  bool   `json:"standin"`
-		URL      string `json:"url,omitempty"`
-		Mode     string `json:"mode,omitempty"`
-		Note     string `json:"note,omitempty"`
-	}
-	var out []state
-	for _, p := range s.providers {
-		p.mu.Lock()
-		st := state{Provider: p.name, Standin: p.standin, Note: p.note}
-		if p.standin {
-			st.URL, st.Mode = "http://"+p.addr, p.mode
-		}
-		p.mu.Unlock()
-		out = append(out, st)
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
-}
-
-func (s *standins) switchMode(w http.ResponseWriter, r *http.Request) {
-	name, mode := r.PathValue("name"), r.PathValue("mode")
-	for _, p := range s.providers {
-		if p.name != name {
-			continue
-		}
-		if !p.standin {
-			http.Error(w, name+" is not a local stand-in here: "+p.note, http.StatusConflict)
-			return
-		}
-		if err := p.setMode(mode); err != nil {
-			http.Error(w, ErrUnknownMode.Error(), http.StatusBadRequest)
-			return
-		}
-		p.mu.Lock()
-		p.mode = mode
-		p.mu.Unlock()
-		s.logger.Info("stand-in switched", "provider", name, "mode", mode)
-		s.list(w, r)
-		return
-	}
-	http.Error(w, fmt.Sprintf("%s %q (stripe, hubspot, zendesk, supabase)", ErrUnknownProvider, name), http.StatusNotFound)
-}
-
-func (s *standins) listProviders() []*provider { return s.providers }
 
 // Close stops every stand-in and stripe-mock.
 func (s *standins) Close() {
-	for _, p := range s.providers {
-		if p.srv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = p.srv.Shutdown(ctx)
-			cancel()
-		}
+	for _, h := range s.running {
+		h.Close()
+	}
+	for _, srv := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
 	}
 	if s.stripe != nil && s.stripe.Process != nil {
 		_ = s.stripe.Process.Kill()

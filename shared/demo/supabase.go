@@ -7,15 +7,27 @@ import (
 )
 
 // Supabase serves what the functions call of a Supabase project when none runs locally:
-// Storage's signing API (storagefake, accepting serviceKey) and Auth's JWKS, empty because the
-// local project signs tokens with the HS256 secret. `make dev` serves it on SupabaseURL's
-// port; the function tests on a test port (tokens are minted for whichever issuer it is).
-func Supabase(serviceKey string) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/storage/v1/", storagefake.New(serviceKey))
-	mux.HandleFunc("GET /auth/v1/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
+// Storage's signing API (the embedded storagefake.Server, accepting the service key; its
+// switch is what `make dev` turns down or up) and Auth's JWKS, empty because the local project signs tokens with the
+// HS256 secret. `make dev` serves it on SupabaseURL's port; the function tests on a test port
+// (tokens are minted for whichever issuer it is).
+type Supabase struct {
+	*storagefake.Server
+	mux *http.ServeMux
+}
+
+var _ http.Handler = (*Supabase)(nil)
+
+// NewSupabase returns the stand-in, accepting serviceKey as Storage's service role key.
+func NewSupabase(serviceKey string) *Supabase {
+	s := &Supabase{Server: storagefake.New(serviceKey), mux: http.NewServeMux()}
+	s.mux.Handle("/storage/v1/", s.Server)
+	s.mux.HandleFunc("GET /auth/v1/.well-known/jwks.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"keys":[]}`))
 	})
-	return mux
+	return s
 }
+
+// ServeHTTP answers Storage and JWKS requests.
+func (s *Supabase) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }

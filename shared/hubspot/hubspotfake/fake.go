@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/portal-functions/portal-functions/shared/providerfake"
 )
 
 // DefaultAccessToken is the bearer token a new Server accepts (SetAccessToken changes it).
@@ -41,9 +43,6 @@ const (
 	PortalID = 1000001
 	// CompanyIDProperty is the unique company property the fake knows (our tenant id).
 	CompanyIDProperty = "portal_tenant_id"
-	// ControlPath is where the dev server (or a person with curl) reads and switches the mode:
-	// GET it, or PUT/POST "up", "down" or "rate-limited". It needs no token: local use only.
-	ControlPath = "/_fake/mode"
 )
 
 // maxRequestBytes caps a request body; 100 inputs are far smaller.
@@ -57,50 +56,17 @@ const (
 	rateLimitSecondly = 10
 )
 
-// Mode is how the fake answers every request.
-type Mode int
+// Mode is how the fake answers every request (switched through the embedded Switch).
+type Mode = providerfake.Mode
 
-// The modes a test or the dev server can switch to.
+// The modes, as providerfake defines them: down answers 503 with a non-JSON body, as an
+// unreachable HubSpot behind its edge does; rate-limited answers 429 with HubSpot's RATE_LIMIT
+// body and rate-limit headers.
 const (
-	// ModeUp serves requests normally.
-	ModeUp Mode = iota
-	// ModeDown answers 503 with a non-JSON body, as an unreachable HubSpot behind its edge does.
-	ModeDown
-	// ModeRateLimited answers 429 with HubSpot's RATE_LIMIT body and rate-limit headers.
-	ModeRateLimited
+	ModeUp          = providerfake.ModeUp
+	ModeDown        = providerfake.ModeDown
+	ModeRateLimited = providerfake.ModeRateLimited
 )
-
-// String names the mode as ParseMode reads it.
-func (m Mode) String() string {
-	switch m {
-	case ModeUp:
-		return "up"
-	case ModeDown:
-		return "down"
-	case ModeRateLimited:
-		return "rate-limited"
-	default:
-		return "Mode(" + strconv.Itoa(int(m)) + ")"
-	}
-}
-
-// ErrUnknownMode is returned by ParseMode for a name it does not know.
-var ErrUnknownMode = errors.New("hubspotfake: unknown mode")
-
-// ParseMode reads "up", "down" or "rate-limited", so the dev server can take a mode from a
-// flag or an environment variable.
-func ParseMode(s string) (Mode, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "up":
-		return ModeUp, nil
-	case "down":
-		return ModeDown, nil
-	case "rate-limited", "ratelimited", "rate_limited":
-		return ModeRateLimited, nil
-	default:
-		return 0, fmt.Errorf("parse mode %q: %w", s, ErrUnknownMode)
-	}
-}
 
 // Contact is a contact as the fake stores it.
 type Contact struct {
@@ -132,12 +98,12 @@ type RecordedUpsert struct {
 
 // Server is the fake HubSpot; it is an http.Handler.
 type Server struct {
+	// Switch holds the mode, the latency and the call count (SetMode, SetLatency, Calls).
+	providerfake.Switch
+
 	mu       sync.Mutex
 	token    string
-	mode     Mode
-	latency  time.Duration
 	failing  map[string]int // lower-cased email -> HTTP status to fail with
-	calls    int
 	upserts  []RecordedUpsert
 	stores   map[string]*store
 	nextID   int64
@@ -225,28 +191,6 @@ func (s *Server) SetAccessToken(token string) {
 	s.token = token
 }
 
-// Mode is the current mode.
-func (s *Server) Mode() Mode {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mode
-}
-
-// SetMode switches how every following request is answered.
-func (s *Server) SetMode(m Mode) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.mode = m
-}
-
-// SetLatency makes every following request wait d before it is answered (0: no wait). The
-// wait ends early if the client gives up.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
 // FailEmail makes every upsert of this contact fail with status (e.g. 400 VALIDATION_ERROR,
 // 409 CONFLICT): a per-record error in a multi-status batch, or the whole request's status
 // otherwise. Status 0 lifts it.
@@ -259,13 +203,6 @@ func (s *Server) FailEmail(email string, status int) {
 		return
 	}
 	s.failing[key] = status
-}
-
-// Calls is how many API requests arrived (every status, control requests excluded).
-func (s *Server) Calls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
 }
 
 // Upserts returns every upsert input received by an authenticated request in ModeUp, in
@@ -305,32 +242,18 @@ func (s *Server) Company(tenantID string) (Company, bool) {
 	return Company{ID: o.id, TenantID: o.key, Properties: maps.Clone(o.properties), CreatedAt: o.createdAt, UpdatedAt: o.updatedAt}, true
 }
 
-// ServeHTTP answers HubSpot's batch upsert endpoints and the control path.
+// ServeHTTP answers HubSpot's batch upsert endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == ControlPath {
-		s.serveControl(w, r)
-		return
-	}
-	s.mu.Lock()
-	s.calls++
-	latency, mode := s.latency, s.mode
-	s.mu.Unlock()
-
-	// Read the whole body first: only then does net/http watch the connection, so the wait
-	// below ends as soon as the client hangs up.
+	// Read the whole body first: only then does net/http watch the connection, so the
+	// latency wait ends as soon as the client hangs up.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	if err != nil {
 		s.writeError(w, http.StatusRequestEntityTooLarge, "VALIDATION_ERROR", "read request body: "+err.Error())
 		return
 	}
-	if latency > 0 {
-		timer := time.NewTimer(latency)
-		select {
-		case <-timer.C:
-		case <-r.Context().Done():
-			timer.Stop()
-			return
-		}
+	mode, ok := s.Enter(r)
+	if !ok {
+		return
 	}
 	if mode == ModeDown {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -670,33 +593,9 @@ func (s *Server) setRateLimitHeadersLocked(h http.Header, remaining int) {
 	h.Set("X-HubSpot-RateLimit-Remaining", strconv.Itoa(remaining))
 	h.Set("X-HubSpot-RateLimit-Interval-Milliseconds", strconv.FormatInt(rateLimitInterval.Milliseconds(), 10))
 	h.Set("X-HubSpot-RateLimit-Daily", strconv.Itoa(rateLimitDaily))
-	h.Set("X-HubSpot-RateLimit-Daily-Remaining", strconv.Itoa(max(rateLimitDaily-s.calls, 0)))
+	h.Set("X-HubSpot-RateLimit-Daily-Remaining", strconv.Itoa(max(rateLimitDaily-s.Calls(), 0)))
 	h.Set("X-HubSpot-RateLimit-Secondly", strconv.Itoa(rateLimitSecondly))
 	h.Set("X-HubSpot-RateLimit-Secondly-Remaining", strconv.Itoa(min(remaining, rateLimitSecondly-1)))
-}
-
-func (s *Server) serveControl(w http.ResponseWriter, r *http.Request) {
-	switch r.Method {
-	case http.MethodGet:
-	case http.MethodPut, http.MethodPost:
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64))
-		if err != nil {
-			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		m, err := ParseMode(string(body))
-		if err != nil {
-			http.Error(w, err.Error()+` (want "up", "down" or "rate-limited")`, http.StatusBadRequest)
-			return
-		}
-		s.SetMode(m)
-	default:
-		w.Header().Set("Allow", "GET, PUT, POST")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	_, _ = io.WriteString(w, s.Mode().String()+"\n")
 }
 
 func (s *Server) clock() time.Time {

@@ -413,35 +413,6 @@ func TestConcurrentUpsertsKeepOneRecordPerEmail(t *testing.T) {
 	}
 }
 
-func TestControlPath(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-
-	r := b.do(t, http.MethodPut, hubspotfake.ControlPath, "", "rate-limited")
-	require.Equal(t, http.StatusOK, r.status)
-	require.Equal(t, "rate-limited\n", string(r.body))
-	require.Equal(t, hubspotfake.ModeRateLimited, b.srv.Mode())
-
-	r = b.do(t, http.MethodGet, hubspotfake.ControlPath, "", nil)
-	require.Equal(t, "rate-limited\n", string(r.body))
-
-	r = b.do(t, http.MethodPost, hubspotfake.ControlPath, "", "sideways")
-	require.Equal(t, http.StatusBadRequest, r.status)
-	require.Equal(t, hubspotfake.ModeRateLimited, b.srv.Mode())
-	require.Zero(t, b.srv.Calls(), "control requests are not API calls")
-}
-
-func TestParseMode(t *testing.T) {
-	t.Parallel()
-	for _, m := range []hubspotfake.Mode{hubspotfake.ModeUp, hubspotfake.ModeDown, hubspotfake.ModeRateLimited} {
-		got, err := hubspotfake.ParseMode(" " + strings.ToUpper(m.String()) + "\n")
-		require.NoError(t, err)
-		require.Equal(t, m, got)
-	}
-	_, err := hubspotfake.ParseMode("flaky")
-	require.ErrorIs(t, err, hubspotfake.ErrUnknownMode)
-}
-
 func TestEmailValidation(t *testing.T) {
 	t.Parallel()
 	cases := []struct {

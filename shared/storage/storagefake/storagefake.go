@@ -10,7 +10,7 @@
 // Signing calls need the service key as Bearer token; errors use Storage's body
 // {"statusCode": "...", "error": "...", "message": "..."}; tokens are HS256 JWTs carrying the
 // object's url and an expiry, as Storage's are (upload URLs live two hours). It can be switched
-// down (503) or slowed at run time to exercise timeouts.
+// down (503) or rate-limited (429), or slowed, at run time to exercise timeouts.
 package storagefake
 
 import (
@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/portal-functions/portal-functions/shared/providerfake"
 )
 
 // DefaultServiceKey is the key `make dev` configures for the fake; it unlocks nothing else.
@@ -38,13 +40,15 @@ const UploadLifetime = 2 * time.Hour
 
 const maxObjectBytes = 10 << 20
 
-// Mode is the fake's health.
-type Mode int
+// Mode is the fake's health, switched through the embedded Switch.
+type Mode = providerfake.Mode
 
-// ModeUp serves normally; ModeDown answers 503 to everything.
+// The modes, as providerfake defines them: up serves normally; down answers 503 to everything;
+// rate-limited answers 429, both with Storage's error body.
 const (
-	ModeUp Mode = iota
-	ModeDown
+	ModeUp          = providerfake.ModeUp
+	ModeDown        = providerfake.ModeDown
+	ModeRateLimited = providerfake.ModeRateLimited
 )
 
 // Object is a stored file.
@@ -55,18 +59,16 @@ type Object struct {
 
 // Server is the fake Storage API, an http.Handler safe for concurrent use.
 type Server struct {
+	// Switch holds the mode, the latency and the call count (SetMode, SetLatency, Calls), and
+	// Close releases the requests held back by latency.
+	providerfake.Switch
+
 	key    string
 	secret []byte
 
 	mu      sync.Mutex
-	mode    Mode
-	latency time.Duration
-	calls   int
 	objects map[string]Object // "bucket/path"
 	mux     *http.ServeMux
-
-	closeOnce sync.Once
-	closed    chan struct{}
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -75,7 +77,7 @@ var _ http.Handler = (*Server)(nil)
 func New(serviceKey string) *Server {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	s := &Server{key: serviceKey, secret: secret, objects: map[string]Object{}, mux: http.NewServeMux(), closed: make(chan struct{})}
+	s := &Server{key: serviceKey, secret: secret, objects: map[string]Object{}, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /storage/v1/object/upload/sign/{bucket}/{path...}", s.signUpload)
 	s.mux.HandleFunc("PUT /storage/v1/object/upload/sign/{bucket}/{path...}", s.upload)
 	s.mux.HandleFunc("POST /storage/v1/object/sign/{bucket}/{path...}", s.signDownload)
@@ -84,27 +86,6 @@ func New(serviceKey string) *Server {
 		storageError(w, http.StatusNotFound, "404", "not_found", "Route not found")
 	})
 	return s
-}
-
-// SetMode switches the fake up or down.
-func (s *Server) SetMode(m Mode) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.mode = m
-}
-
-// SetLatency delays every answer by d (a client with a shorter timeout gives up first).
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
-}
-
-// Calls counts the requests received.
-func (s *Server) Calls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
 }
 
 // Put stores an object directly (as if a client had uploaded it).
@@ -122,32 +103,20 @@ func (s *Server) Object(bucket, path string) (Object, bool) {
 	return o, ok
 }
 
-// Close releases delayed requests so a server in front of the fake can shut down promptly.
-func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
-
 // ServeHTTP answers like Storage: outage and latency first, then the routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.calls++
-	mode, latency := s.mode, s.latency
-	s.mu.Unlock()
-	if latency > 0 {
-		t := time.NewTimer(latency)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-s.closed:
-			t.Stop()
-			return
-		}
-	}
-	if mode == ModeDown {
-		storageError(w, http.StatusServiceUnavailable, "503", "service_unavailable", "Service Unavailable")
+	mode, ok := s.Enter(r)
+	if !ok {
 		return
 	}
-	s.mux.ServeHTTP(w, r)
+	switch mode {
+	case ModeDown:
+		storageError(w, http.StatusServiceUnavailable, "503", "service_unavailable", "Service Unavailable")
+	case ModeRateLimited:
+		storageError(w, http.StatusTooManyRequests, "429", "too_many_requests", "Too Many Requests")
+	default:
+		s.mux.ServeHTTP(w, r)
+	}
 }
 
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {

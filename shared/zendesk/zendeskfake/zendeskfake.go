@@ -15,8 +15,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -26,10 +24,9 @@ import (
 	"sync"
 	"testing"
 	"time"
-)
 
-// ErrUnknownMode is returned by ParseMode for a name that is not a mode.
-var ErrUnknownMode = errors.New("zendeskfake: unknown mode (want up, down or rate-limited)")
+	"github.com/portal-functions/portal-functions/shared/providerfake"
+)
 
 // Local credentials for the dev server, which runs the fake when ZENDESK_* are not set. They
 // unlock nothing but the fake.
@@ -50,41 +47,16 @@ const (
 	timeLayout         = "2006-01-02T15:04:05Z"
 )
 
-// Mode is the fake's overall health, switchable at run time.
-type Mode int
+// Mode is the fake's overall health, switched through the embedded Switch.
+type Mode = providerfake.Mode
 
-// The modes: up serves normally; down answers 503 to every request; rate-limited answers 429
-// with Retry-After to every authenticated request.
+// The modes, as providerfake defines them: up serves normally; down answers 503 to every
+// request; rate-limited answers 429 with Retry-After to every authenticated request.
 const (
-	ModeUp Mode = iota
-	ModeDown
-	ModeRateLimited
+	ModeUp          = providerfake.ModeUp
+	ModeDown        = providerfake.ModeDown
+	ModeRateLimited = providerfake.ModeRateLimited
 )
-
-// String names the mode for logs and dev-server switches.
-func (m Mode) String() string {
-	switch m {
-	case ModeUp:
-		return "up"
-	case ModeDown:
-		return "down"
-	case ModeRateLimited:
-		return "rate-limited"
-	default:
-		return "Mode(" + strconv.Itoa(int(m)) + ")"
-	}
-}
-
-// ParseMode reads "up", "down" or "rate-limited", so a dev server can switch modes from a flag
-// or an HTTP call.
-func ParseMode(s string) (Mode, error) {
-	for _, m := range []Mode{ModeUp, ModeDown, ModeRateLimited} {
-		if strings.EqualFold(s, m.String()) {
-			return m, nil
-		}
-	}
-	return ModeUp, fmt.Errorf("parse mode %q: %w", s, ErrUnknownMode)
-}
 
 // Ticket is a ticket as the fake stored it, for assertions in tests and for the dev server.
 type Ticket struct {
@@ -112,23 +84,22 @@ type idempotencyRecord struct {
 
 // Server is the fake Zendesk account: an http.Handler safe for concurrent use.
 type Server struct {
+	// Switch holds the mode, the latency and the call count (SetMode, SetLatency, Calls), and
+	// Close releases the requests it or a withheld answer holds back.
+	providerfake.Switch
+
 	email, token string
 
 	mu           sync.Mutex
-	mode         Mode
-	latency      time.Duration
 	retryAfter   time.Duration
 	withholdNext int
 	clockOffset  time.Duration
-	calls        int
 	nextID       int64
 	tickets      []Ticket
 	users        map[string]int64 // lower-cased email -> user id
 	keys         map[string]idempotencyRecord
 
-	closeOnce sync.Once
-	closed    chan struct{}
-	mux       *http.ServeMux
+	mux *http.ServeMux
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -142,7 +113,6 @@ func New(email, token string) *Server {
 		nextID:     1,
 		users:      map[string]int64{},
 		keys:       map[string]idempotencyRecord{},
-		closed:     make(chan struct{}),
 		mux:        http.NewServeMux(),
 	}
 	for _, p := range []string{"/api/v2/tickets", "/api/v2/tickets.json"} {
@@ -154,28 +124,6 @@ func New(email, token string) *Server {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "InvalidEndpoint", "description": "Not found"})
 	})
 	return s
-}
-
-// SetMode switches the fake between up, down and rate-limited.
-func (s *Server) SetMode(m Mode) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.mode = m
-}
-
-// Mode reports the current mode.
-func (s *Server) Mode() Mode {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mode
-}
-
-// SetLatency delays every answer by d before the request is handled; a client that gives up
-// during the delay has created nothing.
-func (s *Server) SetLatency(d time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latency = d
 }
 
 // SetRetryAfter sets the Retry-After a rate-limited answer carries (whole seconds, at least 1).
@@ -201,13 +149,6 @@ func (s *Server) Advance(d time.Duration) {
 	s.clockOffset += d
 }
 
-// Calls counts every request the fake received, whatever its answer.
-func (s *Server) Calls() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls
-}
-
 // Tickets returns copies of every created ticket, oldest first.
 func (s *Server) Tickets() []Ticket {
 	s.mu.Lock()
@@ -231,26 +172,15 @@ func (s *Server) Ticket(externalID string) (Ticket, bool) {
 	return Ticket{}, false
 }
 
-// Close releases requests whose answers are withheld or delayed (their connections are
-// dropped), so an http.Server in front of the fake can shut down promptly.
-func (s *Server) Close() {
-	s.closeOnce.Do(func() { close(s.closed) })
-}
-
 // ServeHTTP answers like Zendesk: outage and latency first, then authentication, then the rate
 // limit, then the ticket endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	s.calls++
-	latency := s.latency
-	s.mu.Unlock()
-
-	if latency > 0 && !s.wait(r, latency) {
+	mode, ok := s.Enter(r)
+	if !ok {
 		return
 	}
-
 	s.mu.Lock()
-	mode, retryAfter := s.mode, s.retryAfter
+	retryAfter := s.retryAfter
 	s.mu.Unlock()
 
 	if mode == ModeDown {
@@ -273,20 +203,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
-}
-
-// wait sleeps d unless the client goes away or the fake closes; false means stop handling.
-func (s *Server) wait(r *http.Request, d time.Duration) bool {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-r.Context().Done():
-		return false
-	case <-s.closed:
-		return false
-	}
 }
 
 // authorized checks "{email}/token:{token}" basic auth, the API-token form Zendesk documents.
@@ -437,7 +353,7 @@ func (s *Server) withhold(w http.ResponseWriter, r *http.Request) {
 	defer timer.Stop()
 	select {
 	case <-r.Context().Done():
-	case <-s.closed:
+	case <-s.Done():
 	case <-timer.C:
 	}
 	if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {

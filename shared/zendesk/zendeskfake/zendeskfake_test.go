@@ -401,14 +401,3 @@ func TestConcurrentCreatesWithOneKeyMakeOneTicket(t *testing.T) {
 	require.Len(t, b.fake.Tickets(), 1)
 	require.Equal(t, n, b.fake.Calls())
 }
-
-func TestParseMode(t *testing.T) {
-	t.Parallel()
-	for _, m := range []zendeskfake.Mode{zendeskfake.ModeUp, zendeskfake.ModeDown, zendeskfake.ModeRateLimited} {
-		got, err := zendeskfake.ParseMode(m.String())
-		require.NoError(t, err)
-		require.Equal(t, m, got)
-	}
-	_, err := zendeskfake.ParseMode("flaky")
-	require.ErrorIs(t, err, zendeskfake.ErrUnknownMode)
-}
