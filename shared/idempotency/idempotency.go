@@ -186,7 +186,7 @@ func (s *Store) Handler(opts Options, h TxHandler) http.Handler {
 		}
 		hash := HashRequest(r.Method, r.URL.EscapedPath(), r.URL.RawQuery, body)
 		resp, replayed, err := s.do(r.Context(), scope, key, hash, opts, func(tx pgx.Tx) (Response, error) {
-			return record(w, r, tx, h), nil
+			return record(r, tx, h), nil
 		})
 		if err != nil {
 			web.Error(w, r, err)
@@ -203,7 +203,7 @@ func (s *Store) Handler(opts Options, h TxHandler) http.Handler {
 func (s *Store) serveUnprotected(w http.ResponseWriter, r *http.Request, h TxHandler) {
 	var resp Response
 	err := db.Tx(r.Context(), s.pool, func(tx pgx.Tx) error {
-		resp = record(w, r, tx, h)
+		resp = record(r, tx, h)
 		if !success(resp.Status) {
 			return errNotStored
 		}
@@ -444,7 +444,7 @@ func storable(h http.Header) http.Header {
 }
 
 // record runs h against a buffer and returns what it answered.
-func record(w http.ResponseWriter, r *http.Request, tx pgx.Tx, h TxHandler) Response {
+func record(r *http.Request, tx pgx.Tx, h TxHandler) Response {
 	buf := &bufferedWriter{header: http.Header{}}
 	h(buf, r, tx)
 	status := buf.status
