@@ -168,10 +168,13 @@ type Sync struct {
 	LastAttemptAt *time.Time `json:"last_attempt_at"`
 }
 
-// Integrations always listed in Account.Syncs, with the words for "nothing yet".
-var idleSyncs = []Sync{
-	{Integration: "crm", State: "idle", Message: "nothing to sync to the CRM yet"},
-	{Integration: "helpdesk", State: "idle", Message: "no support tickets yet"},
+// idleSyncs are the integrations always listed in Account.Syncs, with the words for "nothing
+// yet" (a fresh slice per call: no shared mutable state).
+func idleSyncs() []Sync {
+	return []Sync{
+		{Integration: "crm", State: "idle", Message: "nothing to sync to the CRM yet"},
+		{Integration: "helpdesk", State: "idle", Message: "no support tickets yet"},
+	}
 }
 
 // TicketSummary is one ticket of a list.

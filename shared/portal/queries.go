@@ -42,15 +42,13 @@ func readSyncs(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) ([]Sync, erro
 	if err != nil {
 		return nil, fmt.Errorf("read sync summary: %w", err)
 	}
-	out := make([]Sync, 0, len(idleSyncs))
-	for _, idle := range idleSyncs {
-		s := idle
+	out := idleSyncs()
+	for i := range out {
 		for _, g := range got {
-			if g.Integration == idle.Integration {
-				s = g
+			if g.Integration == out[i].Integration {
+				out[i] = g
 			}
 		}
-		out = append(out, s)
 	}
 	return out, nil
 }

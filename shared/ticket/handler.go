@@ -81,7 +81,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, tx pgx.Tx) {
 		web.Error(w, r, err)
 		return
 	}
-	t := h.build(s, req)
+	t := build(s, req)
 	signed, err := h.sign(ctx, t.Attachments)
 	if err != nil {
 		// Nothing is written yet; the idempotency store rolls back and frees the key.
@@ -108,7 +108,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request, tx pgx.Tx) {
 
 // build gives the ticket and its attachments their ids; tenant, user and requester come from
 // the verified scope only.
-func (h *handler) build(s tenant.Scope, req CreateRequest) newTicket {
+func build(s tenant.Scope, req CreateRequest) newTicket {
 	priority := req.Priority
 	if priority == "" {
 		priority = "normal"

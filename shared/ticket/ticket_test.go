@@ -202,6 +202,8 @@ func TestInvalidRequestsWriteNothing(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		require.Equal(t, 0, countRows(t, b.env, `select count(*) from public.tickets`))
+		require.Equal(t, 0, countRows(t, b.env, `select count(*) from private.river_job`), "no helpdesk job either")
+		require.Equal(t, 0, b.env.Storage.Calls(), "refused before any upload URL is signed")
 	})
 }
 
