@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"unicode/utf8"
@@ -46,10 +44,8 @@ func FuzzDecodeJSON(f *testing.F) {
 	}
 	v := validation.New()
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req := httptest.NewRequest(http.MethodPost, "/v1/tickets", bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
 		var dst ticketRequest
-		err := v.DecodeJSON(req, &dst)
+		err := v.DecodeJSON(jsonRequest(string(body)), &dst)
 		if err != nil {
 			var p *problem.Problem
 			if !errors.As(err, &p) {

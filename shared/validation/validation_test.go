@@ -75,6 +75,13 @@ func (b bundle) post(t *testing.T, contentType, body string) (int, problem.Probl
 	return res.StatusCode, p
 }
 
+// jsonRequest is a POST of body as application/json, for calling DecodeJSON directly.
+func jsonRequest(body string) *http.Request {
+	req := httptest.NewRequest(http.MethodPost, "/v1/tickets", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	return req
+}
+
 const valid = `{"subject":"Invoice","body":"Charged twice","category":"billing"}`
 
 func TestDecodeJSONAnswersEachFailureWithItsStatus(t *testing.T) {
@@ -230,10 +237,8 @@ func TestDecodeJSONChecksKeysInEveryKindOfValue(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body))
-			req.Header.Set("Content-Type", "application/json")
 			var dst node
-			err := v.DecodeJSON(req, &dst)
+			err := v.DecodeJSON(jsonRequest(tc.body), &dst)
 			if tc.wantDetail == "" {
 				require.NoError(t, err)
 				return
@@ -307,9 +312,7 @@ func TestStructValidatesValuesThatDidNotComeOverHTTP(t *testing.T) {
 
 func TestDecodeJSONRefusesANonPointerAsAProgrammingError(t *testing.T) {
 	t.Parallel()
-	req := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(valid))
-	req.Header.Set("Content-Type", "application/json")
-	err := validation.New().DecodeJSON(req, ticketRequest{})
+	err := validation.New().DecodeJSON(jsonRequest(valid), ticketRequest{})
 	require.Error(t, err)
 	var p *problem.Problem
 	require.False(t, errors.As(err, &p), "a bug in our code is a 500, not the caller's fault")
