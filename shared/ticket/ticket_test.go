@@ -4,17 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/idempotency"
+	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
 	"github.com/portal-functions/portal-functions/shared/ticket"
 	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
+	"github.com/portal-functions/portal-functions/shared/web"
 )
 
 type bundle struct {
@@ -279,4 +286,51 @@ func mustField(t *testing.T, body []byte, field string) json.RawMessage {
 	var m map[string]json.RawMessage
 	require.NoError(t, json.NewDecoder(bytes.NewReader(body)).Decode(&m))
 	return m[field]
+}
+
+// fakeEnqueuer is a ticket.Enqueuer whose behaviour each test sets.
+type fakeEnqueuer struct {
+	EnqueueHelpdeskTicketFunc func(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error
+}
+
+func (f fakeEnqueuer) EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error {
+	return f.EnqueueHelpdeskTicketFunc(ctx, tx, tenantID, ticketID)
+}
+
+// The ticket, its attachments, its helpdesk job and the idempotency record commit together or
+// not at all: when queueing the job fails, nothing is left behind, the answer says nothing of
+// why, and the same key works once the queue does.
+func TestTicketJobAndKeyCommitTogether(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ins, err := jobs.NewInserter(b.env.Pool)
+	require.NoError(t, err)
+	var broken atomic.Bool
+	broken.Store(true)
+	enq := fakeEnqueuer{EnqueueHelpdeskTicketFunc: func(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error {
+		// The real insert first, so the failure comes after rows were written in tx.
+		if err := ins.EnqueueHelpdeskTicket(ctx, tx, tenantID, ticketID); err != nil || !broken.Load() {
+			return err
+		}
+		return errors.New("river_job: disk full on tablespace secret_ts")
+	}}
+	env := *b.env
+	env.Handler = web.Wrap(ticket.NewHandler(ticket.Deps{
+		Pool: env.Pool, Verifier: env.Issuer.Verifier(t), Idempotency: idempotency.New(env.Pool), Jobs: enq, Uploads: env.Signer,
+	}), web.Options{Logger: slog.New(slog.DiscardHandler)})
+
+	w := env.Post(t, b.a, "atomic", validBody())
+	require.Equal(t, http.StatusInternalServerError, w.Code, w.Body.String())
+	require.NotContains(t, w.Body.String(), "secret_ts", "no internals in a 5xx")
+	for _, table := range []string{"public.tickets", "public.ticket_attachments", "private.river_job", "private.sync_status", "private.idempotency_keys"} {
+		require.Equal(t, 0, countRows(t, &env, `select count(*) from `+table), table)
+	}
+
+	broken.Store(false)
+	w = env.Post(t, b.a, "atomic", validBody())
+	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
+	require.Equal(t, 1, countRows(t, &env, `select count(*) from public.tickets`))
+	require.Equal(t, 2, countRows(t, &env, `select count(*) from public.ticket_attachments`))
+	require.Equal(t, 1, countRows(t, &env, `select count(*) from private.river_job`))
+	require.Equal(t, 1, countRows(t, &env, `select count(*) from private.idempotency_keys where status = 'completed'`))
 }
