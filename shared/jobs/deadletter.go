@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -95,6 +96,18 @@ func Requeue(ctx context.Context, pool *pgxpool.Pool, f RequeueFilter) (int, err
 	n := 0
 	for _, id := range ids {
 		err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
+			// Only a dead letter is requeued: retrying a completed job would push again, and a
+			// waiting one would lose its schedule. The row lock keeps a running requeue of the
+			// same job from retrying it twice.
+			var dead bool
+			err := tx.QueryRow(ctx, `select state in ('discarded', 'cancelled') from private.river_job
+				where id = $1 for update`, id).Scan(&dead)
+			if errors.Is(err, pgx.ErrNoRows) || err == nil && !dead {
+				return fmt.Errorf("requeue job %d: %w", id, ErrNotDeadLetter)
+			}
+			if err != nil {
+				return fmt.Errorf("requeue job %d: %w", id, err)
+			}
 			job, err := client.JobRetryTx(ctx, tx, id)
 			if err != nil {
 				return fmt.Errorf("requeue job %d: %w", id, err)

@@ -14,11 +14,12 @@ var (
 	ErrNoSourceEvent = errors.New("jobs: source event is required")
 	// ErrNoTicket means a helpdesk job was enqueued without a ticket id.
 	ErrNoTicket = errors.New("jobs: ticket id is required")
+	// ErrRunConfig means Run was called without a queue or workers.
+	ErrRunConfig = errors.New("jobs: run needs a queue and workers")
+	// ErrRequeueUnscoped means Requeue was asked for neither a job nor an integration:
+	// requeueing every dead letter of every integration at once is refused.
+	ErrRequeueUnscoped = errors.New("jobs: requeue needs a job id or an integration")
+	// ErrNotDeadLetter means Requeue was given the id of a job that is not dead-lettered (it
+	// does not exist, completed, or will still run by itself).
+	ErrNotDeadLetter = errors.New("jobs: not a dead-lettered job")
 )
-
-// ErrRunConfig means Run was called without a queue or workers.
-var ErrRunConfig = errors.New("jobs: run needs a queue and workers")
-
-// ErrRequeueUnscoped means Requeue was asked for neither a job nor an integration: requeueing
-// every dead letter of every integration at once is refused.
-var ErrRequeueUnscoped = errors.New("jobs: requeue needs a job id or an integration")

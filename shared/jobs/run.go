@@ -227,7 +227,7 @@ func newClient(pool *pgxpool.Pool, cfg RunConfig, counts *counters, stopping *at
 		RescueStuckJobsAfter: DefaultRescueAfter,
 		MaxAttempts:          MaxAttempts,
 		RetryPolicy:          &RetryPolicy{Backoffs: map[string]Backoff{cfg.Queue: backoff}, Now: now},
-		Logger:               logger.With("component", "river"),
+		Logger:               slog.New(warnAndAbove{logger.With("component", "river").Handler()}),
 		Middleware:           []rivertype.Middleware{obs},
 		Workers:              cfg.Workers,
 		Test:                 river.TestConfig{Time: cfg.Time},
@@ -299,4 +299,21 @@ func busy(ctx context.Context, pool *pgxpool.Pool, queue, clientID string, now f
 		return false, fmt.Errorf("check %s queue: %w", queue, err)
 	}
 	return due, nil
+}
+
+// warnAndAbove keeps River's own log lines at warn and above: River logs every job error at
+// info ("Job errored; retrying"), which would make each failure two lines; the observer logs
+// each outcome once, with our fields, and River's operational trouble is logged at warn/error.
+type warnAndAbove struct{ slog.Handler }
+
+func (h warnAndAbove) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h warnAndAbove) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return warnAndAbove{h.Handler.WithAttrs(attrs)}
+}
+
+func (h warnAndAbove) WithGroup(name string) slog.Handler {
+	return warnAndAbove{h.Handler.WithGroup(name)}
 }
