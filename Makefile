@@ -18,7 +18,7 @@ help:
 	@echo "make dev                                every HTTP route on 127.0.0.1:3000, workers and local provider stand-ins"
 	@echo "make invoke FN=<LogicalId> EVENT=events/<file>.json   one function under the Lambda Runtime Interface Emulator"
 	@echo "make events                             re-sign the sample events (Stripe signatures, tokens)"
-	@echo "make load                               fixed-rate load against make dev"
+	@echo "make load [ARGS=-scenario=crm]          fixed-rate load against make dev (answers; or webhook commit -> CRM upsert delay)"
 	@echo "make fuzz | make bench                  long fuzz runs | benchmarks"
 	@echo "make reconcile ARGS='-tenant <id>'      ops: find and enqueue missing follow-ups (dry run by default)"
 

@@ -1,11 +1,16 @@
 // Command load drives `make dev` at a fixed arrival rate (an open model: requests start on
 // schedule whether or not earlier ones have finished, so a slow server shows up as latency
-// instead of silently lowering the rate) with a mix of signed Stripe webhook deliveries (each
-// a new event id) and ticket creations (each a new Idempotency-Key), then reports latency
-// percentiles measured from each request's scheduled start, and errors by kind.
+// instead of silently lowering the rate).
+//
+// Scenario mix (the default) sends signed Stripe webhook deliveries (each a new event id) and
+// ticket creations (each a new Idempotency-Key), then reports latency percentiles measured from
+// each request's scheduled start, and errors by kind. Scenario crm measures what a customer
+// waits for after paying: from a webhook's commit (its 200) to the CRM upsert reaching the
+// HubSpot stand-in, each webhook for a tenant of its own (seeded in make dev's database).
 //
 //	make load                                  # 50 req/s for 30 s against 127.0.0.1:3000
 //	make load ARGS='-rate 100 -duration 10s'
+//	make load ARGS='-scenario crm -rate 10 -duration 20s'
 //
 // It only ever targets a loopback address, and stops after -duration or -max requests.
 package main
@@ -37,8 +42,13 @@ import (
 	"github.com/portal-functions/portal-functions/shared/sam"
 )
 
-// ErrNotLoopback refuses any target that is not this machine.
-var ErrNotLoopback = errors.New("load: the target must be a loopback address (127.0.0.0/8 or ::1)")
+// Errors that stop a run before it starts.
+var (
+	// ErrNotLoopback refuses any target that is not this machine.
+	ErrNotLoopback = errors.New("load: the target must be a loopback address (127.0.0.0/8 or ::1)")
+	// ErrUnknownScenario is a -scenario that is not mix or crm.
+	ErrUnknownScenario = errors.New("load: unknown scenario")
+)
 
 type options struct {
 	target      *url.URL
@@ -56,13 +66,21 @@ func main() {
 	max := flag.Int("max", 10000, "stop after this many requests")
 	webhookPct := flag.Int("webhook-percent", 50, "share of webhook deliveries; the rest are ticket creations")
 	inFlight := flag.Int("max-in-flight", 1000, "requests in flight at most; beyond it a request is counted as dropped")
+	scenario := flag.String("scenario", "mix", "mix: webhooks and tickets, latency of each answer; crm: delay from a webhook's commit to the CRM upsert")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	u, err := loopbackTarget(*target)
-	if err == nil {
-		err = run(ctx, options{target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight})
+	o := options{target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight}
+	switch {
+	case err != nil:
+	case *scenario == "mix":
+		err = run(ctx, o)
+	case *scenario == "crm":
+		err = runCRM(ctx, o)
+	default:
+		err = fmt.Errorf("%w: %q (want mix or crm)", ErrUnknownScenario, *scenario)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -88,11 +106,12 @@ func loopbackTarget(raw string) (*url.URL, error) {
 
 // requestMaker builds the i-th request.
 type requestMaker struct {
+	opts       options
 	target     *url.URL
 	webhookPct int
 	token      string
 	secret     string
-	event      map[string]any
+	event      []byte
 	run        string
 }
 
@@ -105,14 +124,23 @@ func newRequestMaker(o options) (*requestMaker, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &requestMaker{target: o.target, webhookPct: o.webhookPct, run: time.Now().Format("150405"),
+	m := &requestMaker{opts: o, target: o.target, webhookPct: o.webhookPct, run: time.Now().Format("150405"),
 		secret: envs["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"]}
 	m.token, err = demo.Token(envs["TicketCreateFunction"]["SUPABASE_JWT_SECRET"], envs["TicketCreateFunction"]["SUPABASE_URL"], time.Hour)
 	if err != nil {
 		return nil, err
 	}
 	// The Stripe event of the webhook sample, re-sent with a new id each time.
-	raw, err := os.ReadFile(filepath.Join(root, "events", "payment-webhook.json"))
+	m.event, err = sampleEvent(filepath.Join(root, "events", "payment-webhook.json"))
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// sampleEvent is the Stripe event (the body) of a webhook sample event.
+func sampleEvent(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read the webhook sample: %w", err)
 	}
@@ -120,19 +148,28 @@ func newRequestMaker(o options) (*requestMaker, error) {
 		Body string `json:"body"`
 	}
 	if err := json.Unmarshal(raw, &sample); err != nil {
-		return nil, fmt.Errorf("parse the webhook sample: %w", err)
+		return nil, fmt.Errorf("parse the webhook sample %s: %w", filepath.Base(path), err)
 	}
-	if err := json.Unmarshal([]byte(sample.Body), &m.event); err != nil {
-		return nil, fmt.Errorf("parse the webhook sample's Stripe event: %w", err)
+	return []byte(sample.Body), nil
+}
+
+// webhookRequest is a delivery of body as Stripe signs it.
+func webhookRequest(ctx context.Context, o options, body []byte, secret string) (*http.Request, error) {
+	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: secret})
+	r, err := http.NewRequestWithContext(ctx, http.MethodPost, o.target.JoinPath("/v1/webhooks/stripe").String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("build webhook request: %w", err)
 	}
-	return m, nil
+	r.Header.Set("Content-Type", "application/json; charset=utf-8")
+	r.Header.Set("Stripe-Signature", signed.Header)
+	return r, nil
 }
 
 func (m *requestMaker) make(ctx context.Context, i int) (*http.Request, string, error) {
 	if i%100 < m.webhookPct {
-		ev := make(map[string]any, len(m.event))
-		for k, v := range m.event {
-			ev[k] = v
+		var ev map[string]any
+		if err := json.Unmarshal(m.event, &ev); err != nil {
+			return nil, "", fmt.Errorf("parse the webhook sample's Stripe event: %w", err)
 		}
 		ev["id"] = fmt.Sprintf("evt_load_%s_%d", m.run, i)
 		ev["created"] = time.Now().Unix()
@@ -140,14 +177,8 @@ func (m *requestMaker) make(ctx context.Context, i int) (*http.Request, string, 
 		if err != nil {
 			return nil, "", fmt.Errorf("encode event: %w", err)
 		}
-		signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: body, Secret: m.secret})
-		r, err := http.NewRequestWithContext(ctx, http.MethodPost, m.target.JoinPath("/v1/webhooks/stripe").String(), bytes.NewReader(body))
-		if err != nil {
-			return nil, "", fmt.Errorf("build webhook request: %w", err)
-		}
-		r.Header.Set("Content-Type", "application/json; charset=utf-8")
-		r.Header.Set("Stripe-Signature", signed.Header)
-		return r, "webhook", nil
+		r, err := webhookRequest(ctx, m.opts, body, m.secret)
+		return r, "webhook", err
 	}
 	body := fmt.Sprintf(`{"subject":"Load test %d","body":"Generated by make load.","category":"technical","priority":"low"}`, i)
 	r, err := http.NewRequestWithContext(ctx, http.MethodPost, m.target.JoinPath("/v1/tickets").String(), bytes.NewReader([]byte(body)))
