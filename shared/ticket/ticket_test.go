@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -214,20 +215,54 @@ func TestInvalidRequestsWriteNothing(t *testing.T) {
 	})
 }
 
-func TestStorageDownFailsBeforeAnythingIsWritten(t *testing.T) {
+func TestStorageDownOrSlowFailsBeforeAnythingIsWritten(t *testing.T) {
 	t.Parallel()
-	b := setup(t)
-	b.env.Storage.SetMode(storagefake.ModeDown)
+	cases := []struct {
+		name    string
+		arrange func(b bundle)
+		restore func(b bundle)
+	}{
+		{
+			name:    "down",
+			arrange: func(b bundle) { b.env.Storage.SetMode(storagefake.ModeDown) },
+			restore: func(b bundle) { b.env.Storage.SetMode(storagefake.ModeUp) },
+		},
+		{
+			name:    "slower than the handler's bound",
+			arrange: func(b bundle) { b.env.Storage.SetLatency(time.Minute) },
+			restore: func(b bundle) { b.env.Storage.SetLatency(0) },
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			env := withDeps(t, b, func(d *ticket.Deps) { d.SignTimeout = 200 * time.Millisecond })
+			tc.arrange(b)
 
-	w := b.env.Post(t, b.a, "retry-me", validBody())
-	require.Equal(t, http.StatusServiceUnavailable, w.Code, w.Body.String())
-	require.Equal(t, 0, countRows(t, b.env, `select count(*) from public.tickets`))
-	require.Equal(t, 0, countRows(t, b.env, `select count(*) from private.river_job`))
+			w := env.Post(t, b.a, "retry-me", validBody())
+			require.Equal(t, http.StatusServiceUnavailable, w.Code, w.Body.String())
+			require.Equal(t, 0, countRows(t, env, `select count(*) from public.tickets`))
+			require.Equal(t, 0, countRows(t, env, `select count(*) from private.river_job`))
 
-	b.env.Storage.SetMode(storagefake.ModeUp)
-	w = b.env.Post(t, b.a, "retry-me", validBody())
-	require.Equal(t, http.StatusCreated, w.Code, "the same key works once Storage is back")
-	require.Equal(t, 1, countRows(t, b.env, `select count(*) from public.tickets`))
+			tc.restore(b)
+			w = env.Post(t, b.a, "retry-me", validBody())
+			require.Equal(t, http.StatusCreated, w.Code, "the same key works once Storage is back")
+			require.Equal(t, 1, countRows(t, env, `select count(*) from public.tickets`))
+		})
+	}
+}
+
+// withDeps is b's stack with the ticket handler rebuilt from deps that change adjusts.
+func withDeps(t *testing.T, b bundle, change func(*ticket.Deps)) *tickettest.Env {
+	t.Helper()
+	ins, err := jobs.NewInserter(b.env.Pool)
+	require.NoError(t, err)
+	d := ticket.Deps{Pool: b.env.Pool, Verifier: b.env.Issuer.Verifier(t), Idempotency: idempotency.New(b.env.Pool), Jobs: ins, Uploads: b.env.Signer}
+	change(&d)
+	env := *b.env
+	env.Handler = web.Wrap(ticket.NewHandler(d), web.Options{Logger: slog.New(slog.DiscardHandler)})
+	return &env
 }
 
 func TestTicketWithoutAttachmentsNeverCallsStorage(t *testing.T) {
@@ -307,30 +342,28 @@ func TestTicketJobAndKeyCommitTogether(t *testing.T) {
 	require.NoError(t, err)
 	var broken atomic.Bool
 	broken.Store(true)
-	enq := fakeEnqueuer{EnqueueHelpdeskTicketFunc: func(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error {
-		// The real insert first, so the failure comes after rows were written in tx.
-		if err := ins.EnqueueHelpdeskTicket(ctx, tx, tenantID, ticketID); err != nil || !broken.Load() {
-			return err
-		}
-		return errors.New("river_job: disk full on tablespace secret_ts")
-	}}
-	env := *b.env
-	env.Handler = web.Wrap(ticket.NewHandler(ticket.Deps{
-		Pool: env.Pool, Verifier: env.Issuer.Verifier(t), Idempotency: idempotency.New(env.Pool), Jobs: enq, Uploads: env.Signer,
-	}), web.Options{Logger: slog.New(slog.DiscardHandler)})
+	env := withDeps(t, b, func(d *ticket.Deps) {
+		d.Jobs = fakeEnqueuer{EnqueueHelpdeskTicketFunc: func(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error {
+			// The real insert first, so the failure comes after rows were written in tx.
+			if err := ins.EnqueueHelpdeskTicket(ctx, tx, tenantID, ticketID); err != nil || !broken.Load() {
+				return err
+			}
+			return errors.New("river_job: disk full on tablespace secret_ts")
+		}}
+	})
 
 	w := env.Post(t, b.a, "atomic", validBody())
 	require.Equal(t, http.StatusInternalServerError, w.Code, w.Body.String())
 	require.NotContains(t, w.Body.String(), "secret_ts", "no internals in a 5xx")
 	for _, table := range []string{"public.tickets", "public.ticket_attachments", "private.river_job", "private.sync_status", "private.idempotency_keys"} {
-		require.Equal(t, 0, countRows(t, &env, `select count(*) from `+table), table)
+		require.Equal(t, 0, countRows(t, env, `select count(*) from `+table), table)
 	}
 
 	broken.Store(false)
 	w = env.Post(t, b.a, "atomic", validBody())
 	require.Equal(t, http.StatusCreated, w.Code, w.Body.String())
-	require.Equal(t, 1, countRows(t, &env, `select count(*) from public.tickets`))
-	require.Equal(t, 2, countRows(t, &env, `select count(*) from public.ticket_attachments`))
-	require.Equal(t, 1, countRows(t, &env, `select count(*) from private.river_job`))
-	require.Equal(t, 1, countRows(t, &env, `select count(*) from private.idempotency_keys where status = 'completed'`))
+	require.Equal(t, 1, countRows(t, env, `select count(*) from public.tickets`))
+	require.Equal(t, 2, countRows(t, env, `select count(*) from public.ticket_attachments`))
+	require.Equal(t, 1, countRows(t, env, `select count(*) from private.river_job`))
+	require.Equal(t, 1, countRows(t, env, `select count(*) from private.idempotency_keys where status = 'completed'`))
 }
