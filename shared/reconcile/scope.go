@@ -18,11 +18,11 @@ const MaxRange = 31 * 24 * time.Hour
 var (
 	// ErrUnscoped: neither a tenant nor a date range was given. Reconciling everything at once is
 	// exactly the "re-run everything blindly" this tool exists to replace.
-	ErrUnscoped = errors.New("refusing an unscoped run: give a tenant (--tenant), a date range (--from and --to, at most 31 days), or both")
+	ErrUnscoped = errors.New("refusing an unscoped run: give a tenant (--tenant; tenant_id in a Lambda event), a date range (--from and --to, at most 31 days; from and to), or both")
 	// ErrRangeTooWide: the range spans more than MaxRange.
 	ErrRangeTooWide = errors.New("date range too wide: at most 31 days per run; split it into several runs")
 	// ErrRangeIncomplete: only one end of the range was given.
-	ErrRangeIncomplete = errors.New("date range needs both --from and --to")
+	ErrRangeIncomplete = errors.New("date range needs both ends (--from and --to; from and to)")
 	// ErrRangeInverted: the range ends before it starts.
 	ErrRangeInverted = errors.New("date range ends before it starts")
 	// ErrBadTenant: the tenant is not a UUID.
@@ -30,7 +30,7 @@ var (
 	// ErrBadTime: a date is neither YYYY-MM-DD nor RFC 3339.
 	ErrBadTime = errors.New("dates are YYYY-MM-DD (UTC) or RFC 3339 (2026-11-27T10:00:00Z)")
 	// ErrStripeNeedsRange: --from-stripe lists Stripe's events by creation time, so it needs one.
-	ErrStripeNeedsRange = errors.New("--from-stripe needs a date range (--from and --to): Stripe lists events by creation time")
+	ErrStripeNeedsRange = errors.New("--from-stripe (from_stripe) needs a date range: Stripe lists events by creation time")
 )
 
 // ScopeError is a refused scope. Its type name is what a Lambda error report shows
