@@ -261,7 +261,10 @@ func TestPrivateRelationsAreClosedToThePortalRoles(t *testing.T) {
 	require.False(t, anonUsage, "anon cannot even look into schema private")
 }
 
-func TestEveryPublicTableHasRowLevelSecurity(t *testing.T) {
+// TestPublicSchemaHasRLSAndNoDefaultGrants guards what the Data API exposes. Supabase's default
+// privileges give anon and authenticated every right on each new table in public (the test
+// database has them too), so a migration that forgets to revoke them opens the table.
+func TestPublicSchemaHasRLSAndNoDefaultGrants(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	rows, err := b.pool.Query(context.Background(), `
@@ -271,6 +274,16 @@ func TestEveryPublicTableHasRowLevelSecurity(t *testing.T) {
 	open, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
 	require.Empty(t, open, "the Data API exposes public: every table needs row level security")
+
+	rows, err = b.pool.Query(context.Background(), `
+		select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+		where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+		  and (has_table_privilege('anon', c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+		    or has_table_privilege('authenticated', c.oid, 'INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'))`)
+	require.NoError(t, err)
+	granted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Empty(t, granted, "anon may use, or authenticated may write, these public relations: revoke the default grants")
 }
 
 // TestTenantPoliciesFollowSupabasesRLSPerformanceAdvice holds every policy to Supabase's RLS
