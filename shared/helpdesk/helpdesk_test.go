@@ -287,7 +287,7 @@ func TestPushFunctionNamesMissingZendeskSettings(t *testing.T) {
 // RecordInvalid) is dead-lettered with Zendesk's message and never tried again.
 func TestQueueRidesOutZendeskFailuresAndDeadLettersARefusal(t *testing.T) {
 	t.Parallel()
-	b := setup(t, 300*time.Millisecond)
+	b := setup(t, time.Second) // the client gives up on the withheld create after 1 s
 	ctx := context.Background()
 	good := b.env.Create(t, b.member, "Rides out the storm")
 	bad := b.env.Create(t, b.member, "Refused by Zendesk")
