@@ -10,9 +10,12 @@
 // follow-up jobs (CRM sync, helpdesk ticket). It never calls Stripe or anything else, so it
 // answers fast and Stripe's retries are the only retry it needs.
 //
-// Ordering: each facet of the projection (customer, email, subscription, status, payment,
-// failure) is a last-writer-wins register stamped with the (created, id) of the event that
-// wrote it, so applying the same events in any order gives the same row (see Account.Apply).
+// Ordering: each facet of the projection (customer, email, payment, failure) is a
+// last-writer-wins register stamped with the (created, id) of the event that wrote it, and so
+// are each subscription's plan and status (an ending status is final); the account shows its
+// current subscription (a live one before an ended one, then the newest), so the end of an old
+// subscription never ends the current one, and applying the same events in any order gives the
+// same rows (see Account.Apply).
 //
 // Checkout creates (or reuses) the tenant's Stripe customer, tagged with metadata.tenant_id,
 // and a subscription Checkout Session whose client_reference_id is the tenant id from the

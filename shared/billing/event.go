@@ -206,7 +206,8 @@ func subscriptionEffect(ev Event, s subscription) effect {
 	if e.customerID != "" {
 		e.change.CustomerID = ptr(e.customerID)
 	}
-	facet := SubscriptionFacet{SubscriptionID: s.ID, CancelAtPeriodEnd: s.CancelAtPeriodEnd}
+	e.change.SubscriptionID = s.ID
+	facet := SubscriptionFacet{CancelAtPeriodEnd: s.CancelAtPeriodEnd}
 	periodEnd := s.CurrentPeriodEnd
 	if len(s.Items.Data) > 0 {
 		item := s.Items.Data[0]
@@ -258,7 +259,7 @@ func invoiceEffect(ev Event, in invoice) effect {
 		e.change.Payment = &PaymentFacet{At: paidAt, Amount: in.AmountPaid, Currency: in.Currency, InvoiceID: in.ID}
 		if subID != "" {
 			// A paid subscription invoice means the subscription is in good standing.
-			e.change.Status = ptr(StatusActive)
+			e.change.SubscriptionID, e.change.Status = subID, ptr(StatusActive)
 		}
 		return e
 	}
@@ -268,7 +269,7 @@ func invoiceEffect(ev Event, in invoice) effect {
 	}
 	e.change.Failure = &FailureFacet{At: ev.Created, Reason: reason, InvoiceID: in.ID}
 	if subID != "" {
-		e.change.Status = ptr(StatusPastDue)
+		e.change.SubscriptionID, e.change.Status = subID, ptr(StatusPastDue)
 	}
 	e.failed = &failedPayment{InvoiceID: in.ID, Amount: in.AmountDue, Currency: in.Currency,
 		Attempt: in.AttemptCount, Email: email, Reason: reason}

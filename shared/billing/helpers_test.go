@@ -170,13 +170,16 @@ func (b *bundle) helpdeskJobs(t testing.TB, tenantID uuid.UUID) int {
 	return b.count(t, `select count(*) from private.river_job where kind = 'helpdesk_ticket' and args->>'tenant_id' = $1`, tenantID.String())
 }
 
-// row returns the tenant's projection row as JSON, without the wall-clock columns.
+// row returns the tenant's projection row and its subscriptions' rows as JSON, without the
+// wall-clock columns.
 func (b *bundle) row(t testing.TB, tenantID uuid.UUID) string {
 	t.Helper()
 	var s string
 	err := b.pool.QueryRow(context.Background(), `
 		select coalesce((select (to_jsonb(a) - 'created_at' - 'updated_at')::text
-			from private.billing_accounts a where tenant_id = $1), '')`, tenantID).Scan(&s)
+			from private.billing_accounts a where tenant_id = $1), '')
+		|| coalesce((select jsonb_agg(to_jsonb(s) order by subscription_id)::text
+			from private.billing_subscriptions s where tenant_id = $1), '')`, tenantID).Scan(&s)
 	require.NoError(t, err)
 	return s
 }

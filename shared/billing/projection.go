@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -36,14 +37,21 @@ const (
 	StatusCanceled = "canceled"
 )
 
+// statusIncompleteExpired is a subscription whose first payment never succeeded: ended.
+const statusIncompleteExpired = "incomplete_expired"
+
 // knownStatus lists what the status column accepts: Stripe's subscription statuses.
 var knownStatus = map[string]bool{
-	StatusNone: true, "incomplete": true, "incomplete_expired": true, "trialing": true,
+	StatusNone: true, "incomplete": true, statusIncompleteExpired: true, "trialing": true,
 	StatusActive: true, StatusPastDue: true, StatusCanceled: true, "unpaid": true, "paused": true,
 }
 
+// ended reports a status Stripe never moves a subscription out of.
+func ended(status string) bool { return status == StatusCanceled || status == statusIncompleteExpired }
+
 // Account is one tenant's billing projection (a row of private.billing_accounts). Each group
-// of fields is a facet with the stamp of the event that last wrote it.
+// of fields is a facet with the stamp of the event that last wrote it; the subscription facet
+// and Status are those of the current subscription (see Current).
 type Account struct {
 	TenantID uuid.UUID
 
@@ -73,11 +81,61 @@ type Account struct {
 	LastFailureReason    string
 	LastFailureInvoiceID string
 	FailureStamp         Stamp
+
+	// Subscriptions are every subscription of the tenant the events named, by id (rows of
+	// private.billing_subscriptions).
+	Subscriptions map[string]SubscriptionState
+}
+
+// SubscriptionState is one of a tenant's subscriptions as its own events describe it: the plan
+// (written by its subscription events) and the status (by those and by its invoices), each a
+// register stamped with the event that last wrote it. An ending status (canceled,
+// incomplete_expired) is final, as it is at Stripe: no other event of that subscription, older
+// or newer, takes it back.
+type SubscriptionState struct {
+	ID                string
+	PriceID           string
+	Plan              string
+	CurrentPeriodEnd  time.Time
+	CancelAtPeriodEnd bool
+	PlanStamp         Stamp
+
+	Status      string
+	StatusStamp Stamp
+}
+
+// Ended reports whether the subscription is over (canceled or expired before it started).
+func (s SubscriptionState) Ended() bool { return ended(s.Status) }
+
+// takesStatus reports whether status, said by the event stamped st, replaces s's status: an
+// ending status beats a live one whatever their order, otherwise the newer event wins.
+func (s SubscriptionState) takesStatus(status string, st Stamp) bool {
+	if ended(status) != s.Ended() {
+		return ended(status)
+	}
+	return st.After(s.StatusStamp)
+}
+
+// latest is the newest stamp of the subscription's registers.
+func (s SubscriptionState) latest() Stamp {
+	if s.StatusStamp.After(s.PlanStamp) {
+		return s.StatusStamp
+	}
+	return s.PlanStamp
+}
+
+// shownBefore reports whether the account shows s rather than o: a live subscription before an
+// ended one, then the one with the newest event (last writer wins). Stamps are unique per
+// event and an event names one subscription, so this is a total order.
+func (s SubscriptionState) shownBefore(o SubscriptionState) bool {
+	if s.Ended() != o.Ended() {
+		return !s.Ended()
+	}
+	return s.latest().After(o.latest())
 }
 
 // SubscriptionFacet is what a subscription event says about the plan.
 type SubscriptionFacet struct {
-	SubscriptionID    string
 	PriceID           string
 	Plan              string
 	CurrentPeriodEnd  time.Time
@@ -100,16 +158,19 @@ type FailureFacet struct {
 }
 
 // Change is what one event says: every non-nil facet is written if the event is newer than the
-// facet's stamp. Whether an event writes a facet depends on the event alone, never on the
-// stored state: that is what makes the result independent of delivery order.
+// facet's stamp; Subscription and Status go to the register of the subscription SubscriptionID
+// names. Whether an event writes a register depends on the event and that register alone, and
+// the current subscription is a function of the registers: that is what makes the result
+// independent of delivery order.
 type Change struct {
-	Stamp        Stamp
-	CustomerID   *string
-	Email        *string
-	Subscription *SubscriptionFacet
-	Status       *string
-	Payment      *PaymentFacet
-	Failure      *FailureFacet
+	Stamp          Stamp
+	CustomerID     *string
+	Email          *string
+	SubscriptionID string
+	Subscription   *SubscriptionFacet
+	Status         *string
+	Payment        *PaymentFacet
+	Failure        *FailureFacet
 }
 
 // Apply returns a with c applied facet by facet, and whether any facet took it (a facet that
@@ -130,12 +191,21 @@ func (a Account) Apply(c Change) (Account, bool) {
 	if c.Email != nil && take(&a.EmailStamp) {
 		a.CustomerEmail = *c.Email
 	}
-	if s := c.Subscription; s != nil && take(&a.SubscriptionStamp) {
-		a.SubscriptionID, a.PriceID, a.Plan = s.SubscriptionID, s.PriceID, s.Plan
-		a.CurrentPeriodEnd, a.CancelAtPeriodEnd = s.CurrentPeriodEnd, s.CancelAtPeriodEnd
-	}
-	if c.Status != nil && take(&a.StatusStamp) {
-		a.Status = *c.Status
+	if id := c.SubscriptionID; id != "" && (c.Subscription != nil || c.Status != nil) {
+		s := a.Subscriptions[id]
+		s.ID = id
+		if f := c.Subscription; f != nil && take(&s.PlanStamp) {
+			s.PriceID, s.Plan, s.CurrentPeriodEnd, s.CancelAtPeriodEnd = f.PriceID, f.Plan, f.CurrentPeriodEnd, f.CancelAtPeriodEnd
+		}
+		if c.Status != nil && s.takesStatus(*c.Status, c.Stamp) {
+			s.Status, s.StatusStamp, changed = *c.Status, c.Stamp, true
+		}
+		a.Subscriptions = maps.Clone(a.Subscriptions) // a is a copy; its map is not
+		if a.Subscriptions == nil {
+			a.Subscriptions = map[string]SubscriptionState{}
+		}
+		a.Subscriptions[id] = s
+		a = a.showCurrent()
 	}
 	if p := c.Payment; p != nil && take(&a.PaymentStamp) {
 		a.LastPaymentAt, a.LastPaymentAmount, a.LastPaymentCurrency, a.LastInvoiceID = p.At, p.Amount, p.Currency, p.InvoiceID
@@ -146,10 +216,36 @@ func (a Account) Apply(c Change) (Account, bool) {
 	return a, changed
 }
 
-// Source is the newest stamp of any facet: the event the row was last derived from.
+// Current is the subscription the account shows: a live one before an ended one, then the one
+// whose events are newest. The zero value when the events named none.
+func (a Account) Current() SubscriptionState {
+	var cur SubscriptionState
+	for _, s := range a.Subscriptions {
+		if cur.ID == "" || s.shownBefore(cur) {
+			cur = s
+		}
+	}
+	return cur
+}
+
+// showCurrent returns a with its subscription facet and status taken from Current.
+func (a Account) showCurrent() Account {
+	cur := a.Current()
+	a.SubscriptionID, a.PriceID, a.Plan, a.CurrentPeriodEnd, a.CancelAtPeriodEnd, a.SubscriptionStamp =
+		cur.ID, cur.PriceID, cur.Plan, cur.CurrentPeriodEnd, cur.CancelAtPeriodEnd, cur.PlanStamp
+	a.Status, a.StatusStamp = cur.Status, cur.StatusStamp
+	return a
+}
+
+// Source is the newest stamp of any facet or subscription: the event the row was last
+// derived from.
 func (a Account) Source() Stamp {
 	src := Stamp{}
-	for _, s := range []Stamp{a.CustomerStamp, a.EmailStamp, a.SubscriptionStamp, a.StatusStamp, a.PaymentStamp, a.FailureStamp} {
+	stamps := []Stamp{a.CustomerStamp, a.EmailStamp, a.PaymentStamp, a.FailureStamp}
+	for _, s := range a.Subscriptions {
+		stamps = append(stamps, s.PlanStamp, s.StatusStamp)
+	}
+	for _, s := range stamps {
 		if s.After(src) {
 			src = s
 		}

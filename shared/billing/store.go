@@ -172,7 +172,7 @@ func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, 
 	}
 	after, changed := before.Apply(eff.change)
 	if changed {
-		if err := saveAccount(ctx, tx, after); err != nil {
+		if err := saveAccount(ctx, tx, after, eff.change.SubscriptionID); err != nil {
 			return err
 		}
 		res.Updated = true
@@ -344,6 +344,10 @@ func lockAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Account, e
 	if err != nil {
 		return Account{}, fmt.Errorf("lock billing account: %w", err)
 	}
+	// The account's lock covers its subscriptions: only a holder of it writes them.
+	if a.Subscriptions, err = loadSubscriptions(ctx, tx, tenantID); err != nil {
+		return Account{}, err
+	}
 	return a, nil
 }
 
@@ -354,7 +358,42 @@ func LoadAccount(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Account
 	if err != nil {
 		return Account{}, fmt.Errorf("load billing account: %w", err)
 	}
+	if a.Subscriptions, err = loadSubscriptions(ctx, q, tenantID); err != nil {
+		return Account{}, err
+	}
 	return a, nil
+}
+
+// loadSubscriptions reads the registers of every subscription of the tenant.
+func loadSubscriptions(ctx context.Context, q db.Querier, tenantID uuid.UUID) (map[string]SubscriptionState, error) {
+	rows, err := q.Query(ctx, `
+		select subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
+			plan_event_created, plan_event_id, status, status_event_created, status_event_id
+		from private.billing_subscriptions where tenant_id = $1`, tenantID)
+	if err != nil {
+		return nil, fmt.Errorf("load billing subscriptions: %w", err)
+	}
+	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SubscriptionState, error) {
+		var (
+			s                    SubscriptionState
+			price, plan, status  *string
+			periodEnd            *time.Time
+			planStamp, statStamp stampCols
+		)
+		err := row.Scan(&s.ID, &price, &plan, &periodEnd, &s.CancelAtPeriodEnd, &planStamp.created, &planStamp.id,
+			&status, &statStamp.created, &statStamp.id)
+		s.PriceID, s.Plan, s.CurrentPeriodEnd, s.PlanStamp = deref(price), deref(plan), derefTime(periodEnd), planStamp.stamp()
+		s.Status, s.StatusStamp = deref(status), statStamp.stamp()
+		return s, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load billing subscriptions: %w", err)
+	}
+	out := make(map[string]SubscriptionState, len(subs))
+	for _, s := range subs {
+		out[s.ID] = s
+	}
+	return out, nil
 }
 
 func scanAccount(row pgx.Row) (Account, error) {
@@ -391,8 +430,26 @@ func scanAccount(row pgx.Row) (Account, error) {
 	return a, nil
 }
 
-// saveAccount writes every facet of a with its stamp, and the newest stamp as the row's source.
-func saveAccount(ctx context.Context, tx pgx.Tx, a Account) error {
+// saveAccount writes the registers of the subscription the change touched (none when
+// touched is empty), then every facet of a with its stamp, and the newest stamp as the row's
+// source.
+func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) error {
+	if s, ok := a.Subscriptions[touched]; ok {
+		_, err := tx.Exec(ctx, `
+			insert into private.billing_subscriptions (tenant_id, subscription_id, price_id, plan, current_period_end,
+				cancel_at_period_end, plan_event_created, plan_event_id, status, status_event_created, status_event_id)
+			values ($1, $2, nullif($3, ''), nullif($4, ''), $5, $6, $7, nullif($8, ''), nullif($9, ''), $10, nullif($11, ''))
+			on conflict (tenant_id, subscription_id) do update set
+				price_id = excluded.price_id, plan = excluded.plan, current_period_end = excluded.current_period_end,
+				cancel_at_period_end = excluded.cancel_at_period_end, plan_event_created = excluded.plan_event_created,
+				plan_event_id = excluded.plan_event_id, status = excluded.status,
+				status_event_created = excluded.status_event_created, status_event_id = excluded.status_event_id`,
+			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
+			stampTime(s.PlanStamp), s.PlanStamp.EventID, s.Status, stampTime(s.StatusStamp), s.StatusStamp.EventID)
+		if err != nil {
+			return fmt.Errorf("save billing subscription: %w", err)
+		}
+	}
 	src := a.Source()
 	status := a.Status
 	if status == "" {

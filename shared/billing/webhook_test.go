@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -454,4 +455,86 @@ func TestEventWithTextJSONBRefusesIsAppliedAndKeptAsSigned(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, billing.OutcomeProcessed, res.Outcome)
 	require.Equal(t, 2, b.count(t, `select count(*) from public.tickets where tenant_id = $1`, b.tenantID))
+}
+
+// A tenant that moved to a new subscription keeps it whatever the old one's last events say
+// and in whatever order they all arrive: an update of the old subscription after the new one
+// started, its deletion (newer than every event of the new one) and its final invoice failing
+// neither cancel the tenant nor make it past due. When the current subscription itself
+// ends, the tenant is canceled.
+func TestEndOfAnOldSubscriptionKeepsTheCurrentOne(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	t0 := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	sub := func(id, status, price string, cancel bool) map[string]any {
+		return b.subscription(t, subSpec{id: id, customer: b.customer, status: status, price: price,
+			periodEnd: at(60 * 24 * 30), cancelAtEnd: cancel})
+	}
+	events := [][]byte{
+		b.stripeEvent(t, "evt_b_new_created", billing.TypeSubscriptionCreated, at(10), sub("sub_new", "active", "price_pro", false)),
+		b.stripeEvent(t, "evt_c_old_updated", billing.TypeSubscriptionUpdated, at(11), sub("sub_old", "active", "price_basic", true)),
+		b.stripeEvent(t, "evt_d_old_deleted", billing.TypeSubscriptionDeleted, at(20), sub("sub_old", "canceled", "price_basic", true)),
+		b.stripeEvent(t, "evt_e_old_final", billing.TypeInvoicePaymentFailed, at(25),
+			b.invoice(t, invoiceSpec{id: "in_old_final", customer: b.customer, subscription: "sub_old", amount: 700, attempt: 1}, at(25))),
+	}
+	apply := func(order []int) string {
+		b.exec(t, `delete from private.stripe_events; delete from private.billing_accounts; delete from private.river_job; delete from private.sync_status`)
+		for _, i := range order {
+			require.Equal(t, "processed", b.outcome(t, events[i]))
+		}
+		return b.row(t, b.tenantID)
+	}
+	var want string
+	for n, order := range permutations(len(events)) { // all 24 orders
+		got := apply(order)
+		if n == 0 {
+			want = got
+			acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
+			require.NoError(t, err)
+			require.Equal(t, "sub_new", acct.SubscriptionID)
+			require.Equal(t, "price_pro", acct.PriceID)
+			require.Equal(t, billing.StatusActive, acct.Status)
+			require.False(t, acct.CancelAtPeriodEnd)
+			require.Equal(t, "in_old_final", acct.LastFailureInvoiceID, "the failure itself is still on record")
+			require.Equal(t, billing.StatusCanceled, acct.Subscriptions["sub_old"].Status)
+		}
+		require.Equal(t, want, got, "order %v", order)
+	}
+
+	// The current subscription's own end does cancel the tenant, and the CRM hears of it.
+	endID := "evt_" + randomID(24)
+	require.Equal(t, "processed", b.outcome(t, b.stripeEvent(t, endID, billing.TypeSubscriptionDeleted, at(30), sub("sub_new", "canceled", "price_pro", false))))
+	acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
+	require.NoError(t, err)
+	require.Equal(t, "sub_new", acct.SubscriptionID)
+	require.Equal(t, billing.StatusCanceled, acct.Status)
+	require.Equal(t, billing.LifecycleChurned, acct.CRMView().Lifecycle)
+	require.Equal(t, 1, b.crmJobs(t, b.tenantID, endID))
+}
+
+// permutations lists every order of 0..n-1 (Heap's algorithm), the identity first.
+func permutations(n int) [][]int {
+	p := make([]int, n)
+	for i := range p {
+		p[i] = i
+	}
+	out := [][]int{slices.Clone(p)}
+	c := make([]int, n)
+	for i := 0; i < n; {
+		if c[i] < i {
+			if i%2 == 0 {
+				p[0], p[i] = p[i], p[0]
+			} else {
+				p[c[i]], p[i] = p[i], p[c[i]]
+			}
+			out = append(out, slices.Clone(p))
+			c[i]++
+			i = 0
+		} else {
+			c[i] = 0
+			i++
+		}
+	}
+	return out
 }

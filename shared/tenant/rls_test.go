@@ -72,6 +72,8 @@ func seed(t *testing.T, pool *pgxpool.Pool, tenantID, userID uuid.UUID) {
 		  values ($1, 'invoice.paid', now(), '{}', $2, 'processed')`, []any{"evt_" + tenantID.String(), tenantID}},
 		{`insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, []any{"cus_" + tenantID.String(), tenantID}},
 		{`insert into private.billing_accounts (tenant_id, status, plan) values ($1, 'active', 'pro')`, []any{tenantID}},
+		{`insert into private.billing_subscriptions (tenant_id, subscription_id, status, plan) values ($1, $2, 'active', 'pro')`,
+			[]any{tenantID, "sub_" + tenantID.String()}},
 		{`insert into private.sync_status (integration, subject, tenant_id, state)
 		  values ('crm', $1, $2, 'failed')`, []any{"tenant:" + tenantID.String(), tenantID}},
 	}
