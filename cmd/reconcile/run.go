@@ -110,11 +110,12 @@ func (c cli) open(ctx context.Context) (*pgxpool.Pool, env, error) {
 }
 
 func (c cli) fail(err error) int {
-	fmt.Fprintf(c.stderr, "reconcile: %v\n", err)
 	var se *reconcile.ScopeError
 	if errors.As(err, &se) {
+		fmt.Fprintln(c.stderr, se) // a ScopeError already says "reconcile:"
 		return exitRefused
 	}
+	fmt.Fprintf(c.stderr, "reconcile: %v\n", err)
 	return exitAttention
 }
 

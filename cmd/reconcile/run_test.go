@@ -79,6 +79,7 @@ func TestRefusals(t *testing.T) {
 			require.Equal(t, exitRefused, code, errOut)
 			require.Empty(t, out)
 			require.Contains(t, errOut, tc.want)
+			require.NotContains(t, errOut, "reconcile: reconcile:")
 		})
 	}
 }

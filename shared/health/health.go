@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/portal-functions/portal-functions/shared/db"
 )
@@ -45,6 +44,9 @@ var jobKinds = [...]struct{ integration, kind string }{
 var (
 	// ErrBadWindow: the window is not positive or longer than MaxWindow.
 	ErrBadWindow = errors.New("health: window must be between 1m and 168h")
+	// ErrNoTenant: ForTenant was called without a tenant, which would read every tenant's
+	// numbers for one owner.
+	ErrNoTenant = errors.New("health: ForTenant needs a tenant id")
 )
 
 // Webhook is how Stripe's deliveries fared in the window.
@@ -116,7 +118,7 @@ type Query struct {
 // query filters by tenantID.
 func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window time.Duration) (Report, error) {
 	if tenantID == uuid.Nil {
-		return Report{}, errors.New("health: ForTenant needs a tenant id")
+		return Report{}, ErrNoTenant
 	}
 	return Read(ctx, q, Query{TenantID: tenantID, Window: window})
 }
@@ -200,7 +202,7 @@ func readIntegration(ctx context.Context, q db.Querier, integration, kind string
 		from private.sync_status
 		where integration = $1 and ($2::text is null or tenant_id::text = $2)`,
 		integration, tenant).Scan(&i.FailingSubjects, &i.LastSuccessAt)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err != nil {
 		return i, fmt.Errorf("health: %s sync status: %w", integration, db.Classify(err))
 	}
 	return i, nil

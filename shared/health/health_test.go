@@ -114,13 +114,16 @@ func TestRead(t *testing.T) {
 	}
 }
 
-func TestReadRefusesAWindowItCannotAnswer(t *testing.T) {
+func TestReadRefusesWhatItCannotAnswer(t *testing.T) {
 	t.Parallel()
 	pool := dbtest.New(t)
 	for _, w := range []time.Duration{time.Second, 8 * 24 * time.Hour, -time.Hour} {
 		_, err := health.Read(context.Background(), pool, health.Query{Window: w})
 		require.ErrorIs(t, err, health.ErrBadWindow, w.String())
 	}
+	// An owner's view without a tenant would be every tenant's numbers.
+	_, err := health.ForTenant(context.Background(), pool, uuid.Nil, 0)
+	require.ErrorIs(t, err, health.ErrNoTenant)
 }
 
 // Rejection notes prune themselves: each new note deletes a bounded batch of notes past the

@@ -1,9 +1,12 @@
 package reconcile_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -35,6 +38,27 @@ func setup(t *testing.T) bundle {
 	proc := billing.NewProcessor(pool, ins)
 	rec := reconcile.New(reconcile.Deps{Pool: pool, Enqueuer: ins, Applier: reconcile.NewBillingApplier(proc)})
 	return bundle{pool: pool, ins: ins, proc: proc, rec: rec}
+}
+
+// deliverer is the payment webhook on the bundle's processor, verifying with its own signing
+// secret: each call posts one payload signed as Stripe signs it and fails the test unless the
+// webhook answers 200. Safe to call from a goroutine (it reports with t.Errorf).
+func (b bundle) deliverer(t *testing.T) func(payload []byte) {
+	t.Helper()
+	const secret = "whsec_reconcile_test"
+	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{secret}})
+	require.NoError(t, err)
+	webhook := billing.NewWebhookHandler(v, b.proc, billing.WebhookOptions{})
+	return func(payload []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/v1/webhooks/stripe", bytes.NewReader(payload))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Stripe-Signature", billing.SignedTestEvent(secret, payload, time.Now()))
+		rr := httptest.NewRecorder()
+		webhook.ServeHTTP(rr, req)
+		if rr.Code != http.StatusOK {
+			t.Errorf("delivery: %d %s", rr.Code, rr.Body)
+		}
+	}
 }
 
 func (b bundle) tenant(t *testing.T, name string) uuid.UUID {

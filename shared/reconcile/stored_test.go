@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -246,10 +244,7 @@ func TestConcurrentRunsAndRedeliveriesApplyEachStoredEventOnce(t *testing.T) {
 	_, err := b.pool.Exec(ctx, `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, customer, tenant)
 	require.NoError(t, err)
 
-	const secret = "whsec_concurrent_runs"
-	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{secret}})
-	require.NoError(t, err)
-	webhook := billing.NewWebhookHandler(v, b.proc, billing.WebhookOptions{})
+	deliver := b.deliverer(t)
 	o := reconcile.Options{Scope: reconcile.Scope{TenantID: tenant}, Apply: true}
 	reports := make([]*reconcile.Report, 2)
 	errs := make([]error, 2)
@@ -259,14 +254,7 @@ func TestConcurrentRunsAndRedeliveriesApplyEachStoredEventOnce(t *testing.T) {
 	}
 	wg.Go(func() {
 		for _, p := range payloads {
-			req := httptest.NewRequest(http.MethodPost, "/v1/webhooks/stripe", bytes.NewReader(p))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Stripe-Signature", billing.SignedTestEvent(secret, p, time.Now()))
-			rr := httptest.NewRecorder()
-			webhook.ServeHTTP(rr, req)
-			if rr.Code != http.StatusOK {
-				t.Errorf("redelivery: %d %s", rr.Code, rr.Body)
-			}
+			deliver(p)
 		}
 	})
 	wg.Wait()

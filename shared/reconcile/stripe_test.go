@@ -1,11 +1,8 @@
 package reconcile_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -95,24 +92,14 @@ func TestReconcileRacingLiveWebhookHasOneEffectEach(t *testing.T) {
 	rec := reconcile.New(reconcile.Deps{Pool: b.pool, Enqueuer: b.ins, Applier: reconcile.NewBillingApplier(b.proc),
 		Stripe: listedEvents{EventsFunc: func(context.Context, time.Time, time.Time) ([]reconcile.SourceEvent, error) { return events, nil }}})
 
-	const secret = "whsec_race_test"
-	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{secret}})
-	require.NoError(t, err)
-	webhook := billing.NewWebhookHandler(v, b.proc, billing.WebhookOptions{})
+	deliver := b.deliverer(t)
 
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { // Stripe delivering, newest first (Stripe does not promise order).
 		defer wg.Done()
 		for i := len(events) - 1; i >= 0; i-- {
-			req := httptest.NewRequest(http.MethodPost, "/v1/webhooks/stripe", bytes.NewReader(events[i].Payload))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Stripe-Signature", billing.SignedTestEvent(secret, events[i].Payload, time.Now()))
-			rr := httptest.NewRecorder()
-			webhook.ServeHTTP(rr, req)
-			if rr.Code != http.StatusOK {
-				t.Errorf("delivery of %s: %d %s", events[i].ID, rr.Code, rr.Body)
-			}
+			deliver(events[i].Payload)
 		}
 	}()
 	var rep *reconcile.Report
