@@ -176,9 +176,6 @@ func (h *CheckoutHandler) check(req checkoutRequest) (string, string, error) {
 	return success, cancel, nil
 }
 
-// ErrUnsafePath is a return path that could leave the portal's origin (an open redirect).
-var ErrUnsafePath = errors.New("return path must stay on the portal")
-
 // onPortal resolves a return path on the portal URL. Only a plain absolute path is accepted:
 // no scheme, no host, no "//" or "\" (which browsers treat as a host), no control characters
 // or spaces, no ".." segment, and none of these hidden behind percent-encoding.

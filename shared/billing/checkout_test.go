@@ -115,8 +115,17 @@ func setupCheckout(t *testing.T) *checkoutBundle {
 
 func (b *checkoutBundle) post(t *testing.T, role, body string) *httptest.ResponseRecorder {
 	t.Helper()
+	return b.postWithKey(t, role, body, "")
+}
+
+// postWithKey posts with the client's Idempotency-Key header (none when key is empty).
+func (b *checkoutBundle) postWithKey(t *testing.T, role, body, key string) *httptest.ResponseRecorder {
+	t.Helper()
 	req := httptest.NewRequest(http.MethodPost, "/v1/checkout-sessions", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	req.Header.Set("Authorization", "Bearer "+b.issuer.Token(t, b.users[role], authtest.WithEmail(role+"@acme.test")))
 	rec := httptest.NewRecorder()
 	b.handler.ServeHTTP(rec, req)
@@ -168,6 +177,24 @@ func TestCheckoutCreatesASessionForTheCallersTenant(t *testing.T) {
 	require.Equal(t, customerID, calls[0].form.Get("customer"))
 	require.Equal(t, "https://portal.example.test/billing?checkout=canceled", calls[0].form.Get("cancel_url"))
 	require.Equal(t, 1, countRows(t, b.pool, `select count(*) from private.stripe_customers where tenant_id = $1`, b.tenantID))
+
+	// The session's idempotency key at Stripe: the same for a retry of the same request with
+	// the client's Idempotency-Key (Stripe then answers with the same session), another for
+	// another key or another body, and a fresh one for every request without a key.
+	sessionKey := func(body, key string) string {
+		t.Helper()
+		rec := b.postWithKey(t, "owner", body, key)
+		require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+		calls := b.stripe.take()
+		require.Len(t, calls, 1)
+		return calls[0].idempotencyKey
+	}
+	const pro, basic = `{"price_id":"price_pro"}`, `{"price_id":"price_basic"}`
+	first := sessionKey(pro, "retry-1")
+	require.Equal(t, first, sessionKey(pro, "retry-1"))
+	require.NotEqual(t, first, sessionKey(pro, "retry-2"))
+	require.NotEqual(t, first, sessionKey(basic, "retry-1"))
+	require.NotEqual(t, sessionKey(pro, ""), sessionKey(pro, ""))
 }
 
 func TestCheckoutRefusals(t *testing.T) {

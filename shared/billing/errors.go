@@ -35,6 +35,9 @@ var (
 	ErrNoPrices = errors.New("no allowed price configured")
 	// ErrPortalURL is a PORTAL_URL that is not an absolute http(s) origin.
 	ErrPortalURL = errors.New("portal URL must be an absolute http(s) URL")
+	// ErrUnsafePath is a checkout return path that could leave the portal's origin (an open
+	// redirect); the request is answered 422 naming the field.
+	ErrUnsafePath = errors.New("return path must stay on the portal")
 )
 
 // DeliveryError is a webhook delivery refused before anything was written: Reason is one of

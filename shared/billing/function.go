@@ -55,7 +55,7 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 	}
 	inserter, err := jobs.NewInserter(deps.Pool)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("job inserter: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), WebhookOptions{
@@ -67,14 +67,17 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 
 // CheckoutConfig is checkout-create's environment.
 type CheckoutConfig struct {
+	// StripeAPIKey is the secret key checkout creates customers and sessions with.
 	StripeAPIKey config.Secret `env:"STRIPE_API_KEY" required:"true"`
 	// StripeAPIBase points the client elsewhere than api.stripe.com (stripe-mock locally).
 	StripeAPIBase string `env:"STRIPE_API_BASE" default:"https://api.stripe.com"`
 	// PriceIDs are the prices a tenant may subscribe to, comma-separated.
 	PriceIDs []string `env:"STRIPE_PRICE_IDS" required:"true"`
 	// PortalURL is where Checkout sends the browser back to; return paths stay on it.
-	PortalURL         *url.URL      `env:"PORTAL_URL" required:"true"`
-	SupabaseURL       string        `env:"SUPABASE_URL" required:"true"`
+	PortalURL *url.URL `env:"PORTAL_URL" required:"true"`
+	// SupabaseURL is the project whose tokens (issuer, JWKS) identify the caller.
+	SupabaseURL string `env:"SUPABASE_URL" required:"true"`
+	// SupabaseJWTSecret verifies legacy HS256 tokens (optional when the project uses JWKS).
 	SupabaseJWTSecret config.Secret `env:"SUPABASE_JWT_SECRET"`
 }
 
@@ -90,12 +93,12 @@ func BuildCheckout(ctx context.Context, deps function.Deps, cfg CheckoutConfig) 
 		Logger:      deps.Logger,
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("token verifier: %w", err)
 	}
 	h, err := NewCheckoutHandler(deps.Pool, NewStripeClient(cfg.StripeAPIKey, cfg.StripeAPIBase, deps.HTTPClient),
 		CheckoutOptions{Prices: cfg.PriceIDs, PortalURL: cfg.PortalURL})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("STRIPE_PRICE_IDS / PORTAL_URL: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(CheckoutRoute, auth.Require(verifier)(tenant.Middleware(deps.Pool)(h)))

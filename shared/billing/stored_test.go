@@ -140,30 +140,18 @@ func TestApplyStoredRacingLiveDeliveriesHasOneEffect(t *testing.T) {
 		mu       sync.Mutex
 		outcomes = map[string]int{}
 	)
+	record := func(res billing.Result, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			outcomes["error: "+err.Error()]++
+			return
+		}
+		outcomes[string(res.Outcome)]++
+	}
 	for range 10 {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			res, err := p.ApplyStored(ctx, id)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				outcomes["error: "+err.Error()]++
-				return
-			}
-			outcomes[string(res.Outcome)]++
-		}()
-		go func() {
-			defer wg.Done()
-			res, err := p.Process(ctx, ev)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				outcomes["error: "+err.Error()]++
-				return
-			}
-			outcomes[string(res.Outcome)]++
-		}()
+		wg.Go(func() { record(p.ApplyStored(ctx, id)) })
+		wg.Go(func() { record(p.Process(ctx, ev)) })
 	}
 	wg.Wait()
 	require.Equal(t, map[string]int{"processed": 1, "duplicate": 19}, outcomes)
