@@ -180,3 +180,34 @@ func TestRecordRejectedDeliveryRefusesWhatIsNotARejection(t *testing.T) {
 	require.NoError(t, pool.QueryRow(context.Background(), `select count(*) from private.webhook_rejections`).Scan(&n))
 	require.Zero(t, n)
 }
+
+// BenchmarkForTenant is the owner's GET /v1/account health section on a queue holding 100k
+// jobs of 1,000 tenants and 10k inbox events: what one account read adds.
+func BenchmarkForTenant(b *testing.B) {
+	ctx := context.Background()
+	pool := dbtest.New(b)
+	_, err := pool.Exec(ctx, `
+		insert into private.river_job (kind, queue, args, state, attempt, max_attempts, finalized_at, priority, created_at)
+		select case when g % 2 = 0 then 'crm_sync' else 'helpdesk_ticket' end, case when g % 2 = 0 then 'crm' else 'helpdesk' end,
+		       jsonb_build_object('tenant_id', md5((g % 1000)::text)::uuid::text, 'source_event', 'evt_' || g),
+		       'completed', 1, 8, now() - (g % 2880) * interval '1 minute', 1, now() - (g % 2880) * interval '1 minute'
+		from generate_series(1, 100000) g`)
+	require.NoError(b, err)
+	_, err = pool.Exec(ctx, `insert into public.tenants (id, name) select md5(g::text)::uuid, 't' || g from generate_series(0, 999) g`)
+	require.NoError(b, err)
+	_, err = pool.Exec(ctx, `
+		insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, received_at, applied_at)
+		select 'evt_' || g, 'invoice.paid', now(), '{}', md5((g % 1000)::text)::uuid, 'processed',
+		       now() - (g % 2880) * interval '1 minute', now()
+		from generate_series(1, 10000) g`)
+	require.NoError(b, err)
+	_, err = pool.Exec(ctx, `analyze private.river_job; analyze private.stripe_events`)
+	require.NoError(b, err)
+	tenant := uuid.MustParse("8f14e45f-ceea-167a-5a36-dedd4bea2543") // md5('7')
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := health.ForTenant(ctx, pool, tenant, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
