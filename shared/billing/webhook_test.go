@@ -346,6 +346,19 @@ func TestUnknownTenantIsStoredAsUnmatched(t *testing.T) {
 	// Never guessed by email: the tenant's contact email matched the invoice's, still unmatched.
 	require.Zero(t, b.count(t, `select count(*) from private.billing_accounts`))
 	require.Zero(t, b.count(t, `select count(*) from private.stripe_customers where customer_id = $1`, stranger))
+	// Visible to ops: each delivery's log line and metric say unmatched, with the event type.
+	var logged []string
+	for _, l := range b.logs.lines(t) {
+		if l["msg"] == "request" {
+			logged = append(logged, fmt.Sprint(l["outcome"], " ", l["event_type"]))
+		}
+	}
+	require.Equal(t, []string{"unmatched invoice.paid", "unmatched customer.subscription.updated", "unmatched customer.subscription.updated"}, logged)
+	var counted []string
+	for _, m := range b.metrics.lines(t) {
+		counted = append(counted, fmt.Sprint(m["Outcome"], " ", m["EventType"]))
+	}
+	require.Equal(t, logged, counted)
 }
 
 func TestTenantResolution(t *testing.T) {
