@@ -62,13 +62,9 @@ func NewURL(t testing.TB) string {
 	}
 	defer admin.Close(ctx)
 
-	tmpl, err := ensureTemplate(ctx, admin)
-	if err != nil {
-		t.Fatalf("dbtest: %v", err)
-	}
 	name := "pf_test_" + randomSuffix()
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`create database %s template %s`, name, tmpl)); err != nil {
-		t.Fatalf("dbtest: create test database: %v", err)
+	if err := createFromTemplate(ctx, admin, name); err != nil {
+		t.Fatalf("dbtest: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -86,51 +82,95 @@ func NewURL(t testing.TB) string {
 	return withDatabase(ServerURL(), name)
 }
 
-// ensureTemplate builds the template database for the current migrations once per server.
-func ensureTemplate(ctx context.Context, admin *pgx.Conn) (string, error) {
+// templateLock is the advisory lock that guards the templates: held shared while a test
+// database is copied from one, exclusively while one is built or old ones are dropped. So a
+// template never disappears under a copy, even when checkouts with other migrations (another
+// branch, a CI clone) test against the same server at the same time.
+const templateLock = 7243902
+
+// keepTemplates is how many templates of other migration sets survive a new build: the newest
+// ones, so a few checkouts on one server do not keep dropping each other's.
+const keepTemplates = 4
+
+// createFromTemplate creates database name as a copy of the current migrations' template,
+// building the template first when it is missing.
+func createFromTemplate(ctx context.Context, admin *pgx.Conn, name string) error {
 	ms, err := db.LoadMigrations(supabase.Migrations, "migrations")
 	if err != nil {
-		return "", err
+		return err
 	}
-	sum := db.Checksum(append(ms, db.Migration{Version: "0", Name: "standin", SQL: standin.SQL()}))
-	name := "pf_tmpl_" + sum
-	if _, err := admin.Exec(ctx, `select pg_advisory_lock(7243902)`); err != nil {
-		return "", fmt.Errorf("lock template: %w", err)
+	tmpl := "pf_tmpl_" + db.Checksum(append(ms, db.Migration{Version: "0", Name: "standin", SQL: standin.SQL()}))
+	for range 3 {
+		copied, err := copyTemplate(ctx, admin, tmpl, name)
+		if err != nil || copied {
+			return err
+		}
+		if err := buildTemplate(ctx, admin, tmpl, ms); err != nil {
+			return err
+		}
 	}
-	defer admin.Exec(context.Background(), `select pg_advisory_unlock(7243902)`) //nolint:errcheck
+	return fmt.Errorf("create test database: template %s keeps disappearing", tmpl)
+}
+
+// copyTemplate copies tmpl to name under the shared lock; false when tmpl does not exist.
+func copyTemplate(ctx context.Context, admin *pgx.Conn, tmpl, name string) (bool, error) {
+	if _, err := admin.Exec(ctx, `select pg_advisory_lock_shared($1)`, templateLock); err != nil {
+		return false, fmt.Errorf("lock template: %w", err)
+	}
+	defer admin.Exec(context.Background(), `select pg_advisory_unlock_shared($1)`, templateLock) //nolint:errcheck
+	var exists bool
+	if err := admin.QueryRow(ctx, `select exists (select 1 from pg_database where datname = $1)`, tmpl).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look up template: %w", err)
+	}
+	if !exists {
+		return false, nil
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`create database %s template %s`, name, tmpl)); err != nil {
+		return false, fmt.Errorf("create test database: %w", err)
+	}
+	return true, nil
+}
+
+// buildTemplate builds tmpl (unless another process just did) under the exclusive lock, and
+// drops all but the newest keepTemplates templates of other migration sets.
+func buildTemplate(ctx context.Context, admin *pgx.Conn, tmpl string, ms []db.Migration) error {
+	if _, err := admin.Exec(ctx, `select pg_advisory_lock($1)`, templateLock); err != nil {
+		return fmt.Errorf("lock template: %w", err)
+	}
+	defer admin.Exec(context.Background(), `select pg_advisory_unlock($1)`, templateLock) //nolint:errcheck
 
 	var exists bool
-	if err := admin.QueryRow(ctx, `select exists (select 1 from pg_database where datname = $1)`, name).Scan(&exists); err != nil {
-		return "", fmt.Errorf("look up template: %w", err)
+	if err := admin.QueryRow(ctx, `select exists (select 1 from pg_database where datname = $1)`, tmpl).Scan(&exists); err != nil {
+		return fmt.Errorf("look up template: %w", err)
 	}
 	if exists {
-		return name, nil
+		return nil
 	}
-	// Templates of older migration sets are of no further use.
-	rows, err := admin.Query(ctx, `select datname from pg_database where datname like 'pf_tmpl_%'`)
+	rows, err := admin.Query(ctx, `select datname from pg_database where datname like 'pf\_tmpl\_%' order by oid desc offset $1`, keepTemplates)
 	if err != nil {
-		return "", fmt.Errorf("list old templates: %w", err)
+		return fmt.Errorf("list old templates: %w", err)
 	}
 	old, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return "", fmt.Errorf("list old templates: %w", err)
+		return fmt.Errorf("list old templates: %w", err)
 	}
 	for _, o := range old {
 		_, _ = admin.Exec(ctx, fmt.Sprintf(`drop database if exists %s with (force)`, o))
 	}
 
-	building := name + "_build"
+	building := tmpl + "_build"
+	_, _ = admin.Exec(ctx, fmt.Sprintf(`drop database if exists %s with (force)`, building)) // left by a crashed build
 	if _, err := admin.Exec(ctx, fmt.Sprintf(`create database %s`, building)); err != nil {
-		return "", fmt.Errorf("create template: %w", err)
+		return fmt.Errorf("create template: %w", err)
 	}
 	if err := migrate(ctx, withDatabase(ServerURL(), building), ms); err != nil {
 		_, _ = admin.Exec(ctx, fmt.Sprintf(`drop database if exists %s with (force)`, building))
-		return "", err
+		return err
 	}
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`alter database %s rename to %s`, building, name)); err != nil {
-		return "", fmt.Errorf("publish template: %w", err)
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`alter database %s rename to %s`, building, tmpl)); err != nil {
+		return fmt.Errorf("publish template: %w", err)
 	}
-	return name, nil
+	return nil
 }
 
 func migrate(ctx context.Context, u string, ms []db.Migration) error {
