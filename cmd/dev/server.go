@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -68,19 +67,12 @@ type server struct {
 }
 
 func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, error) {
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	if err != nil {
 		return nil, err
 	}
-	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
-	if err != nil {
-		return nil, err
-	}
-	s := &server{logger: logger, opts: o, tmpl: tmpl, envs: envs, lookups: map[string]func(string) (string, bool){}}
+	root := p.Root
+	s := &server{logger: logger, opts: o, tmpl: p.Template, envs: p.Env, lookups: map[string]func(string) (string, bool){}}
 	s.dbURL = os.Getenv("DATABASE_URL")
 	if s.dbURL == "" {
 		s.dbURL = DefaultDatabaseURL
@@ -96,7 +88,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		s.pool.Close()
 		return nil, err
 	}
-	s.stands, err = startStandins(ctx, root, logger, envs)
+	s.stands, err = startStandins(ctx, root, logger, p.Env)
 	if err != nil {
 		s.pool.Close()
 		return nil, err

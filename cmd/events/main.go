@@ -32,18 +32,11 @@ func main() {
 }
 
 func run(ttl time.Duration) error {
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	if err != nil {
 		return err
 	}
-	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
-	if err != nil {
-		return err
-	}
-	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
-	if err != nil {
-		return err
-	}
+	root, tmpl, envs := p.Root, p.Template, p.Env
 	files, err := filepath.Glob(filepath.Join(root, "events", "*.json"))
 	if err != nil {
 		return fmt.Errorf("list events: %w", err)

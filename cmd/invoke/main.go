@@ -45,23 +45,16 @@ func run(ctx context.Context, logicalID, eventPath, envPath string, resign bool)
 	if logicalID == "" || eventPath == "" {
 		return errors.New("usage: make invoke FN=<LogicalId> EVENT=events/<file>.json")
 	}
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	if err != nil {
 		return err
 	}
-	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
+	root := p.Root
+	f, err := p.Template.Function(logicalID)
 	if err != nil {
 		return err
 	}
-	f, err := tmpl.Function(logicalID)
-	if err != nil {
-		return err
-	}
-	targets, err := sam.LoadBuildTargets(filepath.Join(root, "Makefile"))
-	if err != nil {
-		return err
-	}
-	target, ok := targets[logicalID]
+	target, ok := p.Targets[logicalID]
 	if !ok || target.Package == "" {
 		return fmt.Errorf("the Makefile has no build-%s target writing $(ARTIFACTS_DIR)/bootstrap", logicalID)
 	}

@@ -35,16 +35,12 @@ type crmTenant struct {
 // in make dev's database, sends a payment failure for each, then reads the stand-in's received
 // upserts from make dev's control API.
 func runCRM(ctx context.Context, o options) error {
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	if err != nil {
 		return err
 	}
-	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
-	if err != nil {
-		return err
-	}
-	env := envs["PaymentWebhookFunction"]
-	event, err := sampleEvent(filepath.Join(root, "events", "payment-webhook-payment-failed.json"))
+	env := p.Env["PaymentWebhookFunction"]
+	event, err := sampleEvent(filepath.Join(p.Root, "events", "payment-webhook-payment-failed.json"))
 	if err != nil {
 		return err
 	}

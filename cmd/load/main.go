@@ -116,14 +116,11 @@ type requestMaker struct {
 }
 
 func newRequestMaker(o options) (*requestMaker, error) {
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	if err != nil {
 		return nil, err
 	}
-	envs, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
-	if err != nil {
-		return nil, err
-	}
+	root, envs := p.Root, p.Env
 	m := &requestMaker{opts: o, target: o.target, webhookPct: o.webhookPct, run: time.Now().Format("150405"),
 		secret: envs["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"]}
 	m.token, err = demo.Token(envs["TicketCreateFunction"]["SUPABASE_JWT_SECRET"], envs["TicketCreateFunction"]["SUPABASE_URL"], time.Hour)

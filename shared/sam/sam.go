@@ -398,3 +398,32 @@ func Root(dir string) (string, error) {
 		d = parent
 	}
 }
+
+// Project is the repository as the tools and tests read it: its root folder, template.yaml,
+// the Makefile's build targets and env.json.
+type Project struct {
+	Root     string
+	Template *Template
+	Targets  map[string]BuildTarget
+	Env      EnvFile
+}
+
+// Open finds the repository root from dir upwards (Root) and reads the project's template,
+// build targets and env.json.
+func Open(dir string) (*Project, error) {
+	root, err := Root(dir)
+	if err != nil {
+		return nil, err
+	}
+	p := &Project{Root: root}
+	if p.Template, err = Load(filepath.Join(root, "template.yaml")); err != nil {
+		return nil, err
+	}
+	if p.Targets, err = LoadBuildTargets(filepath.Join(root, "Makefile")); err != nil {
+		return nil, err
+	}
+	if p.Env, err = LoadEnvFile(filepath.Join(root, "env.json")); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

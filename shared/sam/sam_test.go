@@ -22,15 +22,9 @@ type bundle struct {
 
 func setup(t *testing.T) bundle {
 	t.Helper()
-	root, err := sam.Root(".")
+	p, err := sam.Open(".")
 	require.NoError(t, err)
-	tmpl, err := sam.Load(filepath.Join(root, "template.yaml"))
-	require.NoError(t, err)
-	targets, err := sam.LoadBuildTargets(filepath.Join(root, "Makefile"))
-	require.NoError(t, err)
-	env, err := sam.LoadEnvFile(filepath.Join(root, "env.json"))
-	require.NoError(t, err)
-	return bundle{root: root, tmpl: tmpl, targets: targets, env: env}
+	return bundle{root: p.Root, tmpl: p.Template, targets: p.Targets, env: p.Env}
 }
 
 // The functions, their triggers and their routes are a contract (DESIGN.md section 3): the
