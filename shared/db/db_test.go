@@ -81,3 +81,62 @@ func TestOpenDoesNotLeakThePassword(t *testing.T) {
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "s3cret-pw")
 }
+
+// Behind Supavisor in transaction mode each transaction may run on another server connection,
+// where a statement prepared earlier does not exist. The pool must not rely on one: dropping
+// every server-side prepared statement between two runs of the same query (what a switch of
+// backend does) changes nothing.
+func TestPoolNeedsNoServerSidePreparedStatements(t *testing.T) {
+	t.Parallel()
+	pool, err := db.Open(context.Background(), dbtest.NewURL(t), db.Options{MaxConns: 1})
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+
+	const q = `select count(*) from public.tenants where name = $1`
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, q, "Acme").Scan(&n))
+	_, err = conn.Exec(ctx, `deallocate all`)
+	require.NoError(t, err)
+	require.NoError(t, conn.QueryRow(ctx, q, "Acme").Scan(&n), "the second run needs no statement left on the server")
+}
+
+// The local stand-in answers auth.uid(), auth.role() and auth.jwt() from request.jwt.claims
+// as Supabase does, so RLS policies written for Supabase hold here: a member running as
+// authenticated sees their own tenant and not another.
+func TestStandinReadsTheClaimsAsSupabaseDoes(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	ctx := context.Background()
+	var mine, other, user string
+	require.NoError(t, pool.QueryRow(ctx, `select gen_random_uuid()::text`).Scan(&user))
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (id, name) values (gen_random_uuid(), 'Mine') returning id`).Scan(&mine))
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (id, name) values (gen_random_uuid(), 'Other') returning id`).Scan(&other))
+	_, err := pool.Exec(ctx, `insert into public.memberships (user_id, tenant_id, role) values ($1, $2, 'member')`, user, mine)
+	require.NoError(t, err)
+
+	claims := `{"sub":"` + user + `","role":"authenticated","email":"m@acme.test","aud":"authenticated"}`
+	err = db.Tx(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `select set_config('request.jwt.claims', $1, true)`, claims); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `set local role authenticated`); err != nil {
+			return err
+		}
+		var uid, role, email string
+		require.NoError(t, tx.QueryRow(ctx, `select auth.uid()::text, auth.role(), auth.jwt() ->> 'email'`).Scan(&uid, &role, &email))
+		require.Equal(t, []string{user, "authenticated", "m@acme.test"}, []string{uid, role, email})
+		rows, err := tx.Query(ctx, `select id::text from public.tenants`)
+		if err != nil {
+			return err
+		}
+		visible, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Equal(t, []string{mine}, visible, "RLS shows the member's own tenant only")
+		return nil
+	})
+	require.NoError(t, err)
+}
