@@ -30,7 +30,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	if err := run(ctx, logger, options{Addr: *addr, Workers: !*noWorkers, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+	dbURL := os.Getenv("DATABASE_URL")
+	if dbURL == "" {
+		dbURL = DefaultDatabaseURL
+	}
+	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
@@ -38,9 +42,11 @@ func main() {
 
 // options configure one dev server run.
 type options struct {
-	Addr    string
-	Workers bool
-	Out     interface{ Write([]byte) (int, error) }
+	Addr string
+	// DatabaseURL is the dev database (created when missing); every function uses it.
+	DatabaseURL string
+	Workers     bool
+	Out         interface{ Write([]byte) (int, error) }
 	// Ready, when set, is called with the server's base URL once it serves.
 	Ready func(baseURL string)
 }

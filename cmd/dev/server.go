@@ -73,10 +73,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	}
 	root := p.Root
 	s := &server{logger: logger, opts: o, tmpl: p.Template, envs: p.Env, lookups: map[string]func(string) (string, bool){}}
-	s.dbURL = os.Getenv("DATABASE_URL")
-	if s.dbURL == "" {
-		s.dbURL = DefaultDatabaseURL
-	}
+	s.dbURL = o.DatabaseURL
 	if err := ensureDatabase(ctx, s.dbURL); err != nil {
 		return nil, err
 	}
@@ -105,13 +102,16 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	return s, nil
 }
 
-// lookupFor is a function's environment: the process environment first, then env.json's
-// values for that function (which point at the local stand-ins); a provider with real
-// credentials in the process environment keeps its own settings.
+// lookupFor is a function's environment: DATABASE_URL is the dev database; otherwise the
+// process environment first, then env.json's values for that function (which point at the
+// local stand-ins); a provider with real credentials in the process environment keeps its own
+// settings.
 func (s *server) lookupFor(f sam.Function) func(string) (string, bool) {
 	local := s.envs.For(f)
-	local["DATABASE_URL"] = s.dbURL
 	return func(name string) (string, bool) {
+		if name == "DATABASE_URL" {
+			return s.dbURL, true
+		}
 		if v, ok := os.LookupEnv(name); ok && v != "" {
 			return v, true
 		}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+	"github.com/portal-functions/portal-functions/shared/demo"
+	"github.com/portal-functions/portal-functions/shared/providerfake"
+	"github.com/portal-functions/portal-functions/shared/sam"
+)
+
+type bundle struct {
+	base    string
+	project *sam.Project
+	token   string
+	stop    func() error
+}
+
+// setup runs the dev server as `make dev` does (workers and stand-ins included) on a free
+// port against a throwaway database; stop cancels it as Ctrl-C does and returns run's error.
+func setup(t *testing.T) bundle {
+	t.Helper()
+	p, err := sam.Open(".")
+	require.NoError(t, err)
+	env := p.Env["PortalReadFunction"]
+	token, err := demo.Token(env["SUPABASE_JWT_SECRET"], env["SUPABASE_URL"], time.Hour)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
+			Addr: "127.0.0.1:0", DatabaseURL: dbtest.NewURL(t), Workers: true, Out: io.Discard,
+			Ready: func(base string) { ready <- base },
+		})
+	}()
+	var base string
+	select {
+	case base = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("the dev server did not start: %v", err)
+	}
+	stopped := false
+	stop := func() error {
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = stop()
+		}
+	})
+	return bundle{base: base, project: p, token: token, stop: stop}
+}
+
+func (b bundle) do(t *testing.T, method, path, token string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, b.base+path, strings.NewReader(`{}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, body
+}
+
+// make dev serves every HTTP route of template.yaml from the function's own handler (each
+// refuses an unauthenticated call itself: 400 for a webhook without signature, 401 for the
+// portal routes, never the mux's 404 or 405), answers the demo owner from the seeded
+// database, switches a stand-in, and stops cleanly when cancelled.
+func TestDevServesTheTemplateRoutesAndStopsCleanly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+
+	routes := b.project.Template.Routes()
+	require.NotEmpty(t, routes)
+	for _, r := range routes {
+		path := strings.ReplaceAll(r.Path, "{id}", demo.TicketID.String())
+		status, body := b.do(t, r.Method, path, "")
+		require.Contains(t, []int{http.StatusBadRequest, http.StatusUnauthorized}, status, "%s %s -> %s: %s", r.Method, path, r.Function, body)
+		require.Contains(t, string(body), `"request_id"`, "a problem from the function's own skeleton")
+	}
+
+	status, body := b.do(t, http.MethodGet, "/v1/account", b.token)
+	require.Equal(t, http.StatusOK, status, string(body))
+	var account struct {
+		Tenant struct {
+			ID string `json:"id"`
+		} `json:"tenant"`
+	}
+	require.NoError(t, json.Unmarshal(body, &account))
+	require.Equal(t, demo.TenantID.String(), account.Tenant.ID, "the seeded demo tenant")
+
+	status, body = b.do(t, http.MethodGet, "/v1/tickets/"+demo.TicketID.String(), b.token)
+	require.Equal(t, http.StatusOK, status, string(body))
+
+	// Every provider is a stand-in unless its port is taken (another make dev): switch one.
+	status, body = b.do(t, http.MethodGet, controlPrefix, "")
+	require.Equal(t, http.StatusOK, status, string(body))
+	var states []providerfake.State
+	require.NoError(t, json.Unmarshal(body, &states))
+	require.Len(t, states, 4, "stripe, hubspot, zendesk, supabase")
+	name := ""
+	for _, st := range states {
+		if st.Standin && name == "" {
+			name = st.Provider
+		}
+	}
+	require.NotEmpty(t, name, "no stand-in started: %s", body)
+	status, body = b.do(t, http.MethodPost, controlPrefix+"/"+name+"/rate-limited", "")
+	require.Equal(t, http.StatusOK, status, string(body))
+	require.NoError(t, json.Unmarshal(body, &states))
+	for _, st := range states {
+		if st.Provider == name {
+			require.Equal(t, "rate-limited", st.Mode)
+		}
+	}
+
+	require.NoError(t, b.stop(), "Ctrl-C ends the run without an error")
+	_, err := http.Get(b.base + "/v1/account")
+	require.Error(t, err, "nothing listens after the stop")
+}
