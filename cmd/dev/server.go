@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
-	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/crm"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/standin"
@@ -208,33 +207,30 @@ func (s *server) Serve(ctx context.Context) error {
 	return err
 }
 
-// workers builds the continuous runners of both queues from the workers' own settings.
+// workers builds the continuous runners of both queues from the workers' own settings, as
+// their Lambda functions do.
 func (s *server) workers() ([]jobs.RunConfig, error) {
-	var cfgs []jobs.RunConfig
-
-	if f, err := s.tmpl.Function("SupportPushFunction"); err == nil {
-		var cfg helpdesk.Config
-		if err := config.LoadFrom(s.lookups[f.LogicalID], &cfg); err != nil {
-			return nil, fmt.Errorf("support-push settings: %w", err)
+	queues := []struct {
+		logicalID string
+		queue     interface {
+			LoadRunConfig(function.Deps) (jobs.RunConfig, error)
 		}
-		deps := s.deps("support-push", s.lookups[f.LogicalID])
-		w, err := helpdesk.NewWorkers(deps, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("support-push workers: %w", err)
-		}
-		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w, Logger: deps.Logger, Metrics: deps.Metrics})
+		name string
+	}{
+		{"SupportPushFunction", helpdesk.Push, helpdesk.Push.Name},
+		{"CrmPushFunction", crm.Push, crm.Push.Name},
 	}
-	if f, err := s.tmpl.Function("CrmPushFunction"); err == nil {
-		var cfg crm.PushConfig
-		if err := config.LoadFrom(s.lookups[f.LogicalID], &cfg); err != nil {
-			return nil, fmt.Errorf("crm-push settings: %w", err)
-		}
-		deps := s.deps("crm-push", s.lookups[f.LogicalID])
-		w, err := crm.NewWorkers(deps, cfg)
+	var cfgs []jobs.RunConfig
+	for _, q := range queues {
+		f, err := s.tmpl.Function(q.logicalID)
 		if err != nil {
-			return nil, fmt.Errorf("crm-push workers: %w", err)
+			continue
 		}
-		cfgs = append(cfgs, jobs.RunConfig{Queue: jobs.QueueCRM, Workers: w, Logger: deps.Logger, Metrics: deps.Metrics})
+		run, err := q.queue.LoadRunConfig(s.deps(q.name, s.lookups[f.LogicalID]))
+		if err != nil {
+			return nil, err
+		}
+		cfgs = append(cfgs, run)
 	}
 	return cfgs, nil
 }

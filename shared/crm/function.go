@@ -1,10 +1,8 @@
 package crm
 
 import (
-	"context"
 	"fmt"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/riverqueue/river"
 
 	"github.com/portal-functions/portal-functions/shared/config"
@@ -44,35 +42,15 @@ func NewWorkers(deps function.Deps, cfg PushConfig) (*river.Workers, error) {
 	return workers, nil
 }
 
-// PushRunConfig is the queue run of crm-push built from its dependencies: the Lambda handler
-// runs it once per invocation; jobs.RunContinuously can run it back to back.
-func PushRunConfig(deps function.Deps, cfg PushConfig) (jobs.RunConfig, error) {
-	workers, err := NewWorkers(deps, cfg)
-	if err != nil {
-		return jobs.RunConfig{}, err
-	}
-	return jobs.RunConfig{
-		Queue:           jobs.QueueCRM,
-		Workers:         workers,
-		Logger:          deps.Logger,
-		Metrics:         deps.Metrics,
-		AlertWebhookURL: cfg.AlertWebhookURL.Reveal(),
-		HTTPClient:      deps.HTTPClient,
-	}, nil
+// Push is crm-push's queue: the crm queue worked by NewWorkers.
+var Push = jobs.QueueFunction[PushConfig]{
+	Name:            "crm-push",
+	Queue:           jobs.QueueCRM,
+	Workers:         NewWorkers,
+	AlertWebhookURL: func(cfg PushConfig) config.Secret { return cfg.AlertWebhookURL },
 }
 
 // PushFunction is crm-push: on its schedule (EventBridge, every minute) or a manual invoke, it
 // works the crm queue until nothing is due or the invocation's time is nearly up, and answers
 // what it did.
-var PushFunction = function.Invoked[PushConfig, events.EventBridgeEvent, jobs.Summary]{
-	Name: "crm-push",
-	Build: func(_ context.Context, deps function.Deps, cfg PushConfig) (func(context.Context, events.EventBridgeEvent) (jobs.Summary, error), error) {
-		run, err := PushRunConfig(deps, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return func(ctx context.Context, _ events.EventBridgeEvent) (jobs.Summary, error) {
-			return jobs.Run(ctx, deps.Pool, run)
-		}, nil
-	},
-}
+var PushFunction = Push.Function()

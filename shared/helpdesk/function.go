@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/riverqueue/river"
 
 	"github.com/portal-functions/portal-functions/shared/config"
@@ -58,37 +57,17 @@ func NewWorkers(deps function.Deps, cfg Config) (*river.Workers, error) {
 	return workers, nil
 }
 
-// PushRunConfig is the queue run of support-push built from its dependencies: the Lambda
-// handler runs it once per invocation; jobs.RunContinuously can run it back to back.
-func PushRunConfig(deps function.Deps, cfg Config) (jobs.RunConfig, error) {
-	workers, err := NewWorkers(deps, cfg)
-	if err != nil {
-		return jobs.RunConfig{}, err
-	}
-	return jobs.RunConfig{
-		Queue:           jobs.QueueHelpdesk,
-		Workers:         workers,
-		Logger:          deps.Logger,
-		Metrics:         deps.Metrics,
-		AlertWebhookURL: cfg.AlertWebhookURL.Reveal(),
-		HTTPClient:      deps.HTTPClient,
-	}, nil
+// Push is support-push's queue: the helpdesk queue worked by NewWorkers.
+var Push = jobs.QueueFunction[Config]{
+	Name:            "support-push",
+	Queue:           jobs.QueueHelpdesk,
+	Workers:         NewWorkers,
+	AlertWebhookURL: func(cfg Config) config.Secret { return cfg.AlertWebhookURL },
 }
 
 // PushFunction is support-push (SupportPushFunction): every scheduled event works the helpdesk
 // queue until nothing is due or the invocation's time is nearly up, and reports what it did.
-var PushFunction = function.Invoked[Config, events.EventBridgeEvent, jobs.Summary]{
-	Name: "support-push",
-	Build: func(_ context.Context, deps function.Deps, cfg Config) (func(context.Context, events.EventBridgeEvent) (jobs.Summary, error), error) {
-		run, err := PushRunConfig(deps, cfg)
-		if err != nil {
-			return nil, err
-		}
-		return func(ctx context.Context, _ events.EventBridgeEvent) (jobs.Summary, error) {
-			return jobs.Run(ctx, deps.Pool, run)
-		}, nil
-	},
-}
+var PushFunction = Push.Function()
 
 var errNoLinks = errors.New("helpdesk: storage not configured")
 

@@ -52,7 +52,7 @@ func TestSupportPathWorksWhileTheCRMIsDown(t *testing.T) {
 	}))
 	var crmCfg crm.PushConfig
 	require.NoError(t, config.LoadFrom(deps.Lookup, &crmCfg))
-	crmRun, err := crm.PushRunConfig(deps, crmCfg)
+	crmRun, err := crm.Push.RunConfig(deps, crmCfg)
 	require.NoError(t, err)
 	sum, err := jobs.Run(ctx, b.env.Pool, crmRun)
 	require.NoError(t, err)
