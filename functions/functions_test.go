@@ -306,6 +306,10 @@ func TestMissingSecretFailsTheColdStartNamingIt(t *testing.T) {
 	res, err := em.Invoke(context.Background(), []byte(`{}`))
 	require.NoError(t, err)
 	require.Equal(t, 502, res.StatusCode, "the runtime must refuse to start")
+	// The RIE answers the invoke before it has necessarily copied the runtime's last output.
+	require.Eventually(t, func() bool {
+		return strings.Contains(em.Output(), "missing required environment variables")
+	}, 10*time.Second, 20*time.Millisecond, "output: %s", em.Output())
 	out := em.Output()
 	require.Contains(t, out, "STRIPE_WEBHOOK_SECRET")
 	require.Contains(t, out, "missing required environment variables")

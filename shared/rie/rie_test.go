@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,5 +87,8 @@ func TestInvokeReportsAColdStartFailureWithTheFunctionsMessage(t *testing.T) {
 	res, err := em.Invoke(context.Background(), []byte(`{}`))
 	require.NoError(t, err)
 	require.Equal(t, 502, res.StatusCode, "a runtime that exits during init is a failed invocation")
-	require.Contains(t, em.Output(), "missing required environment variables: ECHO_SECRET")
+	// The RIE answers the invoke before it has necessarily copied the runtime's last output.
+	require.Eventually(t, func() bool {
+		return strings.Contains(em.Output(), "missing required environment variables: ECHO_SECRET")
+	}, 10*time.Second, 20*time.Millisecond, "output: %s", em.Output())
 }
