@@ -1,8 +1,10 @@
 -- Stripe deliveries the webhook turned away (bad signature, unreadable payload, an error before
 -- the event was stored). The inbox (private.stripe_events) only holds accepted events, so without
 -- this a failing webhook would look like a quiet one in `reconcile health`. One small row per
--- rejection, no payload (an unverified body is not ours to keep); health.PruneRejections drops
--- rows older than the health window can show.
+-- rejection, no payload (an unverified body is not ours to keep). It stays small without a
+-- scheduled job: every insert by health.RecordRejectedDelivery also deletes, in the same
+-- statement, a bounded batch of rows older than health.RejectionRetention (30 days), and the
+-- table only grows when deliveries are refused, which is exactly when it is pruned.
 create table private.webhook_rejections (
     id bigint generated always as identity primary key,
     received_at timestamptz not null default now(),
@@ -17,3 +19,7 @@ create index webhook_rejections_received_idx on private.webhook_rejections (rece
 
 alter table private.webhook_rejections enable row level security;
 revoke all on table private.webhook_rejections from public, anon, authenticated;
+
+comment on table private.webhook_rejections is
+    'Stripe deliveries the webhook refused (no payload), for delivery health. Pruned on insert: '
+    'health.RecordRejectedDelivery deletes up to 100 rows older than 30 days per new row.';
