@@ -1,14 +1,12 @@
 package auth_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,38 +17,21 @@ import (
 	"github.com/portal-functions/portal-functions/shared/auth/authtest"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
-
-// syncBuffer is a log sink the server goroutines and the test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 type routeBundle struct {
 	bundle
 	srv  *httptest.Server
-	logs *syncBuffer
+	logs *telemetrytest.Buffer
 }
 
 // setupRoute serves a route behind web.Wrap and Require, answering the identity it saw.
 func setupRoute(t *testing.T, opts ...auth.Option) routeBundle {
 	t.Helper()
 	b := setup(t)
-	logs := &syncBuffer{}
+	logs := &telemetrytest.Buffer{}
 	route := auth.Require(b.v, opts...)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, ok := auth.FromContext(r.Context())
 		if !ok {

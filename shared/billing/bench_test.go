@@ -18,6 +18,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
 
@@ -64,7 +65,7 @@ func TestWebhookAnswers503WhenTheDatabaseIsDown(t *testing.T) {
 	t.Cleanup(down.Close)
 	v, err := billing.NewVerifier(billing.VerifierOptions{Secrets: []string{testSecret}})
 	require.NoError(t, err)
-	metrics := &syncBuffer{}
+	metrics := &telemetrytest.Buffer{}
 	b.handler = web.Wrap(billing.NewWebhookHandler(v, billing.NewProcessor(down, nil), billing.WebhookOptions{
 		Metrics:    telemetry.NewMetrics(metrics, "payment-webhook"),
 		Rejections: down, // noting the refusal fails too: logged, and the answer stays 503
@@ -75,7 +76,7 @@ func TestWebhookAnswers503WhenTheDatabaseIsDown(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, rec.Code, rec.Body.String())
 	require.Equal(t, problem.ContentType, rec.Header().Get("Content-Type"))
 	require.NotEmpty(t, rec.Header().Get("Retry-After"))
-	m := metrics.lines(t)
+	m := metrics.Lines(t)
 	require.Len(t, m, 1)
 	require.Equal(t, "failed", m[0]["Outcome"])
 	require.Equal(t, billing.TypeInvoicePaid, m[0]["EventType"])

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 )
 
 const testSecret = "whsec_test_secret_for_billing"
@@ -38,38 +38,11 @@ const testMaxBody = billing.DefaultMaxBody
 type bundle struct {
 	pool     *pgxpool.Pool
 	handler  http.Handler
-	metrics  *syncBuffer
-	logs     *syncBuffer
+	metrics  *telemetrytest.Buffer
+	logs     *telemetrytest.Buffer
 	fixtures map[string]map[string]any
 	tenantID uuid.UUID
 	customer string
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines(t testing.TB) []map[string]any {
-	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
-		out = append(out, m)
-	}
-	return out
 }
 
 type setupOptions struct {
@@ -86,7 +59,7 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 		f(&o)
 	}
 	pool := dbtest.New(t)
-	b := &bundle{pool: pool, metrics: &syncBuffer{}, logs: &syncBuffer{}, fixtures: map[string]map[string]any{}}
+	b := &bundle{pool: pool, metrics: &telemetrytest.Buffer{}, logs: &telemetrytest.Buffer{}, fixtures: map[string]map[string]any{}}
 	for _, r := range []string{"event", "invoice", "subscription", "checkout.session"} {
 		b.fixtures[r] = stripemock.Fixture(t, r)
 	}

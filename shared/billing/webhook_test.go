@@ -85,7 +85,7 @@ func TestWebhookRefusesDeliveriesItCannotTrust(t *testing.T) {
 	require.Equal(t, wantNotes, notes)
 	// One metric per delivery (a declared oversized length too: it reaches the handler), each
 	// "rejected".
-	metrics := b.metrics.lines(t)
+	metrics := b.metrics.Lines(t)
 	require.Len(t, metrics, len(cases))
 	for _, m := range metrics {
 		require.Equal(t, "rejected", m["Outcome"])
@@ -109,7 +109,7 @@ func TestWebhookAPIVersionMismatchIsAConfigChoice(t *testing.T) {
 	require.Contains(t, rec.Body.String(), billing.TypeAPIVersionMismatch)
 	require.Contains(t, rec.Body.String(), "STRIPE_IGNORE_API_VERSION_MISMATCH")
 	var warned bool
-	for _, l := range pinned.logs.lines(t) {
+	for _, l := range pinned.logs.Lines(t) {
 		if fix, _ := l["fix"].(string); strings.Contains(fix, billing.APIVersion) {
 			warned = true
 		}
@@ -348,14 +348,14 @@ func TestUnknownTenantIsStoredAsUnmatched(t *testing.T) {
 	require.Zero(t, b.count(t, `select count(*) from private.stripe_customers where customer_id = $1`, stranger))
 	// Visible to ops: each delivery's log line and metric say unmatched, with the event type.
 	var logged []string
-	for _, l := range b.logs.lines(t) {
+	for _, l := range b.logs.Lines(t) {
 		if l["msg"] == "request" {
 			logged = append(logged, fmt.Sprint(l["outcome"], " ", l["event_type"]))
 		}
 	}
 	require.Equal(t, []string{"unmatched invoice.paid", "unmatched customer.subscription.updated", "unmatched customer.subscription.updated"}, logged)
 	var counted []string
-	for _, m := range b.metrics.lines(t) {
+	for _, m := range b.metrics.Lines(t) {
 		counted = append(counted, fmt.Sprint(m["Outcome"], " ", m["EventType"]))
 	}
 	require.Equal(t, logged, counted)
@@ -408,7 +408,7 @@ func TestOtherEventTypesAreIgnoredButRecorded(t *testing.T) {
 
 	// One log line and one metric per delivery, with outcome and event type.
 	var requests []map[string]any
-	for _, l := range b.logs.lines(t) {
+	for _, l := range b.logs.Lines(t) {
 		if l["msg"] == "request" {
 			requests = append(requests, l)
 		}
@@ -417,7 +417,7 @@ func TestOtherEventTypesAreIgnoredButRecorded(t *testing.T) {
 	require.Equal(t, "ignored", requests[0]["outcome"])
 	require.Equal(t, "duplicate", requests[1]["outcome"])
 	require.Equal(t, "invoice.finalized", requests[1]["event_type"])
-	metrics := b.metrics.lines(t)
+	metrics := b.metrics.Lines(t)
 	require.Len(t, metrics, 2)
 	require.Equal(t, "duplicate", metrics[1]["Outcome"])
 	require.Equal(t, "invoice.finalized", metrics[1]["EventType"])

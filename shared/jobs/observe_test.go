@@ -1,14 +1,12 @@
 package jobs_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,37 +18,8 @@ import (
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/jobs/jobstest"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 )
-
-// output collects JSON lines (log lines, EMF metric lines) written concurrently.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(p)
-}
-
-// take returns the lines written so far and forgets them.
-func (o *output) take(t *testing.T) []map[string]any {
-	t.Helper()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(o.buf.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
-		out = append(out, m)
-	}
-	o.buf.Reset()
-	return out
-}
 
 // metricNames lists the metric each EMF line publishes, with its Function and Integration.
 func metricNames(lines []map[string]any) []string {
@@ -72,7 +41,7 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	w := newTicketWorker(func(context.Context, uuid.UUID, int) error {
 		return jobs.Upstream(503, "", errors.New("zendesk: 503 service unavailable"))
 	})
-	logs, metrics := &output{}, &output{}
+	logs, metrics := &telemetrytest.Buffer{}, &telemetrytest.Buffer{}
 	cfg := jobs.RunConfig{
 		Queue: jobs.QueueHelpdesk, Workers: w.workers(), Budget: 5 * time.Second,
 		Logger:  telemetry.NewLogger(logs, "support-push", slog.LevelInfo),
@@ -82,7 +51,7 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	sum, err := jobs.Run(ctx, b.pool, cfg)
 	require.NoError(t, err)
 	require.Equal(t, jobs.Summary{Worked: 1, Failed: 1}, sum)
-	failures := failureLines(logs.take(t))
+	failures := failureLines(logs.Take(t))
 	require.Len(t, failures, 1, "one log line per failed attempt")
 	line := failures[0]
 	require.Equal(t, "WARN", line["level"])
@@ -94,7 +63,7 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	require.EqualValues(t, 1, line["attempt"])
 	require.EqualValues(t, 503, line["upstream_status"])
 	require.Equal(t, "retryable", line["error_class"])
-	require.Equal(t, []string{"SyncFailures support-push/helpdesk"}, metricNames(metrics.take(t)),
+	require.Equal(t, []string{"SyncFailures support-push/helpdesk"}, metricNames(metrics.Take(t)),
 		"one metric per failed attempt, with the dimensions template.yaml's alarm uses")
 
 	// The last attempt fails: the job is dead-lettered, at error level, with its own metric.
@@ -103,12 +72,12 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	sum, err = jobs.Run(ctx, b.pool, cfg)
 	require.NoError(t, err)
 	require.Equal(t, jobs.Summary{Worked: 1, Discarded: 1}, sum)
-	failures = failureLines(logs.take(t))
+	failures = failureLines(logs.Take(t))
 	require.Len(t, failures, 1)
 	require.Equal(t, "ERROR", failures[0]["level"])
 	require.Equal(t, "sync dead-lettered", failures[0]["msg"])
 	require.Equal(t, "exhausted", failures[0]["error_class"])
-	require.Equal(t, []string{"SyncFailures support-push/helpdesk", "SyncDeadLettered support-push/helpdesk"}, metricNames(metrics.take(t)))
+	require.Equal(t, []string{"SyncFailures support-push/helpdesk", "SyncDeadLettered support-push/helpdesk"}, metricNames(metrics.Take(t)))
 
 	letters, err := jobs.DeadLetters(ctx, b.pool, jobs.QueueHelpdesk, nil)
 	require.NoError(t, err)

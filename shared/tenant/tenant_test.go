@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -20,6 +19,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/auth/authtest"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/problem"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 	"github.com/portal-functions/portal-functions/shared/tenant"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
@@ -173,28 +173,10 @@ func TestRequireAllowsOnlyTheListedRoles(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log lines written from the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
-
 func TestMiddlewareScopesARequestFromItsTokenAndMembership(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var logs syncBuffer
+	var logs telemetrytest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
 
 	// The handler reads tickets as the user: RLS, not the handler, keeps tenant B out.

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -20,52 +19,19 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
 
-// logBuffer collects log lines (handlers may log from several goroutines).
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) lines(t *testing.T) []map[string]any {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal([]byte(line), &m), line)
-		out = append(out, m)
-	}
-	return out
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 type webBundle struct {
-	logs    *logBuffer
+	logs    *telemetrytest.Buffer
 	handler http.Handler
 }
 
 // setupWeb serves a small API behind Wrap, as every function does.
 func setupWeb(t *testing.T, maxBody int64) webBundle {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &telemetrytest.Buffer{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/tickets/{id}", func(w http.ResponseWriter, r *http.Request) {
 		web.AddLogAttrs(r.Context(), slog.String("tenant_id", "t-1"))
@@ -147,7 +113,7 @@ func TestWrapGivesEveryRequestAnIDAndEchoesIt(t *testing.T) {
 			var body map[string]string
 			require.NoError(t, json.NewDecoder(res.Body).Decode(&body))
 			require.Equal(t, id, body["request_id"], "the handler sees the id it echoes")
-			lines := b.logs.lines(t)
+			lines := b.logs.Lines(t)
 			require.Len(t, lines, 1)
 			require.Equal(t, id, lines[0]["request_id"])
 		})
@@ -163,7 +129,7 @@ func TestWrapLogsOneLinePerRequest(t *testing.T) {
 	res := b.do(r)
 	require.Equal(t, http.StatusOK, res.StatusCode)
 
-	lines := b.logs.lines(t)
+	lines := b.logs.Lines(t)
 	require.Len(t, lines, 1)
 	line := lines[0]
 	require.Equal(t, "request", line["msg"])
@@ -252,7 +218,7 @@ func TestWrapTurnsAPanicIntoA500WithoutInternals(t *testing.T) {
 	logs := b.logs.String()
 	require.Contains(t, logs, "secret-internal-state", "the cause goes to the log")
 	require.Contains(t, logs, "goroutine", "with the stack")
-	lines := b.logs.lines(t)
+	lines := b.logs.Lines(t)
 	last := lines[len(lines)-1]
 	require.Equal(t, "request", last["msg"])
 	require.EqualValues(t, 500, last["status"])

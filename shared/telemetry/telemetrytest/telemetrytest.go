@@ -1,0 +1,65 @@
+// Package telemetrytest gives tests one sink for what the functions log and measure: JSON lines
+// written concurrently by servers, workers and the test itself, read back decoded.
+package telemetrytest
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Buffer collects JSON lines (slog lines, EMF metric lines). Safe for concurrent use.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String is everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines decodes every line written so far; a line that is not JSON fails the test.
+func (b *Buffer) Lines(t testing.TB) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return decode(t, b.buf.String())
+}
+
+// Take is Lines, then forgets them, so the next call sees only what came after.
+func (b *Buffer) Take(t testing.TB) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := decode(t, b.buf.String())
+	b.buf.Reset()
+	return out
+}
+
+func decode(t testing.TB, s string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not a JSON line: %v: %s", err, l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
