@@ -46,7 +46,10 @@ type options struct {
 	// DatabaseURL is the dev database (created when missing); every function uses it.
 	DatabaseURL string
 	Workers     bool
-	Out         interface{ Write([]byte) (int, error) }
+	// EphemeralStandins puts the provider stand-ins on free ports instead of env.json's fixed
+	// ones (and points the functions at them), so a test can run beside a `make dev`.
+	EphemeralStandins bool
+	Out               interface{ Write([]byte) (int, error) }
 	// Ready, when set, is called with the server's base URL once it serves.
 	Ready func(baseURL string)
 }

@@ -84,7 +84,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		s.pool.Close()
 		return nil, err
 	}
-	s.stands, err = startStandins(ctx, root, logger, p.Env)
+	s.stands, err = startStandins(ctx, root, logger, p.Env, o.EphemeralStandins)
 	if err != nil {
 		s.pool.Close()
 		return nil, err
@@ -116,6 +116,9 @@ func (s *server) lookupFor(f sam.Function) func(string) (string, bool) {
 		}
 		if s.stands.real[name] {
 			return "", false
+		}
+		if u, ok := s.stands.urls[name]; ok {
+			return u, true
 		}
 		v, ok := local[name]
 		return v, ok

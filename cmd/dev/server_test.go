@@ -31,16 +31,13 @@ func setup(t *testing.T) bundle {
 	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
-	env := p.Env["PortalReadFunction"]
-	token, err := demo.Token(env["SUPABASE_JWT_SECRET"], env["SUPABASE_URL"], time.Hour)
-	require.NoError(t, err)
-
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
-			Addr: "127.0.0.1:0", DatabaseURL: dbtest.NewURL(t), Workers: true, Out: io.Discard,
+			// Free ports for the server and its stand-ins: the test runs beside a `make dev`.
+			Addr: "127.0.0.1:0", DatabaseURL: dbtest.NewURL(t), Workers: true, EphemeralStandins: true, Out: io.Discard,
 			Ready: func(base string) { ready <- base },
 		})
 	}()
@@ -62,7 +59,23 @@ func setup(t *testing.T) bundle {
 			_ = stop()
 		}
 	})
-	return bundle{base: base, project: p, token: token, stop: stop}
+	b := bundle{base: base, project: p, stop: stop}
+
+	// The demo owner's token, issued by this run's Supabase stand-in (its URL is the issuer).
+	status, body := b.do(t, http.MethodGet, controlPrefix, "")
+	require.Equal(t, http.StatusOK, status, string(body))
+	var states []providerfake.State
+	require.NoError(t, json.Unmarshal(body, &states))
+	supabaseURL := ""
+	for _, st := range states {
+		if st.Provider == "supabase" {
+			supabaseURL = st.URL
+		}
+	}
+	require.NotEmpty(t, supabaseURL, "%s", body)
+	b.token, err = demo.Token(p.Env["PortalReadFunction"]["SUPABASE_JWT_SECRET"], supabaseURL, time.Hour)
+	require.NoError(t, err)
+	return b
 }
 
 func (b bundle) do(t *testing.T, method, path, token string) (int, []byte) {
@@ -111,7 +124,7 @@ func TestDevServesTheTemplateRoutesAndStopsCleanly(t *testing.T) {
 	status, body = b.do(t, http.MethodGet, "/v1/tickets/"+demo.TicketID.String(), b.token)
 	require.Equal(t, http.StatusOK, status, string(body))
 
-	// Every provider is a stand-in unless its port is taken (another make dev): switch one.
+	// Every provider is a stand-in (on its own free port): switch one.
 	status, body = b.do(t, http.MethodGet, controlPrefix, "")
 	require.Equal(t, http.StatusOK, status, string(body))
 	var states []providerfake.State

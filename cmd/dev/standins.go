@@ -49,15 +49,20 @@ type providerDef struct {
 	// them do not apply then).
 	credential string
 	vars       []string
-	addr       string
-	start      func() (standinServer, error)
+	// urlVar is the variable that points the functions at the provider.
+	urlVar string
+	addr   string
+	start  func() (standinServer, error)
 }
 
 // standins runs the providers' local stand-ins and serves the control endpoint.
 type standins struct {
 	providers []providerfake.Provider
 	// real marks variables of providers that use their real service.
-	real    map[string]bool
+	real map[string]bool
+	// urls are the stand-ins' base URLs by variable, where they differ from env.json's
+	// (stand-ins on free ports).
+	urls    map[string]string
 	hub     *hubspotfake.Server
 	servers []*http.Server
 	running []standinServer
@@ -65,23 +70,23 @@ type standins struct {
 	handler http.Handler
 }
 
-func startStandins(ctx context.Context, root string, logger *slog.Logger, envs sam.EnvFile) (*standins, error) {
-	s := &standins{real: map[string]bool{}}
+func startStandins(ctx context.Context, root string, logger *slog.Logger, envs sam.EnvFile, ephemeral bool) (*standins, error) {
+	s := &standins{real: map[string]bool{}, urls: map[string]string{}}
 	local := func(fn, name string) string { return envs[fn][name] }
 	defs := []providerDef{
-		{name: "stripe", credential: "STRIPE_API_KEY", vars: []string{"STRIPE_API_KEY", "STRIPE_API_BASE"}, addr: stripeAddr,
+		{name: "stripe", credential: "STRIPE_API_KEY", vars: []string{"STRIPE_API_KEY", "STRIPE_API_BASE"}, urlVar: "STRIPE_API_BASE", addr: stripeAddr,
 			start: func() (standinServer, error) { return s.stripeMock(ctx, root) }},
-		{name: "hubspot", credential: "HUBSPOT_ACCESS_TOKEN", vars: []string{"HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL"}, addr: hubspotAddr,
+		{name: "hubspot", credential: "HUBSPOT_ACCESS_TOKEN", vars: []string{"HUBSPOT_ACCESS_TOKEN", "HUBSPOT_BASE_URL"}, urlVar: "HUBSPOT_BASE_URL", addr: hubspotAddr,
 			start: func() (standinServer, error) {
 				s.hub = hubspotfake.New()
 				s.hub.SetAccessToken(local("CrmPushFunction", "HUBSPOT_ACCESS_TOKEN"))
 				return s.hub, nil
 			}},
-		{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, addr: zendeskAddr,
+		{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, urlVar: "ZENDESK_BASE_URL", addr: zendeskAddr,
 			start: func() (standinServer, error) {
 				return zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN")), nil
 			}},
-		{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, addr: supabaseAddr,
+		{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, urlVar: "SUPABASE_URL", addr: supabaseAddr,
 			start: func() (standinServer, error) {
 				return demo.NewSupabase(local("TicketCreateFunction", "SUPABASE_SERVICE_ROLE_KEY")), nil
 			}},
@@ -96,7 +101,11 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 			s.providers = append(s.providers, p)
 			continue
 		}
-		l, err := net.Listen("tcp", d.addr)
+		addr := d.addr
+		if ephemeral {
+			addr = "127.0.0.1:0"
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			p.Note = fmt.Sprintf("something already listens on %s; using it", d.addr)
 			logger.Warn("stand-in port busy; using what listens there", "provider", d.name, "addr", d.addr)
@@ -110,6 +119,10 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 			return nil, fmt.Errorf("start the %s stand-in: %w", d.name, err)
 		}
 		p.Switch = h
+		if ephemeral {
+			p.URL = "http://" + l.Addr().String()
+			s.urls[d.urlVar] = p.URL
+		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = srv.Serve(l) }()
 		s.servers = append(s.servers, srv)
