@@ -44,24 +44,18 @@ var wantError = map[string]string{
 	"reconcile-unscoped.json": "ScopeError",
 }
 
-type bundle struct {
-	root    string
-	tmpl    *sam.Template
-	targets map[string]sam.BuildTarget
-	env     sam.EnvFile
-}
-
-func setup(t *testing.T) bundle {
+// setup reads the project as the tools do: its root, template, build targets and env.json.
+func setup(t *testing.T) *sam.Project {
 	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
-	return bundle{root: p.Root, tmpl: p.Template, targets: p.Targets, env: p.Env}
+	return p
 }
 
 // sampleEvents lists events/<folder>*.json for a function.
-func (b bundle) sampleEvents(t *testing.T, f sam.Function) []string {
+func sampleEvents(t *testing.T, b *sam.Project, f sam.Function) []string {
 	t.Helper()
-	matches, err := filepath.Glob(filepath.Join(b.root, "events", filepath.Base(f.Folder())+"*.json"))
+	matches, err := filepath.Glob(filepath.Join(b.Root, "events", filepath.Base(f.Folder())+"*.json"))
 	require.NoError(t, err)
 	return matches
 }
@@ -71,13 +65,13 @@ func (b bundle) sampleEvents(t *testing.T, f sam.Function) []string {
 func TestEveryFunctionIsInPlace(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		t.Run(f.LogicalID, func(t *testing.T) {
 			t.Parallel()
-			_, err := os.Stat(filepath.Join(b.root, f.Folder(), "main.go"))
+			_, err := os.Stat(filepath.Join(b.Root, f.Folder(), "main.go"))
 			require.NoError(t, err, "%s needs %s/main.go", f.LogicalID, f.Folder())
-			require.Equal(t, "./"+f.Folder(), b.targets[f.LogicalID].Package, "Makefile build-%s", f.LogicalID)
-			require.NotEmpty(t, b.sampleEvents(t, f), "%s needs a sample event events/%s*.json", f.LogicalID, filepath.Base(f.Folder()))
+			require.Equal(t, "./"+f.Folder(), b.Targets[f.LogicalID].Package, "Makefile build-%s", f.LogicalID)
+			require.NotEmpty(t, sampleEvents(t, b, f), "%s needs a sample event events/%s*.json", f.LogicalID, filepath.Base(f.Folder()))
 		})
 	}
 }
@@ -86,11 +80,11 @@ func TestEveryFunctionIsInPlace(t *testing.T) {
 func TestEverySampleEventBelongsToAFunction(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	files, err := filepath.Glob(filepath.Join(b.root, "events", "*.json"))
+	files, err := filepath.Glob(filepath.Join(b.Root, "events", "*.json"))
 	require.NoError(t, err)
 	for _, file := range files {
 		owner := ""
-		for _, f := range b.tmpl.Functions {
+		for _, f := range b.Template.Functions {
 			if strings.HasPrefix(filepath.Base(file), filepath.Base(f.Folder())) {
 				owner = f.LogicalID
 			}
@@ -108,12 +102,12 @@ func TestEverySampleEventBelongsToAFunction(t *testing.T) {
 func TestCommittedSampleEventsAreSignedForTheLocalProject(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		if !f.IsHTTP() {
 			continue
 		}
-		env := b.env.For(f)
-		for _, sample := range b.sampleEvents(t, f) {
+		env := b.Env.For(f)
+		for _, sample := range sampleEvents(t, b, f) {
 			t.Run(filepath.Base(sample), func(t *testing.T) {
 				t.Parallel()
 				raw, err := os.ReadFile(sample)
@@ -152,7 +146,7 @@ var (
 	buildErr  error
 )
 
-func binaries(t *testing.T, b bundle) string {
+func binaries(t *testing.T, b *sam.Project) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "functions-test-")
@@ -160,14 +154,14 @@ func binaries(t *testing.T, b bundle) string {
 			return
 		}
 		pkgs := []string{rie.ToolPackage}
-		for _, f := range b.tmpl.Functions {
-			if _, err := os.Stat(filepath.Join(b.root, f.Folder(), "main.go")); err == nil {
+		for _, f := range b.Template.Functions {
+			if _, err := os.Stat(filepath.Join(b.Root, f.Folder(), "main.go")); err == nil {
 				pkgs = append(pkgs, "./"+f.Folder())
 			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 		defer cancel()
-		buildErr = rie.Build(ctx, b.root, buildDir, pkgs...)
+		buildErr = rie.Build(ctx, b.Root, buildDir, pkgs...)
 	})
 	require.NoError(t, buildErr)
 	return buildDir
@@ -183,9 +177,9 @@ func TestMain(m *testing.M) {
 
 // localEnv is the function's env.json environment with the database and the providers
 // pointed at this test's own throwaway database and local stand-ins.
-func localEnv(t *testing.T, b bundle, f sam.Function) map[string]string {
+func localEnv(t *testing.T, b *sam.Project, f sam.Function) map[string]string {
 	t.Helper()
-	env := b.env.For(f)
+	env := b.Env.For(f)
 	dbURL := dbtest.NewURL(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -227,10 +221,10 @@ func supabaseStandin(t *testing.T, serviceKey string) string {
 func TestEveryFunctionAnswersItsSampleEventsUnderTheRIE(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		t.Run(f.LogicalID, func(t *testing.T) {
 			t.Parallel()
-			samples := b.sampleEvents(t, f)
+			samples := sampleEvents(t, b, f)
 			require.NotEmpty(t, samples, "%s has no sample event", f.LogicalID)
 			bin := binaries(t, b)
 			bootstrap := filepath.Join(bin, filepath.Base(f.Folder()))
@@ -286,14 +280,14 @@ func TestEveryFunctionAnswersItsSampleEventsUnderTheRIE(t *testing.T) {
 func TestMissingSecretFailsTheColdStartNamingIt(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	f, err := b.tmpl.Function("PaymentWebhookFunction")
+	f, err := b.Template.Function("PaymentWebhookFunction")
 	require.NoError(t, err)
 	bin := binaries(t, b)
 	bootstrap := filepath.Join(bin, filepath.Base(f.Folder()))
 	_, err = os.Stat(bootstrap)
 	require.NoError(t, err, "payment-webhook was not built")
 
-	env := b.env.For(f)
+	env := b.Env.For(f)
 	delete(env, "STRIPE_WEBHOOK_SECRET")
 	const password = "pw-that-must-never-be-printed"
 	env["DATABASE_URL"] = fmt.Sprintf("postgres://postgres:%s@127.0.0.1:5432/postgres?sslmode=disable", password)

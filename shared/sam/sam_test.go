@@ -13,18 +13,12 @@ import (
 	"github.com/portal-functions/portal-functions/shared/sam"
 )
 
-type bundle struct {
-	root    string
-	tmpl    *sam.Template
-	targets map[string]sam.BuildTarget
-	env     sam.EnvFile
-}
-
-func setup(t *testing.T) bundle {
+// setup reads the project as the tools do: its root, template, build targets and env.json.
+func setup(t *testing.T) *sam.Project {
 	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
-	return bundle{root: p.Root, tmpl: p.Template, targets: p.Targets, env: p.Env}
+	return p
 }
 
 // The functions, their triggers and their routes are a contract (DESIGN.md section 3): the
@@ -35,7 +29,7 @@ func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
 
 	routes := map[string][]string{}
 	schedules := map[string][]string{}
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		routes[f.LogicalID] = []string{}
 		for _, r := range f.Routes {
 			routes[f.LogicalID] = append(routes[f.LogicalID], r.Pattern())
@@ -62,7 +56,7 @@ func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
 func TestEveryFunctionBuildsWithSAMsMakefileMethod(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		t.Run(f.LogicalID, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, ".", f.CodeURI)
@@ -73,7 +67,7 @@ func TestEveryFunctionBuildsWithSAMsMakefileMethod(t *testing.T) {
 			require.Positive(t, f.Timeout)
 			require.Positive(t, f.MemorySize)
 
-			target, ok := b.targets[f.LogicalID]
+			target, ok := b.Targets[f.LogicalID]
 			require.True(t, ok, "Makefile needs a build-%s target", f.LogicalID)
 			require.Equal(t, "./"+f.Folder(), target.Package)
 			require.Equal(t, []string{"$(GO_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./" + f.Folder()}, target.Recipe)
@@ -84,15 +78,15 @@ func TestEveryFunctionBuildsWithSAMsMakefileMethod(t *testing.T) {
 func TestMakefileBuildsStaticStrippedArm64Binaries(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	mk := readFile(t, filepath.Join(b.root, "Makefile"))
+	mk := readFile(t, filepath.Join(b.Root, "Makefile"))
 	def := regexp.MustCompile(`(?m)^GO_BUILD = (.*)$`).FindStringSubmatch(mk)
 	require.NotNil(t, def, "Makefile defines GO_BUILD")
 	for _, flag := range []string{"GOOS=linux", "GOARCH=arm64", "CGO_ENABLED=0", "-trimpath", "-tags lambda.norpc", `-ldflags="-s -w"`} {
 		require.Contains(t, def[1], flag)
 	}
 	// No build target for a function the template does not have.
-	for id := range b.targets {
-		_, err := b.tmpl.Function(id)
+	for id := range b.Targets {
+		_, err := b.Template.Function(id)
 		require.NoError(t, err, "Makefile builds %s, which template.yaml does not declare", id)
 	}
 }
@@ -102,10 +96,10 @@ func TestSecretsAreNoEchoParameters(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	secret := regexp.MustCompile(`SECRET|TOKEN|_KEY$|DATABASE_URL|ALERT_WEBHOOK_URL`)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		for name, v := range f.Env {
 			require.Equal(t, "!Ref", v.Tag, "%s %s must come from a parameter", f.LogicalID, name)
-			p, ok := b.tmpl.Parameters[v.Value]
+			p, ok := b.Template.Parameters[v.Value]
 			require.True(t, ok, "%s %s refers to unknown parameter %s", f.LogicalID, name, v.Value)
 			if secret.MatchString(name) {
 				require.True(t, p.NoEcho, "parameter %s carries secret %s: it must be NoEcho", v.Value, name)
@@ -119,10 +113,10 @@ func TestSecretsAreNoEchoParameters(t *testing.T) {
 func TestEnvFileMatchesTheTemplateWithLocalValuesOnly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	for _, f := range b.tmpl.Functions {
+	for _, f := range b.Template.Functions {
 		t.Run(f.LogicalID, func(t *testing.T) {
 			t.Parallel()
-			local, ok := b.env[f.LogicalID]
+			local, ok := b.Env[f.LogicalID]
 			require.True(t, ok, "env.json needs an entry for %s", f.LogicalID)
 			names := make([]string, 0, len(local))
 			for k := range local {
@@ -137,14 +131,14 @@ func TestEnvFileMatchesTheTemplateWithLocalValuesOnly(t *testing.T) {
 			}
 		})
 	}
-	require.Equal(t, "whsec_local_development_secret", b.env["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"])
-	require.Equal(t, "local-development-jwt-secret-at-least-32-characters", b.env["PortalReadFunction"]["SUPABASE_JWT_SECRET"])
+	require.Equal(t, "whsec_local_development_secret", b.Env["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"])
+	require.Equal(t, "local-development-jwt-secret-at-least-32-characters", b.Env["PortalReadFunction"]["SUPABASE_JWT_SECRET"])
 }
 
 func TestAlarmsWatchTheMetricsTheFunctionsEmit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	tmpl := readFile(t, filepath.Join(b.root, "template.yaml"))
+	tmpl := readFile(t, filepath.Join(b.Root, "template.yaml"))
 	for _, metric := range []string{"SyncFailures", "SyncDeadLettered", "WebhookDeliveries"} {
 		require.Contains(t, tmpl, "MetricName: "+metric)
 	}
