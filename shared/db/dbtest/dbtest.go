@@ -89,8 +89,9 @@ func NewURL(t testing.TB) string {
 const templateLock = 7243902
 
 // keepTemplates is how many templates of other migration sets survive a new build: the newest
-// ones, so a few checkouts on one server do not keep dropping each other's.
-const keepTemplates = 4
+// ones, so several checkouts on one server (worktrees of parallel branches, a CI clone) do not
+// keep dropping each other's and rebuilding under the exclusive lock.
+const keepTemplates = 12
 
 // createFromTemplate creates database name as a copy of the current migrations' template,
 // building the template first when it is missing.
