@@ -25,6 +25,7 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "where the API listens (loopback only)")
 	noWorkers := flag.Bool("no-workers", false, "do not run the queue workers")
+	ephemeral := flag.Bool("ephemeral-standins", false, "put the provider stand-ins on free ports (beside another make dev)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -34,7 +35,8 @@ func main() {
 	if dbURL == "" {
 		dbURL = DefaultDatabaseURL
 	}
-	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers,
+		EphemeralStandins: *ephemeral, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
