@@ -37,6 +37,9 @@ build-PortalReadFunction:
 build-CrmPushFunction:
 	$(GO_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/crm-push
 
+build-BillingRefreshFunction:
+	$(GO_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/billing-refresh
+
 build-SupportPushFunction:
 	$(GO_BUILD) -o $(ARTIFACTS_DIR)/bootstrap ./functions/support-push
 

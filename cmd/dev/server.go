@@ -210,7 +210,7 @@ func (s *server) Serve(ctx context.Context) error {
 	return err
 }
 
-// workers builds the continuous runners of both queues from the workers' own settings, as
+// workers builds the continuous runners of every queue from the workers' own settings, as
 // their Lambda functions do.
 func (s *server) workers() ([]jobs.RunConfig, error) {
 	queues := []struct {
@@ -222,6 +222,7 @@ func (s *server) workers() ([]jobs.RunConfig, error) {
 	}{
 		{"SupportPushFunction", helpdesk.Push, helpdesk.Push.Name},
 		{"CrmPushFunction", crm.Push, crm.Push.Name},
+		{"BillingRefreshFunction", billing.Refresh, billing.Refresh.Name},
 	}
 	var cfgs []jobs.RunConfig
 	for _, q := range queues {

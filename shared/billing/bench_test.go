@@ -95,6 +95,10 @@ func (f enqueuerFake) EnqueueHelpdeskTicket(context.Context, pgx.Tx, uuid.UUID, 
 	return f.EnqueueCRMSyncFunc()
 }
 
+func (f enqueuerFake) EnqueueBillingRefresh(context.Context, pgx.Tx, uuid.UUID, string, time.Time) error {
+	return f.EnqueueCRMSyncFunc()
+}
+
 // A delivery that fails after it was verified answers 500 (Stripe retries), writes nothing of
 // the event, and is noted for delivery health with its event id.
 func TestWebhookFailureIsNotedForDeliveryHealth(t *testing.T) {
@@ -108,7 +112,7 @@ func TestWebhookFailureIsNotedForDeliveryHealth(t *testing.T) {
 	now := time.Now()
 	id := "evt_" + randomID(24)
 	rec := b.deliver(t, b.stripeEvent(t, id, billing.TypeInvoicePaid, now,
-		b.invoice(t, invoiceSpec{id: "in_fail", customer: b.customer, subscription: "sub_1", amount: 1, paid: true}, now)), now, testSecret)
+		b.invoice(t, invoiceSpec{id: "in_fail", customer: b.customer, subscription: "sub_1", email: "payer@acme.test", amount: 1, paid: true}, now)), now, testSecret)
 	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
 	require.Zero(t, b.count(t, `select count(*) from private.stripe_events`))
 	require.Equal(t, []string{"error 500 " + id}, b.strings(t, `select reason || ' ' || status || ' ' || event_id from private.webhook_rejections`))

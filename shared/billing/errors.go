@@ -26,6 +26,12 @@ var (
 	// stripe-go/v76 is built for (see WebhookConfig.IgnoreAPIVersionMismatch).
 	ErrAPIVersionMismatch = errors.New("event API version does not match stripe-go's")
 
+	// ErrRefreshTied is a refresh read in the same second as an applied event that says
+	// otherwise about the subscription: which is newer is unknown, so it is read again.
+	ErrRefreshTied = errors.New("refresh read in the same second as a differing event")
+	// ErrNoResponse is a Stripe call that returned no response to read.
+	ErrNoResponse = errors.New("stripe returned no response")
+
 	// ErrEventNotStored is an ApplyStored of an event id our inbox does not hold.
 	ErrEventNotStored = errors.New("stripe event is not stored")
 

@@ -202,11 +202,16 @@ func checkoutEffect(ev Event, s checkoutSession) effect {
 }
 
 func subscriptionEffect(ev Event, s subscription) effect {
-	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
-	if e.customerID != "" {
-		e.change.CustomerID = ptr(e.customerID)
+	return effect{change: subscriptionChange(ev.Stamp(), s), customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
+}
+
+// subscriptionChange is what a subscription object says, stamped st: the event's stamp, or
+// the time a refresh read it from Stripe's API.
+func subscriptionChange(st Stamp, s subscription) Change {
+	c := Change{Stamp: st, SubscriptionID: s.ID}
+	if customer := string(s.Customer); customer != "" {
+		c.CustomerID = ptr(customer)
 	}
-	e.change.SubscriptionID = s.ID
 	facet := SubscriptionFacet{CancelAtPeriodEnd: s.CancelAtPeriodEnd}
 	periodEnd := s.CurrentPeriodEnd
 	if len(s.Items.Data) > 0 {
@@ -223,26 +228,20 @@ func subscriptionEffect(ev Event, s subscription) effect {
 	if periodEnd > 0 {
 		facet.CurrentPeriodEnd = time.Unix(periodEnd, 0).UTC()
 	}
-	e.change.Subscription = &facet
+	c.Subscription = &facet
 	if knownStatus[s.Status] {
-		e.change.Status = ptr(s.Status)
+		c.Status = ptr(s.Status)
 	}
-	return e
+	return c
 }
 
 func invoiceEffect(ev Event, in invoice) effect {
 	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(in.Customer), metadataTenant: in.Metadata[MetadataTenantID]}
-	subID := string(in.Subscription)
 	if in.SubscriptionDetails != nil && e.metadataTenant == "" {
 		e.metadataTenant = in.SubscriptionDetails.Metadata[MetadataTenantID]
 	}
-	if p := in.Parent; p != nil && p.SubscriptionDetails != nil {
-		if subID == "" {
-			subID = string(p.SubscriptionDetails.Subscription)
-		}
-		if e.metadataTenant == "" {
-			e.metadataTenant = p.SubscriptionDetails.Metadata[MetadataTenantID]
-		}
+	if p := in.Parent; p != nil && p.SubscriptionDetails != nil && e.metadataTenant == "" {
+		e.metadataTenant = p.SubscriptionDetails.Metadata[MetadataTenantID]
 	}
 	if e.customerID != "" {
 		e.change.CustomerID = ptr(e.customerID)
@@ -256,21 +255,19 @@ func invoiceEffect(ev Event, in invoice) effect {
 		if in.StatusTransitions.PaidAt != nil && *in.StatusTransitions.PaidAt > 0 {
 			paidAt = time.Unix(*in.StatusTransitions.PaidAt, 0).UTC()
 		}
+		// A payment fact only: a paid invoice says nothing certain about the subscription (a
+		// trial's $0 invoice, one of several open invoices, a first invoice paid while the
+		// subscription is still incomplete); its own events, or a refresh, say its status.
 		e.change.Payment = &PaymentFacet{At: paidAt, Amount: in.AmountPaid, Currency: in.Currency, InvoiceID: in.ID}
-		if subID != "" {
-			// A paid subscription invoice means the subscription is in good standing.
-			e.change.SubscriptionID, e.change.Status = subID, ptr(StatusActive)
-		}
 		return e
 	}
 	reason := fmt.Sprintf("payment of %s failed (attempt %d)", money(in.AmountDue, in.Currency), in.AttemptCount)
 	if in.LastFinalizationError != nil && deref(in.LastFinalizationError.Message) != "" {
 		reason += ": " + deref(in.LastFinalizationError.Message)
 	}
+	// A failure fact only: an incomplete subscription whose first payment fails stays
+	// incomplete, and a past_due or unpaid one is said so by its own update.
 	e.change.Failure = &FailureFacet{At: ev.Created, Reason: reason, InvoiceID: in.ID}
-	if subID != "" {
-		e.change.SubscriptionID, e.change.Status = subID, ptr(StatusPastDue)
-	}
 	e.failed = &failedPayment{InvoiceID: in.ID, Amount: in.AmountDue, Currency: in.Currency,
 		Attempt: in.AttemptCount, Email: email, Reason: reason}
 	return e

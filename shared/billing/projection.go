@@ -9,7 +9,9 @@ import (
 
 // Stamp orders the events that write one account: by Stripe's created time, then by event id.
 // Stripe's created has one-second resolution, so two events of the same second are ordered by
-// id: arbitrary but the same on every delivery, which is what convergence needs.
+// id: arbitrary but the same on every delivery, which is what convergence needs. Where the
+// arbitrary order could pick the wrong one of two different subscription states, Tied says
+// so and a refresh from Stripe's API (stamped with the second it was read) settles it.
 type Stamp struct {
 	Created time.Time
 	EventID string
@@ -214,6 +216,26 @@ func (a Account) Apply(c Change) (Account, bool) {
 		a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = f.At, f.Reason, f.InvoiceID
 	}
 	return a, changed
+}
+
+// Tied reports whether c writes a subscription register that holds a different value from
+// another writer of the same second: Stripe's created (one-second resolution) cannot say which
+// came last, so the event id's order would be a guess. Whichever of two such events arrives
+// second sees the first one's stamp, so every delivery order finds the tie. An ending status
+// is no tie (it wins whatever the order), nor is an equal value.
+func (a Account) Tied(c Change) bool {
+	s, ok := a.Subscriptions[c.SubscriptionID]
+	if c.SubscriptionID == "" || !ok {
+		return false
+	}
+	sameSecond := func(st Stamp) bool {
+		return !st.IsZero() && st.EventID != c.Stamp.EventID && st.Created.Equal(c.Stamp.Created)
+	}
+	if f := c.Subscription; f != nil && sameSecond(s.PlanStamp) &&
+		(f.PriceID != s.PriceID || f.Plan != s.Plan || !f.CurrentPeriodEnd.Equal(s.CurrentPeriodEnd) || f.CancelAtPeriodEnd != s.CancelAtPeriodEnd) {
+		return true
+	}
+	return c.Status != nil && sameSecond(s.StatusStamp) && *c.Status != s.Status && ended(*c.Status) == s.Ended()
 }
 
 // Current is the subscription the account shows: a live one before an ended one, then the one

@@ -42,5 +42,6 @@ func TestSampleWebhookEventsAreProcessed(t *testing.T) {
 	acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
 	require.NoError(t, err)
 	require.Equal(t, "in_sample_paid", acct.LastInvoiceID)
-	require.Equal(t, billing.StatusPastDue, acct.Status)
+	require.Equal(t, billing.StatusActive, acct.Status, "the subscription's own event says active; the later failed invoice is a payment fact")
+	require.Equal(t, "in_sample_failed", acct.LastFailureInvoiceID)
 }

@@ -17,6 +17,7 @@ import (
 type Enqueuer interface {
 	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error
 	EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error
+	EnqueueBillingRefresh(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, subscriptionID string, tied time.Time) error
 }
 
 // Outcome is what became of one delivery: the value of the log line's outcome, of the
@@ -42,6 +43,9 @@ type Result struct {
 	Updated bool
 	// CRMSync: the CRM's view changed, and a sync job was queued.
 	CRMSync bool
+	// Refresh: the event tied with another of the same second that said something else about
+	// its subscription, and a read of the subscription from Stripe was queued.
+	Refresh bool
 	// TicketID is the support ticket opened for a failed payment (uuid.Nil when none).
 	TicketID uuid.UUID
 }
@@ -164,24 +168,22 @@ func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, re
 }
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
-// change calls for.
+// change calls for: a refresh from Stripe when it ties with another event of its second, a
+// CRM push when the CRM's view changed.
 func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, res *Result) error {
 	before, err := lockAccount(ctx, tx, res.TenantID)
 	if err != nil {
 		return err
 	}
-	after, changed := before.Apply(eff.change)
-	if changed {
-		if err := saveAccount(ctx, tx, after, eff.change.SubscriptionID); err != nil {
-			return err
+	if c := eff.change; before.Tied(c) {
+		if err := p.jobs.EnqueueBillingRefresh(ctx, tx, res.TenantID, c.SubscriptionID, c.Stamp.Created); err != nil {
+			return fmt.Errorf("enqueue billing refresh: %w", err)
 		}
-		res.Updated = true
-		if !after.CRMView().Equal(before.CRMView()) {
-			if err := p.jobs.EnqueueCRMSync(ctx, tx, res.TenantID, ev.ID); err != nil {
-				return fmt.Errorf("enqueue crm sync: %w", err)
-			}
-			res.CRMSync = true
-		}
+		res.Refresh = true
+	}
+	after, err := project(ctx, tx, p.jobs, before, eff.change, ev.ID, res)
+	if err != nil {
+		return err
 	}
 	if eff.failed == nil || after.LastInvoiceID == eff.failed.InvoiceID {
 		// No failure, or the invoice is already known to be paid (the events came out of order).
@@ -196,6 +198,27 @@ func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, 
 	}
 	res.TicketID = ticketID
 	return nil
+}
+
+// project applies c to the locked account before, saves what changed and queues a CRM push
+// (caused by source) when the CRM's view changed; res.Updated and res.CRMSync say which
+// happened. The webhook and the refresh worker apply changes through it alone.
+func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result) (Account, error) {
+	after, changed := before.Apply(c)
+	if !changed {
+		return after, nil
+	}
+	if err := saveAccount(ctx, tx, after, c.SubscriptionID); err != nil {
+		return after, err
+	}
+	res.Updated = true
+	if !after.CRMView().Equal(before.CRMView()) {
+		if err := q.EnqueueCRMSync(ctx, tx, before.TenantID, source); err != nil {
+			return after, fmt.Errorf("enqueue crm sync: %w", err)
+		}
+		res.CRMSync = true
+	}
+	return after, nil
 }
 
 // claim records the event, its payload made safe for jsonb and its verified bytes as they

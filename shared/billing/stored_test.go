@@ -47,7 +47,7 @@ func TestApplyStoredAppliesANeverAppliedEventOnce(t *testing.T) {
 	acct, err := billing.LoadAccount(ctx, b.pool, b.tenantID)
 	require.NoError(t, err)
 	require.Equal(t, "in_stored", acct.LastInvoiceID)
-	require.Equal(t, billing.StatusActive, acct.Status)
+	require.Equal(t, "payer@acme.test", acct.CustomerEmail)
 	require.Equal(t, 1, b.crmJobs(t, b.tenantID, id))
 	require.Equal(t, 1, b.count(t, `select count(*) from private.stripe_events
 		where id = $1 and outcome = 'processed' and tenant_id = $2 and applied_at is not null and crm_sync`, id, b.tenantID))
@@ -76,7 +76,7 @@ func TestApplyStoredMatchesAnEventWhoseTenantNowExists(t *testing.T) {
 	stranger := "cus_" + randomID(14)
 	byMap := "evt_" + randomID(24)
 	mapped := b.stripeEvent(t, byMap, billing.TypeInvoicePaid, now,
-		b.invoice(t, invoiceSpec{id: "in_late", customer: stranger, subscription: "sub_1", amount: 10, paid: true}, now))
+		b.invoice(t, invoiceSpec{id: "in_late", customer: stranger, subscription: "sub_1", email: "late@acme.test", amount: 10, paid: true}, now))
 	require.Equal(t, "unmatched", b.outcome(t, mapped))
 	res, err := p.ApplyStored(ctx, byMap)
 	require.NoError(t, err)

@@ -58,3 +58,19 @@ func (c *StripeClient) NewCheckoutSession(ctx context.Context, params *stripe.Ch
 	}
 	return sess, nil
 }
+
+// GetSubscription reads a subscription (GET /v1/subscriptions/{id}) and returns Stripe's JSON
+// as it came, so the refresh decodes it with the same types as an event's object. Nothing is
+// expanded: the projection reads the items' prices, which Stripe always includes.
+func (c *StripeClient) GetSubscription(ctx context.Context, id string) ([]byte, error) {
+	params := &stripe.SubscriptionParams{}
+	params.Context = ctx
+	sub, err := c.api.Subscriptions.Get(id, params)
+	if err != nil {
+		return nil, fmt.Errorf("stripe: read subscription %s: %w", id, err)
+	}
+	if sub.LastResponse == nil {
+		return nil, fmt.Errorf("stripe: read subscription %s: %w", id, ErrNoResponse)
+	}
+	return sub.LastResponse.RawJSON, nil
+}

@@ -145,7 +145,7 @@ func TestSuccessfulPaymentUpdatesBillingOnceAndQueuesOneCRMSync(t *testing.T) {
 	b := setup(t)
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	created := b.stripeEvent(t, "evt_"+randomID(24), billing.TypeSubscriptionCreated, t0,
-		b.subscription(t, subSpec{id: "sub_1", customer: b.customer, status: "incomplete", price: "price_pro", periodEnd: t0.Add(30 * 24 * time.Hour)}))
+		b.subscription(t, subSpec{id: "sub_1", customer: b.customer, status: "active", price: "price_pro", periodEnd: t0.Add(30 * 24 * time.Hour)}))
 	require.Equal(t, "processed", b.outcome(t, created))
 	updates := b.countUpdates(t)
 	jobsBefore := b.crmJobs(t, b.tenantID, "")
@@ -210,7 +210,7 @@ func TestPaymentFailureOpensATicketOnlyWhenTheTenantAsks(t *testing.T) {
 			}
 			acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
 			require.NoError(t, err)
-			require.Equal(t, billing.StatusPastDue, acct.Status)
+			require.Equal(t, billing.StatusNone, acct.Status, "a failed invoice is a payment fact; the subscription's own update says past_due")
 			require.Equal(t, "in_failed", acct.LastFailureInvoiceID)
 			require.Contains(t, acct.LastFailureReason, "49.00 USD")
 			require.Contains(t, acct.LastFailureReason, "attempt 2")
@@ -226,7 +226,7 @@ func TestReplayedEventHasOneEffect(t *testing.T) {
 	now := time.Now()
 	id := "evt_" + randomID(24)
 	paid := b.stripeEvent(t, id, billing.TypeInvoicePaid, now,
-		b.invoice(t, invoiceSpec{id: "in_r5", customer: b.customer, subscription: "sub_1", amount: 900, paid: true}, now))
+		b.invoice(t, invoiceSpec{id: "in_r5", customer: b.customer, subscription: "sub_1", email: "payer@acme.test", amount: 900, paid: true}, now))
 
 	outcomes := map[string]int{}
 	for range 10 {
@@ -455,7 +455,7 @@ func TestEventWithTextJSONBRefusesIsAppliedAndKeptAsSigned(t *testing.T) {
 	require.Equal(t, "Acme\uFFFD Ltd \uFFFD", name)
 	acct, err := billing.LoadAccount(t.Context(), b.pool, b.tenantID)
 	require.NoError(t, err)
-	require.Equal(t, billing.StatusPastDue, acct.Status)
+	require.Equal(t, "in_nul_", acct.LastFailureInvoiceID[:len("in_nul_")])
 	require.Contains(t, acct.LastFailureReason, "card\uFFFDdeclined")
 	require.Equal(t, 1, b.count(t, `select count(*) from public.tickets where tenant_id = $1 and body like '%card' || chr(65533) || 'declined%'`, b.tenantID))
 

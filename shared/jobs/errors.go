@@ -12,6 +12,8 @@ var (
 	// ErrNoSourceEvent means a CRM sync was enqueued without naming what caused it, which
 	// would make every push of the tenant the same unique job.
 	ErrNoSourceEvent = errors.New("jobs: source event is required")
+	// ErrNoSubscription means a billing refresh was enqueued without a subscription id.
+	ErrNoSubscription = errors.New("jobs: subscription id is required")
 	// ErrNoTicket means a helpdesk job was enqueued without a ticket id.
 	ErrNoTicket = errors.New("jobs: ticket id is required")
 	// ErrRunConfig means Run was called without a queue or workers.

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // Integrations: one River queue each, so a HubSpot outage never holds up Zendesk pushes. The
@@ -20,6 +21,9 @@ const (
 	QueueCRM = "crm"
 	// QueueHelpdesk carries helpdesk_ticket jobs (Zendesk).
 	QueueHelpdesk = "helpdesk"
+	// QueueBilling carries billing_refresh jobs (Stripe reads). It is not a push: its jobs
+	// keep no sync status, so the portal's integrations stay the ones a tenant's data goes to.
+	QueueBilling = "billing"
 )
 
 // Job kinds, as stored in river_job.kind.
@@ -28,6 +32,8 @@ const (
 	KindCRMSync = "crm_sync"
 	// KindHelpdeskTicket pushes one ticket to the helpdesk.
 	KindHelpdeskTicket = "helpdesk_ticket"
+	// KindBillingRefresh reads one subscription from Stripe and applies it to the projection.
+	KindBillingRefresh = "billing_refresh"
 )
 
 // CRMSyncArgs asks for the tenant's current billing projection to be pushed to the CRM. It is
@@ -59,6 +65,33 @@ func (HelpdeskTicketArgs) Kind() string { return KindHelpdeskTicket }
 
 // InsertOpts puts the job on the helpdesk queue, unique per ticket.
 func (HelpdeskTicketArgs) InsertOpts() river.InsertOpts { return insertOpts(QueueHelpdesk) }
+
+// BillingRefreshArgs asks for a subscription to be read from Stripe's API and applied to the
+// projection, because two of its events of the same second (Stripe's created has one-second
+// resolution) said different things. It is unique per (subscription, tied second) while it is
+// pending, scheduled, available, retryable or running: a storm of deliveries of the same tie
+// is one request to Stripe. A tie of a later second gets its own job even while one runs,
+// because that job's read may have been taken before the later events happened.
+type BillingRefreshArgs struct {
+	// TenantID is the tenant whose projection the subscription belongs to.
+	TenantID uuid.UUID `json:"tenant_id"`
+	// SubscriptionID is the Stripe subscription to read.
+	SubscriptionID string `json:"subscription_id" river:"unique"`
+	// TiedSecond is the created second (Unix) of the events that could not be ordered.
+	TiedSecond int64 `json:"tied_second" river:"unique"`
+}
+
+// Kind implements river.JobArgs.
+func (BillingRefreshArgs) Kind() string { return KindBillingRefresh }
+
+// InsertOpts puts the job on the billing queue. A completed refresh does not block the next
+// one (River's default unique states include completed; this list leaves it out).
+func (BillingRefreshArgs) InsertOpts() river.InsertOpts {
+	o := insertOpts(QueueBilling)
+	o.UniqueOpts.ByState = []rivertype.JobState{rivertype.JobStateAvailable, rivertype.JobStatePending,
+		rivertype.JobStateRetryable, rivertype.JobStateRunning, rivertype.JobStateScheduled}
+	return o
+}
 
 // insertOpts keeps River's default unique states (every state but cancelled and discarded), so a
 // dead-lettered job does not block reconcile from enqueueing the same push again.
@@ -143,6 +176,23 @@ func markPending(ctx context.Context, tx pgx.Tx, integration, subject string, te
 		integration, subject, tenantID)
 	if err != nil {
 		return fmt.Errorf("mark sync status pending: %w", err)
+	}
+	return nil
+}
+
+// EnqueueBillingRefresh queues a read of subscriptionID from Stripe for tenantID, in tx,
+// because its events of the second tied could not be ordered. A repeat while one is pending
+// is a no-op.
+func (i *Inserter) EnqueueBillingRefresh(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, subscriptionID string, tied time.Time) error {
+	if tenantID == uuid.Nil {
+		return fmt.Errorf("enqueue billing refresh: %w", ErrNoTenant)
+	}
+	if subscriptionID == "" {
+		return fmt.Errorf("enqueue billing refresh for tenant %s: %w", tenantID, ErrNoSubscription)
+	}
+	args := BillingRefreshArgs{TenantID: tenantID, SubscriptionID: subscriptionID, TiedSecond: tied.Unix()}
+	if _, err := i.client.InsertTx(ctx, tx, args, nil); err != nil {
+		return fmt.Errorf("enqueue billing refresh of %s: %w", subscriptionID, err)
 	}
 	return nil
 }

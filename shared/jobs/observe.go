@@ -103,8 +103,13 @@ func subjectOf(kind string, encodedArgs []byte) (tenantID uuid.UUID, subject str
 		TicketID uuid.UUID `json:"ticket_id"`
 	}
 	_ = json.Unmarshal(encodedArgs, &args)
-	if kind == KindHelpdeskTicket {
+	switch kind {
+	case KindHelpdeskTicket:
 		return args.TenantID, TicketSubject(args.TicketID)
+	case KindBillingRefresh:
+		var refresh BillingRefreshArgs
+		_ = json.Unmarshal(encodedArgs, &refresh)
+		return args.TenantID, "subscription:" + refresh.SubscriptionID
 	}
 	return args.TenantID, CRMSubject(args.TenantID)
 }
@@ -209,7 +214,7 @@ func (o *observer) record(ctx context.Context, job *rivertype.JobRow, outcome Ou
 			slog.String("error_class", class), slog.String("error", workErr.Error()))
 	}
 
-	if state != "" && tenantID != uuid.Nil {
+	if state != "" && tenantID != uuid.Nil && integration != QueueBilling {
 		if err := o.upsertStatus(ctx, integration, subject, tenantID, state, lastError, job.Attempt, now); err != nil {
 			o.logger.ErrorContext(ctx, "record sync status failed", "integration", integration, "subject", subject, "error", err.Error())
 		}

@@ -43,11 +43,13 @@ func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
 		"TicketCreateFunction":   {"POST /v1/tickets"},
 		"PortalReadFunction":     {"GET /v1/account", "GET /v1/tickets", "GET /v1/tickets/{id}"},
 		"CrmPushFunction":        {},
+		"BillingRefreshFunction": {},
 		"SupportPushFunction":    {},
 		"ReconcileFunction":      {},
 	}, routes)
 	require.Equal(t, []string{"rate(1 minute)"}, schedules["CrmPushFunction"])
 	require.Equal(t, []string{"rate(1 minute)"}, schedules["SupportPushFunction"])
+	require.Equal(t, []string{"rate(1 minute)"}, schedules["BillingRefreshFunction"])
 	require.Empty(t, schedules["ReconcileFunction"], "reconcile is invoked by ops only")
 }
 
