@@ -144,6 +144,14 @@ func (h *CheckoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		web.Error(w, r, stripeProblem("create checkout session", err))
 		return
 	}
+	// Only a session recorded here binds its customer when it completes (a Payment Link's
+	// payer can name any tenant in client_reference_id). Without the record the browser is not
+	// sent to pay: a retry (same Idempotency-Key: same session) records it.
+	if _, err := h.db.Exec(ctx, `insert into private.checkout_sessions (session_id, tenant_id) values ($1, $2)
+		on conflict (session_id) do nothing`, sess.ID, scope.TenantID); err != nil {
+		web.Error(w, r, fmt.Errorf("record checkout session: %w", db.Classify(err)))
+		return
+	}
 	web.JSON(w, http.StatusCreated, checkoutResponse{ID: sess.ID, URL: sess.URL})
 }
 

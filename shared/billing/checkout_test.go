@@ -167,6 +167,8 @@ func TestCheckoutCreatesASessionForTheCallersTenant(t *testing.T) {
 	require.Equal(t, "https://portal.example.test/billing/done?session={CHECKOUT_SESSION_ID}", sess.form.Get("success_url"))
 	require.Equal(t, "https://portal.example.test/billing", sess.form.Get("cancel_url"))
 	require.True(t, strings.HasPrefix(sess.idempotencyKey, "portal-checkout-"), sess.idempotencyKey)
+	// The session is recorded as ours in the same request: its completion may bind a customer.
+	require.Equal(t, 1, countRows(t, b.pool, `select count(*) from private.checkout_sessions where session_id = $1 and tenant_id = $2`, out.ID, b.tenantID))
 
 	// An admin's second checkout reuses the tenant's customer: no second customer at Stripe.
 	rec = b.post(t, "admin", `{"price_id":"price_basic"}`)

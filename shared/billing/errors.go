@@ -32,6 +32,10 @@ var (
 	// ErrNoResponse is a Stripe call that returned no response to read.
 	ErrNoResponse = errors.New("stripe returned no response")
 
+	// ErrLivemodeMismatch is an event of the other mode (live or test) than the configured
+	// key's (WebhookConfig.Livemode).
+	ErrLivemodeMismatch = errors.New("event livemode does not match the configured key's")
+
 	// ErrEventNotStored is an ApplyStored of an event id our inbox does not hold.
 	ErrEventNotStored = errors.New("stripe event is not stored")
 

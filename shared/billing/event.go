@@ -27,7 +27,12 @@ type effect struct {
 	change Change
 	// customerID is the Stripe customer the object belongs to ("" when Stripe sent none).
 	customerID string
-	// clientReferenceID is checkout's tenant id (checkout.session.completed only).
+	// sessionID is the Checkout Session's id (checkout.session.completed only): bound to a
+	// tenant when checkout-create recorded it.
+	sessionID string
+	// clientReferenceID is the tenant a checkout session claims (checkout.session.completed
+	// only). The payer can set it on a Payment Link, so it binds nothing; it is logged when a
+	// session claims a tenant without proof.
 	clientReferenceID string
 	// metadataTenant is metadata.tenant_id of the object (or of its subscription).
 	metadataTenant string
@@ -184,7 +189,7 @@ func decodeObject(ev Event, want string, dst any, object, id *string) error {
 }
 
 func checkoutEffect(ev Event, s checkoutSession) effect {
-	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID], sessionID: s.ID}
 	if s.ClientReferenceID != nil {
 		e.clientReferenceID = *s.ClientReferenceID
 	}

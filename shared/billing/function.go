@@ -30,6 +30,10 @@ type WebhookConfig struct {
 	// stripe-go/v76's (APIVersion). Default false: pin the endpoint's API version instead,
 	// because v76's types describe that version; a mismatch is answered 400 and logged.
 	IgnoreAPIVersionMismatch bool `env:"STRIPE_IGNORE_API_VERSION_MISMATCH" default:"false"`
+	// Livemode is the mode of the account's API key: true for sk_live_/rk_live_ keys.
+	// template.yaml derives it from StripeApiKey, so the webhook itself never holds the key.
+	// Events of the other mode are refused (400).
+	Livemode bool `env:"STRIPE_LIVEMODE" default:"false"`
 }
 
 // Secrets splits the configured secret list.
@@ -61,6 +65,7 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), WebhookOptions{
 		Metrics:    deps.Metrics,
 		Rejections: deps.Pool,
+		Livemode:   cfg.Livemode,
 	}))
 	return web.Route(mux), nil
 }

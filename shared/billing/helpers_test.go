@@ -47,6 +47,7 @@ type bundle struct {
 
 type setupOptions struct {
 	ignoreAPIVersion bool
+	livemode         bool
 	secrets          []string
 }
 
@@ -68,6 +69,7 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 	env := map[string]string{
 		"STRIPE_WEBHOOK_SECRET":              strings.Join(o.secrets, ","),
 		"STRIPE_IGNORE_API_VERSION_MISMATCH": fmt.Sprint(o.ignoreAPIVersion),
+		"STRIPE_LIVEMODE":                    fmt.Sprint(o.livemode),
 	}
 	h, err := billing.WebhookFunction.Handler(context.Background(), function.Deps{
 		Name:    "payment-webhook",

@@ -31,6 +31,7 @@ const (
 	OutcomeDuplicate Outcome = "duplicate" // this event id was already recorded: nothing done
 	OutcomeIgnored   Outcome = "ignored"   // a type we do not act on, recorded
 	OutcomeUnmatched Outcome = "unmatched" // no tenant found, recorded for reconcile
+	OutcomeRefused   Outcome = "refused"   // claims a tenant without proof (a session we did not create): recorded, never applied
 	OutcomeRejected  Outcome = "rejected"  // refused before anything was written (4xx)
 	OutcomeFailed    Outcome = "failed"    // our fault or the database's (5xx): Stripe retries
 )
@@ -48,6 +49,8 @@ type Result struct {
 	Refresh bool
 	// TicketID is the support ticket opened for a failed payment (uuid.Nil when none).
 	TicketID uuid.UUID
+	// ClaimedTenant is the client_reference_id of a refused checkout session (for the log).
+	ClaimedTenant string
 }
 
 // Processor applies verified events to the database, each in one transaction.
@@ -155,6 +158,18 @@ func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, re
 	tenantID, found, err := resolveTenant(ctx, tx, eff)
 	if err != nil {
 		return err
+	}
+	if !found && eff.clientReferenceID != "" {
+		// A checkout session naming a tenant that neither we created nor our key's metadata
+		// backs: a Payment Link or Pricing Table payer can write any tenant's id there.
+		claimed, err := existingTenant(ctx, tx, eff.clientReferenceID)
+		if err != nil {
+			return err
+		}
+		if claimed != uuid.Nil {
+			res.Outcome, res.ClaimedTenant = OutcomeRefused, eff.clientReferenceID
+			return finish(ctx, tx, ev.ID, *res)
+		}
 	}
 	if !found {
 		res.Outcome = OutcomeUnmatched
@@ -276,8 +291,8 @@ func ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID
 }
 
 // resolveTenant finds the event's tenant from our own records only, never from an email, and
-// records the customer's mapping when the tenant came from checkout's client_reference_id or
-// the object's metadata (so later events of that customer find it).
+// records the customer's mapping when the tenant came from a checkout session we created or
+// from metadata our key wrote (so later events of that customer find it).
 func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool, error) {
 	id, record, err := lookupTenant(ctx, tx, eff)
 	if err != nil || id == uuid.Nil {
@@ -292,9 +307,11 @@ func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool,
 }
 
 // lookupTenant decides the event's tenant, reading only: our customer mapping first (an
-// existing mapping is never overridden); else checkout's client_reference_id (set by
-// checkout-create from a verified identity); else metadata.tenant_id of the object, if that
-// tenant exists. record says the customer's mapping should be written for the tenant found.
+// existing mapping is never overridden); else the tenant checkout-create recorded for the
+// checkout session; else metadata.tenant_id of the object, if that tenant exists (only our API
+// key writes it: checkout-create on the customer, the session and the subscription). A
+// session's client_reference_id is never enough: the payer of a Payment Link sets it. record
+// says the customer's mapping should be written for the tenant found.
 func lookupTenant(ctx context.Context, q db.Querier, eff effect) (tenantID uuid.UUID, record bool, err error) {
 	if eff.customerID != "" {
 		var id uuid.UUID
@@ -306,16 +323,21 @@ func lookupTenant(ctx context.Context, q db.Querier, eff effect) (tenantID uuid.
 			return uuid.Nil, false, fmt.Errorf("look up stripe customer: %w", err)
 		}
 	}
-	for _, candidate := range []string{eff.clientReferenceID, eff.metadataTenant} {
-		id, err := existingTenant(ctx, q, candidate)
-		if err != nil {
-			return uuid.Nil, false, err
-		}
-		if id != uuid.Nil {
+	if eff.sessionID != "" {
+		var id uuid.UUID
+		err := q.QueryRow(ctx, `select tenant_id from private.checkout_sessions where session_id = $1`, eff.sessionID).Scan(&id)
+		switch {
+		case err == nil:
 			return id, eff.customerID != "", nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return uuid.Nil, false, fmt.Errorf("look up checkout session: %w", err)
 		}
 	}
-	return uuid.Nil, false, nil
+	id, err := existingTenant(ctx, q, eff.metadataTenant)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, false, err
+	}
+	return id, eff.customerID != "", nil
 }
 
 // existingTenant parses s as a tenant id and checks the tenant exists (uuid.Nil otherwise).

@@ -21,6 +21,20 @@ import (
 // EventType ("unknown" when the body was refused before it could be trusted).
 const MetricDeliveries = "WebhookDeliveries"
 
+// MetricRefused is the EMF metric counted once per event the webhook refuses to apply
+// although its signature verified, with dimension Reason: RefusedLivemode (answered 400) or
+// RefusedForeignSession (recorded as refused, answered 200).
+const MetricRefused = "WebhookRefused"
+
+// Reasons of MetricRefused.
+const (
+	RefusedLivemode       = "livemode"
+	RefusedForeignSession = "foreign_session"
+)
+
+// TypeLivemodeMismatch is the problem type of an event of the other mode than the key's.
+const TypeLivemodeMismatch = "/problems/stripe-livemode-mismatch"
+
 // DefaultMaxBody bounds a delivery's body (64 KiB; Stripe's events are well under it). The
 // handler enforces it itself, so an oversized delivery is counted, logged and noted for
 // delivery health like any other refusal.
@@ -52,6 +66,7 @@ type WebhookHandler struct {
 	metrics    Counter
 	rejections db.Querier
 	maxBody    int64
+	livemode   bool
 }
 
 // WebhookOptions configure the webhook endpoint; every field is optional.
@@ -64,6 +79,9 @@ type WebhookOptions struct {
 	Rejections db.Querier
 	// MaxBody bounds a delivery's body (DefaultMaxBody when zero).
 	MaxBody int64
+	// Livemode is the mode of the account's key (STRIPE_LIVEMODE): events of the other mode
+	// are refused.
+	Livemode bool
 }
 
 // NewWebhookHandler builds the webhook endpoint.
@@ -71,7 +89,7 @@ func NewWebhookHandler(v *Verifier, p *Processor, o WebhookOptions) *WebhookHand
 	if o.MaxBody <= 0 {
 		o.MaxBody = DefaultMaxBody
 	}
-	return &WebhookHandler{verifier: v, processor: p, metrics: o.Metrics, rejections: o.Rejections, maxBody: o.MaxBody}
+	return &WebhookHandler{verifier: v, processor: p, metrics: o.Metrics, rejections: o.Rejections, maxBody: o.MaxBody, livemode: o.Livemode}
 }
 
 // webhookResponse is the 200 body: Stripe shows it in the dashboard's delivery log.
@@ -124,6 +142,16 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	eventType, eventID = ev.Type, ev.ID
 	attrs = append(attrs, slog.String("event_id", ev.ID))
+	if ev.Livemode != h.livemode {
+		outcome, refused = OutcomeRejected, refuse(ErrLivemodeMismatch, fmt.Errorf("event livemode %t, key livemode %t", ev.Livemode, h.livemode))
+		attrs = append(attrs, slog.String("reason", reason(refused)))
+		h.countRefused(ctx, RefusedLivemode)
+		web.Logger(ctx).Warn("stripe event refused: livemode mismatch",
+			"event_id", ev.ID, "event_livemode", ev.Livemode, "configured_livemode", h.livemode,
+			"fix", "point the endpoint of this mode at the deployment whose STRIPE_LIVEMODE (derived from STRIPE_API_KEY's sk_live_/sk_test_ prefix) matches it")
+		web.Error(w, r, deliveryProblem(refused))
+		return
+	}
 	res, err := h.processor.Process(ctx, ev)
 	if err != nil {
 		outcome = res.Outcome
@@ -138,11 +166,24 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		return
 	}
 	outcome = res.Outcome
+	if res.Outcome == OutcomeRefused {
+		h.countRefused(ctx, RefusedForeignSession)
+		web.Logger(ctx).Warn("checkout session refused: not created by checkout-create",
+			"event_id", ev.ID, "client_reference_id", res.ClaimedTenant,
+			"why", "the session names a tenant in client_reference_id (which a Payment Link payer can set) without a session record or metadata our key wrote; nothing was bound")
+	}
 	if res.TenantID != uuid.Nil {
 		attrs = append(attrs, slog.String("tenant_id", res.TenantID.String()),
 			slog.Bool("updated", res.Updated), slog.Bool("crm_sync", res.CRMSync))
 	}
 	web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: ev.ID, Outcome: res.Outcome})
+}
+
+// countRefused counts an event refused for reason (MetricRefused).
+func (h *WebhookHandler) countRefused(ctx context.Context, reason string) {
+	if h.metrics != nil {
+		h.metrics.Count(ctx, MetricRefused, 1, map[string]string{"Reason": reason})
+	}
 }
 
 // noteRejection records a refused delivery (400, 413, 5xx) for delivery health, best effort:
@@ -226,6 +267,9 @@ func deliveryProblem(err error) *problem.Problem {
 		p = problem.New(http.StatusBadRequest, TypeAPIVersionMismatch, "Stripe API version mismatch",
 			fmt.Sprintf("this endpoint reads events of Stripe API version %s; create the webhook endpoint with that "+
 				"version, or set STRIPE_IGNORE_API_VERSION_MISMATCH=true", APIVersion))
+	case errors.Is(err, ErrLivemodeMismatch):
+		p = problem.New(http.StatusBadRequest, TypeLivemodeMismatch, "Stripe livemode mismatch",
+			"this endpoint serves the other mode's Stripe account (STRIPE_LIVEMODE); send this mode's events to its own deployment")
 	default:
 		p = problem.BadRequest("the body is not a Stripe event this endpoint can read")
 	}

@@ -366,11 +366,12 @@ func TestTenantResolution(t *testing.T) {
 	b := setup(t)
 	now := time.Now()
 
-	// checkout.session.completed's client_reference_id records the customer's tenant.
+	// A checkout session checkout-create recorded binds its customer to the session's tenant.
 	other := b.newTenant(t, false)
 	newCustomer := "cus_" + randomID(14)
-	require.Equal(t, "processed", b.outcome(t, b.stripeEvent(t, "evt_"+randomID(24), billing.TypeCheckoutCompleted, now,
-		b.checkoutSession(t, newCustomer, other.String(), "sub_new", "owner@other.test"))))
+	session := b.checkoutSession(t, newCustomer, other.String(), "sub_new", "owner@other.test")
+	b.exec(t, `insert into private.checkout_sessions (session_id, tenant_id) values ($1, $2)`, session["id"], other)
+	require.Equal(t, "processed", b.outcome(t, b.stripeEvent(t, "evt_"+randomID(24), billing.TypeCheckoutCompleted, now, session)))
 	require.Equal(t, 1, b.count(t, `select count(*) from private.stripe_customers where customer_id = $1 and tenant_id = $2`, newCustomer, other))
 	// ... so a later invoice without any metadata finds it.
 	require.Equal(t, "processed", b.outcome(t, b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, now,

@@ -53,13 +53,17 @@ var (
 type Webhook struct {
 	// Received is the number of distinct events stored (accepted deliveries).
 	Received int `json:"received"`
-	// Processed, Ignored and Unmatched split Received by outcome.
+	// Processed, Ignored, Unmatched and Refused split Received by outcome. Refused events
+	// claimed a tenant without proof (a checkout session we did not create naming a tenant):
+	// kept for audit, never applied.
 	Processed int `json:"processed"`
 	Ignored   int `json:"ignored"`
 	Unmatched int `json:"unmatched"`
+	Refused   int `json:"refused"`
 	// Unapplied were stored as processed but never applied (reconcile applies them).
 	Unapplied int `json:"unapplied"`
-	// Rejected deliveries never became an event (bad signature, error before commit); only
+	// Rejected deliveries never became an event (bad signature, unreadable body, another API
+	// version or the other livemode, error before commit); only
 	// counted for the whole system, since a rejected delivery has no tenant.
 	Rejected int `json:"rejected"`
 	// SuccessRate is (processed + ignored) / (received + rejected), 1 when nothing arrived.
@@ -144,11 +148,12 @@ func Read(ctx context.Context, q db.Querier, in Query) (Report, error) {
 		       count(*) filter (where outcome = 'processed'),
 		       count(*) filter (where outcome = 'ignored'),
 		       count(*) filter (where outcome = 'unmatched'),
+		       count(*) filter (where outcome = 'refused'),
 		       count(*) filter (where outcome = 'processed' and applied_at is null)
 		from private.stripe_events
 		where received_at >= $1 and received_at <= $2 and ($3::uuid is null or tenant_id = $3)`,
 		r.Since, r.Until, tenant).Scan(&r.Webhook.Received, &r.Webhook.Processed, &r.Webhook.Ignored,
-		&r.Webhook.Unmatched, &r.Webhook.Unapplied)
+		&r.Webhook.Unmatched, &r.Webhook.Refused, &r.Webhook.Unapplied)
 	if err != nil {
 		return Report{}, fmt.Errorf("health: webhook deliveries: %w", db.Classify(err))
 	}
