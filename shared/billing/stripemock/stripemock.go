@@ -88,7 +88,9 @@ func Start(t testing.TB) string {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	addr, err := listenAddress(stdout, 30*time.Second)
+	// stripe-mock parses Stripe's whole OpenAPI spec before it listens: seconds when the machine
+	// is quiet, much longer when every core is busy compiling and testing.
+	addr, err := listenAddress(stdout, 2*time.Minute)
 	if err != nil {
 		t.Fatalf("stripemock: %v", err)
 	}
