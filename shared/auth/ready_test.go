@@ -49,6 +49,18 @@ func TestKeysReadyTellsWhetherTokensCanVerify(t *testing.T) {
 		require.LessOrEqual(t, iss.Fetches()-fetched, 1, "a health probe cannot hammer the key source")
 	})
 
+	t.Run("legacy project: an empty key set reached, tokens signed with the secret", func(t *testing.T) {
+		t.Parallel()
+		iss := authtest.New(t)
+		iss.RemoveKey(iss.KID(auth.ES256))
+		iss.RemoveKey(iss.KID(auth.RS256))
+		v := newVerifier(t, iss, func(c *auth.Config) { c.UnknownKIDRateLimit = time.Hour })
+		require.NoError(t, v.KeysReady(t.Context()), "Supabase publishes no keys for the legacy secret")
+
+		noSecret := newVerifier(t, iss, func(c *auth.Config) { c.JWTSecret = ""; c.UnknownKIDRateLimit = time.Hour })
+		require.ErrorIs(t, noSecret.KeysReady(t.Context()), auth.ErrNoSigningKeys, "no secret and no key: nothing verifies")
+	})
+
 	t.Run("HS256 only", func(t *testing.T) {
 		t.Parallel()
 		iss := authtest.New(t)

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/MicahParks/keyfunc/v3"
@@ -86,6 +87,8 @@ type Verifier struct {
 	secret []byte
 	jwks   keyfunc.Keyfunc // nil when JWKS is disabled
 	algs   []string
+	// jwksReached says whether the last JWKS fetch got a 2xx answer (see KeysReady).
+	jwksReached atomic.Bool
 }
 
 // IssuerFor is the iss claim of the tokens a project's Auth server issues.
@@ -118,7 +121,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	logger := cfg.Logger
 	v.jwks, err = keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
-		Client:      cfg.HTTPClient,
+		Client:      recordFetches(cfg.HTTPClient, &v.jwksReached),
 		HTTPTimeout: cfg.FetchTimeout,
 		// The unknown-kid refetch shares this bound with its wait for the rate limiter: a
 		// token that arrives while the limiter is closed fails at once instead of waiting.

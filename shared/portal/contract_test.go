@@ -21,11 +21,14 @@ import (
 
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
+	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/function"
+	"github.com/portal-functions/portal-functions/shared/portal"
 	"github.com/portal-functions/portal-functions/shared/storage/storagefake"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/ticket"
 	"github.com/portal-functions/portal-functions/shared/ticket/tickettest"
+	"github.com/portal-functions/portal-functions/shared/web"
 )
 
 func loadSpec(t *testing.T) routers.Router {
@@ -84,6 +87,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		body                      string
 		status                    int
 		before                    func()
+		handler                   http.Handler // overrides the handler the target picks
 	}
 	valid := `{"subject":"Help","body":"Please","category":"technical","priority":"low","attachments":[{"name":"a.pdf","size":3,"content_type":"application/pdf"}]}`
 	calls := []call{
@@ -115,6 +119,8 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		{name: "get unknown", method: "GET", target: "/v1/tickets/" + uuid.NewString(), member: b.a, status: 404},
 		{name: "get malformed", method: "GET", target: "/v1/tickets/not-a-uuid", member: b.a, status: 404},
 		{name: "get no token", method: "GET", target: "/v1/tickets/" + created.ID.String(), status: 401},
+		{name: "health", method: "GET", target: "/v1/health", status: 200},
+		{name: "health database down", method: "GET", target: "/v1/health", status: 503, handler: deadDatabaseRead(t, b)},
 	}
 	for _, c := range calls {
 		if c.before != nil {
@@ -139,6 +145,8 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		}
 		w := httptest.NewRecorder()
 		switch {
+		case c.handler != nil:
+			c.handler.ServeHTTP(w, r)
 		case strings.HasPrefix(c.target, "/v1/checkout-sessions"):
 			checkout.ServeHTTP(w, r)
 		case c.method == http.MethodPost:
@@ -160,6 +168,16 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		out.SetBodyBytes(w.Body.Bytes())
 		require.NoError(t, openapi3filter.ValidateResponse(context.Background(), out), "%s: %s", c.name, w.Body.String())
 	}
+}
+
+// deadDatabaseRead is portal-read on a database nobody answers at (port 1).
+func deadDatabaseRead(t *testing.T, b bundle) http.Handler {
+	t.Helper()
+	pool, err := db.Open(t.Context(), "postgres://postgres@127.0.0.1:1/pf?sslmode=disable", db.Options{Lazy: true})
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	h := portal.NewHandler(portal.Deps{Pool: pool, Verifier: b.env.Issuer.Verifier(t)})
+	return web.Wrap(h, web.Options{Logger: slog.New(slog.DiscardHandler)})
 }
 
 // The document's request schemas agree with the handler's rules on a valid and an invalid body.

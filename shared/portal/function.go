@@ -17,7 +17,7 @@ type Config struct {
 }
 
 // ReadFunction is portal-read (PortalReadFunction: GET /v1/account, GET /v1/tickets,
-// GET /v1/tickets/{id}), as Lambda and the dev server build it.
+// GET /v1/tickets/{id}, GET /v1/health), as Lambda and the dev server build it.
 var ReadFunction = function.HTTP[Config]{
 	Name: "portal-read",
 	Build: func(ctx context.Context, deps function.Deps, cfg Config) (http.Handler, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/auth"
 	"github.com/portal-functions/portal-functions/shared/health"
 	"github.com/portal-functions/portal-functions/shared/problem"
+	"github.com/portal-functions/portal-functions/shared/readiness"
 	"github.com/portal-functions/portal-functions/shared/tenant"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
@@ -50,7 +51,8 @@ type Deps struct {
 }
 
 // NewHandler serves the three portal routes on one ServeMux, each behind auth.Require and
-// tenant.Middleware. Wrap it in web.Wrap (function.HTTP does).
+// tenant.Middleware, and the deploy's GET /v1/health (package readiness) without a token.
+// Wrap it in web.Wrap (function.HTTP does).
 func NewHandler(d Deps) http.Handler {
 	h := &handler{pool: d.Pool}
 	guard := func(f http.HandlerFunc) http.Handler {
@@ -60,6 +62,8 @@ func NewHandler(d Deps) http.Handler {
 	mux.Handle("GET /v1/account", guard(h.account))
 	mux.Handle("GET /v1/tickets", guard(h.listTickets))
 	mux.Handle("GET /v1/tickets/{id}", guard(h.getTicket))
+	// No token: an uptime probe outside AWS calls it. It answers check names only.
+	mux.Handle("GET /v1/health", readiness.New(readiness.Options{DB: d.Pool, Keys: d.Verifier}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		web.Error(w, r, problem.NotFound("no such route"))
 	})

@@ -41,7 +41,7 @@ func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
 		"PaymentWebhookFunction": {"POST /v1/webhooks/stripe"},
 		"CheckoutCreateFunction": {"POST /v1/checkout-sessions"},
 		"TicketCreateFunction":   {"POST /v1/tickets"},
-		"PortalReadFunction":     {"GET /v1/account", "GET /v1/tickets", "GET /v1/tickets/{id}"},
+		"PortalReadFunction":     {"GET /v1/account", "GET /v1/health", "GET /v1/tickets", "GET /v1/tickets/{id}"},
 		"CrmPushFunction":        {},
 		"BillingRefreshFunction": {},
 		"SupportPushFunction":    {},
