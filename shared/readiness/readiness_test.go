@@ -75,7 +75,7 @@ type option func(*readiness.Options, *bundle)
 
 // setup builds a checker on a fresh migrated database and a live JWKS, served as portal-read
 // serves it (behind web.Wrap).
-func setup(t *testing.T, opts ...option) *bundle {
+func setup(t testing.TB, opts ...option) *bundle {
 	t.Helper()
 	pool := dbtest.New(t)
 	b := &bundle{pool: pool, db: &countingDB{pool: pool}, iss: authtest.New(t),
@@ -92,7 +92,7 @@ func setup(t *testing.T, opts ...option) *bundle {
 	return b
 }
 
-func (b *bundle) get(t *testing.T) *httptest.ResponseRecorder {
+func (b *bundle) get(t testing.TB) *httptest.ResponseRecorder {
 	t.Helper()
 	w := httptest.NewRecorder()
 	b.handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/v1/health", nil))
