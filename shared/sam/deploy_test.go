@@ -439,6 +439,8 @@ func TestUptimeProbeWatchesTheHealthRouteAndPages(t *testing.T) {
 		dig(t, canary, "Properties", "RunConfig", "EnvironmentVariables", "HEALTH_URL"))
 	require.Equal(t, map[string]any{"Fn::GetAtt": []string{"UptimeProbeRole", "Arn"}}, dig(t, canary, "Properties", "ExecutionRoleArn"))
 	require.Equal(t, map[string]any{"Fn::Sub": "s3://${UptimeProbeArtifacts}/canary"}, dig(t, canary, "Properties", "ArtifactS3Location"))
+	require.Equal(t, "Retain", res["UptimeProbeArtifacts"]["DeletionPolicy"],
+		"a bucket holding artifacts must not fail turning the probe off or deleting the stack")
 	script := dig(t, canary, "Properties", "Code", "Script").(string)
 	require.Contains(t, script, "process.env.HEALTH_URL")
 	require.Contains(t, script, "res.status !== 200 || status !== 'ok'")
