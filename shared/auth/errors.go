@@ -37,9 +37,10 @@ var (
 	ErrAnonymous = errors.New("anonymous user")
 	// ErrInvalidConfig is a Config NewVerifier cannot work with.
 	ErrInvalidConfig = errors.New("invalid auth config")
-	// ErrNoSigningKeys is a verifier that holds no JWKS keys and cannot fetch them now: every
-	// ES256/RS256 token would be refused (KeysReady reports it to the health check).
-	ErrNoSigningKeys = errors.New("no signing keys: the JWKS is unreachable and none are cached")
+	// ErrNoSigningKeys is a verifier that holds no JWKS key and cannot get one now (the JWKS
+	// is unreachable, or empty while no legacy secret is set): KeysReady reports it to the
+	// health check.
+	ErrNoSigningKeys = errors.New("no signing keys: none cached, and the JWKS is unreachable or empty without a legacy secret")
 )
 
 // TokenError is a refused token: Reason is one of the ErrX values above (what to log and to
