@@ -141,15 +141,16 @@ func TestVerifyAcceptsAudienceArrayContainingAuthenticated(t *testing.T) {
 func TestVerifyAllowsSmallClockSkew(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	now := time.Now()
-	for name, opt := range map[string]authtest.TokenOption{
-		"expired 10s ago":         authtest.WithExpiry(now.Add(-10 * time.Second)),
-		"valid from 10s from now": authtest.WithNotBefore(now.Add(10 * time.Second)),
-		"issued 10s from now":     authtest.WithIssuedAt(now.Add(10 * time.Second)),
+	// Each token is minted right before it is verified: a parallel subtest can wait long on a
+	// loaded machine, and a token minted before that wait would be skewed by it too.
+	for name, opt := range map[string]func(now time.Time) authtest.TokenOption{
+		"expired 10s ago":         func(now time.Time) authtest.TokenOption { return authtest.WithExpiry(now.Add(-10 * time.Second)) },
+		"valid from 10s from now": func(now time.Time) authtest.TokenOption { return authtest.WithNotBefore(now.Add(10 * time.Second)) },
+		"issued 10s from now":     func(now time.Time) authtest.TokenOption { return authtest.WithIssuedAt(now.Add(10 * time.Second)) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			_, err := b.v.Verify(t.Context(), b.iss.Token(t, b.user, opt))
+			_, err := b.v.Verify(t.Context(), b.iss.Token(t, b.user, opt(time.Now())))
 			require.NoError(t, err)
 		})
 	}
