@@ -79,7 +79,7 @@ type Integration struct {
 	// Pending jobs wait to run (or to run again); OldestPendingSeconds is the oldest one's age.
 	Pending              int     `json:"pending"`
 	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
-	// DeadLetters are jobs River gave up on (discarded or cancelled) and has not yet pruned.
+	// DeadLetters are jobs River gave up on (discarded or cancelled); they stay until requeued.
 	DeadLetters int `json:"dead_letters"`
 	// FailingSubjects are subjects (a tenant's CRM record, a ticket) whose last push failed.
 	FailingSubjects int `json:"failing_subjects"`

@@ -31,8 +31,13 @@ const (
 	DefaultJobTimeout = 30 * time.Second
 	// DefaultRescueAfter is when a job left running (its container was killed) is retried.
 	DefaultRescueAfter = 2 * time.Minute
+	// CompletedRetention is how long River's job cleaner keeps a completed job (a finished
+	// push). A week covers reconcile's look-back at a recent incident; older ones only cost space.
+	CompletedRetention = 7 * 24 * time.Hour
 	// pollInterval is how often a run polls for jobs and checks whether it is done.
 	pollInterval = 50 * time.Millisecond
+	// keepForever is River's "never delete" retention (-1; any other negative value is refused).
+	keepForever time.Duration = -1
 )
 
 // RunConfig says which queue to work, with which workers, for how long, and where failures go.
@@ -226,11 +231,16 @@ func newClient(pool *pgxpool.Pool, cfg RunConfig, counts *counters, stopping *at
 		JobTimeout:           DefaultJobTimeout,
 		RescueStuckJobsAfter: DefaultRescueAfter,
 		MaxAttempts:          MaxAttempts,
-		RetryPolicy:          &RetryPolicy{Backoffs: map[string]Backoff{cfg.Queue: backoff}, Now: now},
-		Logger:               slog.New(warnAndAbove{logger.With("component", "river").Handler()}),
-		Middleware:           []rivertype.Middleware{obs},
-		Workers:              cfg.Workers,
-		Test:                 river.TestConfig{Time: cfg.Time},
+		// The leader's job cleaner would delete cancelled jobs after a day and discarded ones
+		// after a week: those are the dead letters, kept until someone requeues or resolves them.
+		CancelledJobRetentionPeriod: keepForever,
+		DiscardedJobRetentionPeriod: keepForever,
+		CompletedJobRetentionPeriod: CompletedRetention,
+		RetryPolicy:                 &RetryPolicy{Backoffs: map[string]Backoff{cfg.Queue: backoff}, Now: now},
+		Logger:                      slog.New(warnAndAbove{logger.With("component", "river").Handler()}),
+		Middleware:                  []rivertype.Middleware{obs},
+		Workers:                     cfg.Workers,
+		Test:                        river.TestConfig{Time: cfg.Time},
 	}
 	if !opsOnly {
 		rc.Queues = map[string]river.QueueConfig{cfg.Queue: {MaxWorkers: maxWorkers}}

@@ -234,3 +234,39 @@ func TestBackoffGivesUpAfterAboutADay(t *testing.T) {
 	}
 	require.InDelta(t, 24, total.Hours(), 1.5, "the last attempt comes about a day after the first")
 }
+
+// River's job cleaner (run by whichever queue run's client is elected leader) deletes
+// cancelled jobs after a day and discarded ones after a week by default; dead letters must stay
+// until someone requeues or resolves them, while completed jobs are still pruned.
+func TestDeadLettersOutliveTheJobCleaner(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	ids := enqueueTickets(t, b, 3)
+	w := newTicketWorker(func(_ context.Context, id uuid.UUID, _ int) error {
+		if id == ids[2] {
+			return nil
+		}
+		return jobs.Permanent(errors.New("zendesk: 401 Couldn't authenticate you"))
+	})
+	cfg := jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w.workers(), Budget: 5 * time.Second}
+	_, err := jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	// One dead letter of each kind, a completed job, all finalized long ago.
+	_, err = b.pool.Exec(ctx, `update private.river_job set state = 'discarded' where args->>'ticket_id' = $1`, ids[1].String())
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `update private.river_job set finalized_at = now() - interval '30 days'`)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{"cancelled": 1, "discarded": 1, "completed": 1}, jobStates(t, b))
+
+	// A run long enough for its client to be elected leader and for the cleaner's first pass.
+	cfg.UntilBudget, cfg.Budget = true, 4*time.Second
+	_, err = jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+
+	require.Equal(t, map[string]int{"cancelled": 1, "discarded": 1}, jobStates(t, b),
+		"the month-old completed job is pruned, the dead letters stay")
+	letters, err := jobs.DeadLetters(ctx, b.pool, jobs.QueueHelpdesk, nil)
+	require.NoError(t, err)
+	require.Len(t, letters, 2)
+}
