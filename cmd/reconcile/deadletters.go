@@ -130,11 +130,47 @@ func (c cli) requeue(ctx context.Context, args []string) int {
 		return c.fail(err)
 	}
 	defer pool.Close()
-	n, err := jobs.Requeue(ctx, pool, f)
-	fmt.Fprintf(c.stdout, "requeued %d job(s)\n", n)
+	res, err := jobs.Requeue(ctx, pool, f)
+	fmt.Fprintf(c.stdout, "requeued %d, skipped %d, failed %d\n", res.Requeued, len(res.Skipped), len(res.Failed))
+	for _, id := range res.Skipped {
+		fmt.Fprintf(c.stdout, "skipped job %d: a live or completed job already does its push; marked resolved\n", id)
+	}
+	for _, f := range res.Failed {
+		fmt.Fprintf(c.stdout, "failed job %d: %s\n", f.JobID, oneLine(f.Error, 200))
+	}
+	if len(res.Failed) > 0 {
+		return exitAttention
+	}
 	if err != nil {
 		return c.fail(err)
 	}
+	return exitOK
+}
+
+// resolve takes dead letters off the list without running them again (the push was done by
+// hand, or is no longer wanted).
+func (c cli) resolve(ctx context.Context, args []string) int {
+	fs := c.flags("resolve")
+	var jobID int64
+	var note string
+	fs.Int64Var(&jobID, "job", 0, "the dead-lettered job (required)")
+	fs.StringVar(&note, "note", "", "why, for the record (required)")
+	if !c.parse(fs, args) {
+		return exitRefused
+	}
+	if jobID <= 0 || strings.TrimSpace(note) == "" {
+		fmt.Fprintln(c.stderr, "reconcile: resolve needs --job ID and --note TEXT")
+		return exitRefused
+	}
+	pool, _, err := c.open(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer pool.Close()
+	if err := jobs.Resolve(ctx, pool, jobID, note); err != nil {
+		return c.fail(err)
+	}
+	fmt.Fprintf(c.stdout, "resolved job %d\n", jobID)
 	return exitOK
 }
 

@@ -6,6 +6,7 @@
 //	go run ./cmd/reconcile health [--tenant <id>] [--window 24h] [--json]
 //	go run ./cmd/reconcile dead-letters --integration crm|helpdesk [--tenant <id>] [--json]
 //	go run ./cmd/reconcile requeue --job <id> | --integration crm|helpdesk (--tenant <id> | --all)
+//	go run ./cmd/reconcile resolve --job <id> --note <why>
 //
 // Exit status: 0 done (or nothing to do); 1 something needed attention and could not be
 // repaired, or the run failed; 2 refused (bad usage, unscoped or over-wide scope).

@@ -35,6 +35,10 @@ const usage = `usage:
   reconcile health [--tenant ID] [--window 24h] [--json]
   reconcile dead-letters --integration crm|helpdesk [--tenant ID] [--json]
   reconcile requeue --job ID | --integration crm|helpdesk --tenant ID | --integration crm|helpdesk --all
+      put dead letters back on the queue; one whose push another job already does (reconcile
+      queued it) is skipped and marked resolved. Prints requeued, skipped and failed counts.
+  reconcile resolve --job ID --note TEXT
+      take a dead letter off the list without running it again.
 
 environment: DATABASE_URL (required); STRIPE_API_KEY and STRIPE_API_BASE (for --from-stripe).
 exit status: 0 done, 1 needs attention or failed, 2 refused (usage or scope).
@@ -67,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup fu
 		return c.deadLetters(ctx, args)
 	case "requeue":
 		return c.requeue(ctx, args)
+	case "resolve":
+		return c.resolve(ctx, args)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -116,7 +116,7 @@ func TestTriageFlow(t *testing.T) {
 	// nothing to do.
 	code, out, errOut = b.run(t, "requeue", "--job", fmt.Sprint(b.jobID))
 	require.Equal(t, exitOK, code, errOut)
-	require.Equal(t, "requeued 1 job(s)\n", out)
+	require.Equal(t, "requeued 1, skipped 0, failed 0\n", out)
 	code, out, errOut = b.run(t, "--tenant", b.tenant.String(), "--apply", "--json")
 	require.Equal(t, exitOK, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &rep))
@@ -193,13 +193,13 @@ func TestRequeueScopes(t *testing.T) {
 			args: func(b bundle, _ uuid.UUID) []string {
 				return []string{"--integration", "crm", "--tenant", b.tenant.String()}
 			},
-			requeued:  "requeued 1 job(s)\n",
+			requeued:  "requeued 1, skipped 0, failed 0\n",
 			remaining: map[string]int{"crm": 1, "helpdesk": 1},
 		},
 		{
 			name:      "all of an integration's",
 			args:      func(bundle, uuid.UUID) []string { return []string{"--integration", "crm", "--all"} },
-			requeued:  "requeued 2 job(s)\n",
+			requeued:  "requeued 2, skipped 0, failed 0\n",
 			remaining: map[string]int{"crm": 0, "helpdesk": 1},
 		},
 	}
@@ -235,4 +235,78 @@ func TestRequeueScopes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The README's triage order: a dead-lettered helpdesk push, reconcile --apply (which queues a
+// fresh push with the same unique key), then requeue --all. The requeue skips the one reconcile
+// already covered (marking it resolved) instead of failing on the queue's unique index, and
+// goes on to requeue the others.
+func TestRequeueAfterReconcileSkipsWhatIsAlreadyQueued(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	pool, err := db.Open(ctx, b.url, db.Options{})
+	require.NoError(t, err)
+	defer pool.Close()
+	// Another tenant's dead-lettered ticket push, outside the reconcile's scope.
+	var other, otherTicket uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('Globex') returning id`).Scan(&other))
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tickets (tenant_id, subject, body, category, priority)
+		values ($1, 's', 'b', 'technical', 'high') returning id`, other).Scan(&otherTicket))
+	ins, err := jobs.NewInserter(pool)
+	require.NoError(t, err)
+	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error { return ins.EnqueueHelpdeskTicket(ctx, tx, other, otherTicket) }))
+	_, err = pool.Exec(ctx, `update private.river_job set state = 'discarded', finalized_at = now() where args->>'ticket_id' = $1`, otherTicket.String())
+	require.NoError(t, err)
+
+	code, out, errOut := b.run(t, "--tenant", b.tenant.String(), "--apply")
+	require.Equal(t, exitOK, code, errOut+out)
+
+	code, out, errOut = b.run(t, "requeue", "--integration", "helpdesk", "--all")
+	require.Equal(t, exitOK, code, errOut+out)
+	require.Contains(t, out, "requeued 1, skipped 1, failed 0")
+	require.Contains(t, out, fmt.Sprintf("skipped job %d:", b.jobID))
+
+	code, out, errOut = b.run(t, "dead-letters", "--integration", "helpdesk")
+	require.Equal(t, exitOK, code, errOut)
+	require.True(t, strings.HasPrefix(out, "dead letters of helpdesk: 0"), out)
+	code, out, errOut = b.run(t, "health", "--tenant", b.tenant.String(), "--json")
+	require.Equal(t, exitOK, code, errOut)
+	var rep struct {
+		Integrations []struct {
+			Name        string `json:"integration"`
+			DeadLetters int    `json:"dead_letters"`
+			Pending     int    `json:"pending"`
+		} `json:"integrations"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &rep))
+	for _, i := range rep.Integrations {
+		if i.Name == "helpdesk" {
+			require.Zero(t, i.DeadLetters, "a resolved dead letter no longer counts")
+			require.Equal(t, 1, i.Pending, "reconcile's fresh push waits")
+		}
+	}
+	// Run again: nothing left to requeue, nothing fails.
+	code, out, errOut = b.run(t, "requeue", "--integration", "helpdesk", "--all")
+	require.Equal(t, exitOK, code, errOut+out)
+	require.Contains(t, out, "requeued 0, skipped 0, failed 0")
+}
+
+// A dead letter nobody will requeue (pushed by hand) is resolved with a note: it leaves the
+// list, and resolving it twice is refused.
+func TestResolveTakesADeadLetterOffTheList(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	code, _, errOut := b.run(t, "resolve", "--job", fmt.Sprint(b.jobID))
+	require.Equal(t, exitRefused, code)
+	require.Contains(t, errOut, "--note")
+	code, out, errOut := b.run(t, "resolve", "--job", fmt.Sprint(b.jobID), "--note", "created in Zendesk by hand")
+	require.Equal(t, exitOK, code, errOut)
+	require.Equal(t, fmt.Sprintf("resolved job %d\n", b.jobID), out)
+	code, out, _ = b.run(t, "dead-letters", "--integration", "helpdesk")
+	require.Equal(t, exitOK, code)
+	require.True(t, strings.HasPrefix(out, "dead letters of helpdesk: 0"), out)
+	code, _, errOut = b.run(t, "resolve", "--job", fmt.Sprint(b.jobID), "--note", "again")
+	require.Equal(t, exitAttention, code)
+	require.Contains(t, errOut, "not a dead-lettered job")
 }

@@ -275,9 +275,9 @@ func TestPermanentHubSpotErrorsDeadLetterAndRequeueDelivers(t *testing.T) {
 	// The founder fixes the token and the record; requeue both and they are delivered.
 	b.fake.SetAccessToken(hubspotfake.DefaultAccessToken)
 	b.fake.FailEmail("bad@acme.test", 0)
-	n, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{Integration: jobs.QueueCRM})
+	res, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{Integration: jobs.QueueCRM})
 	require.NoError(t, err)
-	require.Equal(t, 2, n)
+	require.Equal(t, 2, res.Requeued)
 	sum = run(t, b, b.cfg)
 	require.Equal(t, jobs.Summary{Worked: 2, Succeeded: 2}, sum)
 	_, ok := b.fake.Contact("bad@acme.test")

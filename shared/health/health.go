@@ -79,7 +79,7 @@ type Integration struct {
 	// Pending jobs wait to run (or to run again); OldestPendingSeconds is the oldest one's age.
 	Pending              int     `json:"pending"`
 	OldestPendingSeconds float64 `json:"oldest_pending_seconds"`
-	// DeadLetters are jobs River gave up on (discarded or cancelled); they stay until requeued.
+	// DeadLetters are jobs River gave up on (discarded or cancelled), until requeued or resolved.
 	DeadLetters int `json:"dead_letters"`
 	// FailingSubjects are subjects (a tenant's CRM record, a ticket) whose last push failed.
 	FailingSubjects int `json:"failing_subjects"`
@@ -191,7 +191,7 @@ func readIntegration(ctx context.Context, q db.Querier, integration, kind string
 		    count(*) filter (where j.state = 'completed' and j.finalized_at between $2 and $3),
 		    count(*) filter (where j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')),
 		    min(j.created_at) filter (where j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')),
-		    count(*) filter (where j.state in ('discarded', 'cancelled'))
+		    count(*) filter (where j.state in ('discarded', 'cancelled') and not j.metadata ? 'resolved_at')
 		from private.river_job j
 		where j.kind = $1 and ($4::text is null or j.args->>'tenant_id' = $4)`,
 		kind, since, until, tenant).Scan(&i.Failures, &i.Attempts, &i.Pending, &oldest, &i.DeadLetters)

@@ -173,9 +173,9 @@ func TestRequeueOneJobOnlyIfDeadLettered(t *testing.T) {
 			one = d.JobID
 		}
 	}
-	n, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{JobID: one})
+	res, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{JobID: one})
 	require.NoError(t, err)
-	require.Equal(t, 1, n)
+	require.Equal(t, 1, res.Requeued)
 	sum, err := jobs.Run(ctx, b.pool, cfg)
 	require.NoError(t, err)
 	require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, sum, "only the requeued job ran")

@@ -290,6 +290,15 @@ func maintain(ctx context.Context, pool *pgxpool.Pool, queue string, now func() 
 	if _, err := exec.JobSchedule(ctx, &riverdriver.JobScheduleParams{Max: 10000, Now: &t, Schema: Schema}); err != nil {
 		return fmt.Errorf("schedule due jobs: %w", err)
 	}
+	// River's cleaner keeps dead letters forever; once resolved, they go after ResolvedRetention.
+	if _, err := pool.Exec(ctx, `
+		delete from private.river_job where id in (
+		    select id from private.river_job
+		    where queue = $1 and state in ('discarded', 'cancelled')
+		      and (metadata->>'resolved_at')::timestamptz < $2
+		    limit 1000)`, queue, t.Add(-ResolvedRetention)); err != nil {
+		return fmt.Errorf("prune resolved dead letters: %w", err)
+	}
 	return nil
 }
 

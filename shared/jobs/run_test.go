@@ -209,9 +209,9 @@ func TestPermanentFailureIsDeadLetteredAndRequeueDeliversIt(t *testing.T) {
 	require.ErrorIs(t, err, jobs.ErrRequeueUnscoped)
 
 	broken = false // the founder fixed the requester's email
-	n, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{Integration: jobs.QueueHelpdesk, TenantID: &b.tenantID})
+	res, err := jobs.Requeue(ctx, b.pool, jobs.RequeueFilter{Integration: jobs.QueueHelpdesk, TenantID: &b.tenantID})
 	require.NoError(t, err)
-	require.Equal(t, 1, n)
+	require.Equal(t, 1, res.Requeued)
 	require.Equal(t, "pending", syncState(t, b.pool, jobs.QueueHelpdesk, jobs.TicketSubject(ids[0])))
 
 	sum, err = jobs.Run(ctx, b.pool, cfg)
@@ -269,4 +269,15 @@ func TestDeadLettersOutliveTheJobCleaner(t *testing.T) {
 	letters, err := jobs.DeadLetters(ctx, b.pool, jobs.QueueHelpdesk, nil)
 	require.NoError(t, err)
 	require.Len(t, letters, 2)
+
+	// Once resolved, a dead letter is kept for jobs.ResolvedRetention, then pruned by a run.
+	require.NoError(t, jobs.Resolve(ctx, b.pool, letters[0].JobID, "pushed by hand"))
+	require.NoError(t, jobs.Resolve(ctx, b.pool, letters[1].JobID, "pushed by hand"))
+	_, err = b.pool.Exec(ctx, `update private.river_job set metadata = jsonb_set(metadata, '{resolved_at}', to_jsonb(now() - interval '31 days'))
+		where id = $1`, letters[0].JobID)
+	require.NoError(t, err)
+	cfg.UntilBudget = false
+	_, err = jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, map[string]int{letters[1].State: 1}, jobStates(t, b), "only the recently resolved one is left")
 }
