@@ -115,5 +115,5 @@ func TestWebhookFailureIsNotedForDeliveryHealth(t *testing.T) {
 		b.invoice(t, invoiceSpec{id: "in_fail", customer: b.customer, subscription: "sub_1", email: "payer@acme.test", amount: 1, paid: true}, now)), now, testSecret)
 	require.Equal(t, http.StatusInternalServerError, rec.Code, rec.Body.String())
 	require.Zero(t, b.count(t, `select count(*) from private.stripe_events`))
-	require.Equal(t, []string{"error 500 " + id}, b.strings(t, `select reason || ' ' || status || ' ' || event_id from private.webhook_rejections`))
+	require.Equal(t, []string{"error 1 500 " + id}, b.strings(t, `select reason || ' ' || refused || ' ' || last_status || ' ' || last_event_id from private.webhook_rejection_counts`))
 }

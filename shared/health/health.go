@@ -158,7 +158,9 @@ func Read(ctx context.Context, q db.Querier, in Query) (Report, error) {
 		return Report{}, fmt.Errorf("health: webhook deliveries: %w", db.Classify(err))
 	}
 	if in.TenantID == uuid.Nil {
-		err := q.QueryRow(ctx, `select count(*) from private.webhook_rejections where received_at >= $1 and received_at <= $2`,
+		// Counted per minute: the window's first and last minutes count whole.
+		err := q.QueryRow(ctx, `select coalesce(sum(refused), 0)::bigint from private.webhook_rejection_counts
+			where minute >= date_trunc('minute', $1::timestamptz) and minute <= $2`,
 			r.Since, r.Until).Scan(&r.Webhook.Rejected)
 		if err != nil {
 			return Report{}, fmt.Errorf("health: rejected deliveries: %w", db.Classify(err))

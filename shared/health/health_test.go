@@ -2,6 +2,7 @@ package health_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,59 +127,69 @@ func TestReadRefusesWhatItCannotAnswer(t *testing.T) {
 	require.ErrorIs(t, err, health.ErrNoTenant)
 }
 
-// Rejection notes prune themselves: each new note deletes a bounded batch of notes past the
+// Rejection counts prune themselves: each refusal deletes a bounded batch of minutes past the
 // retention, so a webhook under a long bad-signature storm keeps a bounded table, and the
-// notes the health window (and a month of hindsight) needs stay.
-func TestRecordRejectedDeliveryPrunesExpiredNotes(t *testing.T) {
+// minutes the health window (and a month of hindsight) needs stay.
+func TestRecordRejectedDeliveryPrunesExpiredMinutes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := dbtest.New(t)
 	expired := health.RejectionPruneBatch + health.RejectionPruneBatch/2
 	_, err := pool.Exec(ctx, `
-		insert into private.webhook_rejections (received_at, reason, status)
-		select now() - make_interval(secs => $1) - make_interval(mins => g), 'signature', 400 from generate_series(1, $2) g`,
+		insert into private.webhook_rejection_counts (minute, reason, refused, last_status)
+		select date_trunc('minute', now() - make_interval(secs => $1) - make_interval(mins => g)), 'signature', 7, 400
+		from generate_series(1, $2) g`,
 		health.RejectionRetention.Seconds(), expired)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `
-		insert into private.webhook_rejections (received_at, reason, status)
-		values (now() - make_interval(secs => $1) + interval '1 hour', 'error', 503)`, health.RejectionRetention.Seconds())
+		insert into private.webhook_rejection_counts (minute, reason, refused, last_status)
+		values (date_trunc('minute', now() - make_interval(secs => $1) + interval '1 hour'), 'error', 1, 503)`, health.RejectionRetention.Seconds())
 	require.NoError(t, err)
 	counts := func() (old, kept int) {
 		t.Helper()
 		require.NoError(t, pool.QueryRow(ctx, `
-			select count(*) filter (where received_at < now() - make_interval(secs => $1)), count(*) filter (where received_at >= now() - make_interval(secs => $1))
-			from private.webhook_rejections`, health.RejectionRetention.Seconds()).Scan(&old, &kept))
+			select count(*) filter (where minute < now() - make_interval(secs => $1)), count(*) filter (where minute >= now() - make_interval(secs => $1))
+			from private.webhook_rejection_counts`, health.RejectionRetention.Seconds()).Scan(&old, &kept))
 		return old, kept
 	}
 
 	rej := health.Rejection{Reason: health.RejectedSignature, Status: 400}
 	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
 	old, kept := counts()
-	require.Equal(t, expired-health.RejectionPruneBatch, old, "one note deletes one bounded batch")
-	require.Equal(t, 2, kept, "the new note and the one inside the retention")
+	require.Equal(t, expired-health.RejectionPruneBatch, old, "one refusal deletes one bounded batch")
+	require.Equal(t, 2, kept, "the current minute and the one inside the retention")
 
 	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
 	old, kept = counts()
 	require.Zero(t, old)
-	require.Equal(t, 3, kept)
+	require.Equal(t, 2, kept, "a second refusal in the same minute adds to its row")
 
 	all, err := health.Read(ctx, pool, health.Query{})
 	require.NoError(t, err)
-	require.Equal(t, 2, all.Webhook.Rejected, "the window counts the fresh notes only")
+	require.Equal(t, 2, all.Webhook.Rejected, "the window counts the fresh refusals only")
 }
 
-func TestRecordRejectedDeliveryRefusesWhatIsNotARejection(t *testing.T) {
+// A reason is free text of a checked shape, so a new kind of refusal (a livemode mismatch)
+// needs no migration, while anything else is refused.
+func TestRecordRejectedDeliveryChecksItsInput(t *testing.T) {
 	t.Parallel()
+	ctx := context.Background()
 	pool := dbtest.New(t)
 	for name, r := range map[string]health.Rejection{
-		"unknown reason": {Reason: "teapot", Status: 418},
-		"success status": {Reason: health.RejectedError, Status: 200},
+		"empty reason":    {Reason: "", Status: 400},
+		"shouting reason": {Reason: "DROP TABLE", Status: 400},
+		"long reason":     {Reason: strings.Repeat("a", 33), Status: 400},
+		"success status":  {Reason: health.RejectedError, Status: 200},
 	} {
-		require.ErrorIs(t, health.RecordRejectedDelivery(context.Background(), pool, r), health.ErrBadRejection, name)
+		require.ErrorIs(t, health.RecordRejectedDelivery(ctx, pool, r), health.ErrBadRejection, name)
 	}
 	var n int
-	require.NoError(t, pool.QueryRow(context.Background(), `select count(*) from private.webhook_rejections`).Scan(&n))
+	require.NoError(t, pool.QueryRow(ctx, `select count(*) from private.webhook_rejection_counts`).Scan(&n))
 	require.Zero(t, n)
+	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, health.Rejection{Reason: "livemode", Status: 400}))
+	all, err := health.Read(ctx, pool, health.Query{})
+	require.NoError(t, err)
+	require.Equal(t, 1, all.Webhook.Rejected)
 }
 
 // BenchmarkForTenant is the owner's GET /v1/account health section on a queue holding 100k

@@ -4,34 +4,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
-// Rejection reasons for RecordRejectedDelivery.
+// Rejection reasons the webhook records. A reason is free text of the shape reasonPattern, so a
+// new kind of refusal is one more constant, not a migration.
 const (
 	// RejectedSignature: the Stripe-Signature header did not verify (400).
 	RejectedSignature = "signature"
-	// RejectedPayload: the body verified but is not a readable event (400).
+	// RejectedPayload: the body verified but is not a readable event (400), or is too large (413).
 	RejectedPayload = "payload"
 	// RejectedError: the event could not be stored or applied (5xx; Stripe retries).
 	RejectedError = "error"
 )
 
-// RejectionRetention is how long a rejection note is kept. The notes only feed the health
-// window (at most MaxWindow), so a month leaves room to look back after an incident and
-// keeps the table small.
+// reasonPattern is the shape of a rejection reason (also checked by the table).
+var reasonPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+// RejectionRetention is how long a minute's rejection count is kept. The counts only feed the
+// health window (at most MaxWindow), so a month leaves room to look back after an incident.
 const RejectionRetention = 30 * 24 * time.Hour
 
-// RejectionPruneBatch bounds how many expired notes one RecordRejectedDelivery deletes, so a
-// burst of bad deliveries never turns one small insert into a long delete. Each new note
-// removes up to this many expired ones, so expired notes go far faster than new ones arrive
-// and the table needs no cron of its own.
+// RejectionPruneBatch bounds how many expired minutes one RecordRejectedDelivery deletes, so a
+// burst of bad deliveries never turns one small upsert into a long delete.
 const RejectionPruneBatch = 100
 
-// ErrBadRejection: a rejection with an unknown reason or a non-error status.
-var ErrBadRejection = errors.New("health: rejection needs a known reason and a 4xx/5xx status")
+// ErrBadRejection: a rejection with a malformed reason or a non-error status.
+var ErrBadRejection = errors.New("health: rejection needs a reason (lower-case word) and a 4xx/5xx status")
 
 // Rejection is one delivery the webhook turned away.
 type Rejection struct {
@@ -41,21 +45,17 @@ type Rejection struct {
 	EventID string
 }
 
-// RecordRejectedDelivery notes a delivery the webhook turned away, so delivery health counts
-// it, and in the same statement deletes up to RejectionPruneBatch notes older than
-// RejectionRetention: the table is only written when a delivery is refused, so that is also
-// when it can grow, and pruning there keeps it bounded without a scheduled job. Expired rows
-// another call is already deleting are skipped, not waited for.
+// RecordRejectedDelivery counts a delivery the webhook turned away, so delivery health shows
+// it: one upsert into the row of the current minute and the reason, so a storm of refused
+// deliveries (anyone can send them) adds at most one row per minute and reason, whatever its
+// size. The same statement deletes up to RejectionPruneBatch minutes older than
+// RejectionRetention, so the table stays bounded without a scheduled job; expired rows another
+// call is already deleting are skipped, not waited for.
 //
 // The webhook calls it after its own transaction rolled back (q is the pool), and ignores its
 // error beyond logging: a note about a failure must not change the answer to Stripe.
 func RecordRejectedDelivery(ctx context.Context, q db.Querier, r Rejection) error {
-	switch r.Reason {
-	case RejectedSignature, RejectedPayload, RejectedError:
-	default:
-		return ErrBadRejection
-	}
-	if r.Status < 400 || r.Status > 599 {
+	if !reasonPattern.MatchString(r.Reason) || r.Status < 400 || r.Status > 599 {
 		return ErrBadRejection
 	}
 	var eventID *string
@@ -66,17 +66,37 @@ func RecordRejectedDelivery(ctx context.Context, q db.Querier, r Rejection) erro
 		}
 		eventID = &id
 	}
+	// The count is a health hint, not a record: with q a pool, it is written in a transaction
+	// that does not wait for the WAL flush (synchronous_commit off), which at worst loses the
+	// last few counts in a server crash and makes each refusal several times cheaper.
+	if b, ok := q.(db.Beginner); ok {
+		return db.Tx(ctx, b, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `set local synchronous_commit = off`); err != nil {
+				return fmt.Errorf("health: record rejected delivery: %w", err)
+			}
+			return upsertRejection(ctx, tx, r.Reason, r.Status, eventID)
+		})
+	}
+	return upsertRejection(ctx, q, r.Reason, r.Status, eventID)
+}
+
+// upsertRejection adds one to the current minute's count of reason, pruning expired minutes.
+func upsertRejection(ctx context.Context, q db.Querier, reason string, status int, eventID *string) error {
 	if _, err := q.Exec(ctx, `
 		with expired as (
-		    delete from private.webhook_rejections
-		    where id in (
-		        select id from private.webhook_rejections
-		        where received_at < now() - make_interval(secs => $4)
-		        order by received_at
+		    delete from private.webhook_rejection_counts
+		    where (minute, reason) in (
+		        select minute, reason from private.webhook_rejection_counts
+		        where minute < now() - make_interval(secs => $4)
+		        order by minute
 		        limit $5
 		        for update skip locked))
-		insert into private.webhook_rejections (reason, status, event_id) values ($1, $2, $3)`,
-		r.Reason, r.Status, eventID, RejectionRetention.Seconds(), RejectionPruneBatch); err != nil {
+		insert into private.webhook_rejection_counts as c (minute, reason, refused, last_status, last_event_id)
+		values (date_trunc('minute', now()), $1, 1, $2, $3)
+		on conflict (minute, reason) do update
+		set refused = c.refused + 1, last_status = excluded.last_status,
+		    last_event_id = coalesce(excluded.last_event_id, c.last_event_id)`,
+		reason, status, eventID, RejectionRetention.Seconds(), RejectionPruneBatch); err != nil {
 		return fmt.Errorf("health: record rejected delivery: %w", db.Classify(err))
 	}
 	return nil
