@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/url"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -23,8 +25,28 @@ const Namespace = "PortalFunctions"
 // second wall behind config.Secret for values that arrive as plain strings (headers, tokens).
 var sensitiveKeys = []string{"authorization", "password", "secret", "token", "api_key", "apikey", "cookie", "signature"}
 
-// NewLogger returns a JSON logger that stamps every line with the function's name and redacts
-// sensitive attributes by key.
+// urlPattern finds URLs inside a longer text (an error message quoting the URL it called).
+var urlPattern = regexp.MustCompile(`[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+`)
+
+// RedactURLs keeps only the scheme and host of every URL in s: the path, query and user info
+// of a URL can be the secret itself (a chat webhook's path, a connection string's password, a
+// key in a query), and Go's *url.Error quotes the whole URL it failed to reach.
+func RedactURLs(s string) string {
+	return urlPattern.ReplaceAllStringFunc(s, func(raw string) string {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return "[REDACTED URL]"
+		}
+		if u.User == nil && (u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == "" {
+			return raw
+		}
+		return u.Scheme + "://" + u.Host + "/[REDACTED]"
+	})
+}
+
+// NewLogger returns a JSON logger that stamps every line with the function's name, redacts
+// sensitive attributes by key, and redacts the secret-bearing parts of URLs in any string or
+// error value (RedactURLs).
 func NewLogger(w io.Writer, function string, level slog.Leveler) *slog.Logger {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: level,
@@ -34,6 +56,14 @@ func NewLogger(w io.Writer, function string, level slog.Leveler) *slog.Logger {
 				if strings.Contains(k, s) {
 					return slog.String(a.Key, "[REDACTED]")
 				}
+			}
+			switch v := a.Value.Any().(type) {
+			case string:
+				if strings.Contains(v, "://") {
+					return slog.String(a.Key, RedactURLs(v))
+				}
+			case error:
+				return slog.String(a.Key, RedactURLs(v.Error()))
 			}
 			return a
 		},

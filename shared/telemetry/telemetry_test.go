@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -81,4 +82,28 @@ func TestHashUserIsStableAndOpaque(t *testing.T) {
 	require.NotContains(t, telemetry.HashUser(id), "8f14e45f")
 	require.Len(t, telemetry.HashUser(id), 16)
 	require.Empty(t, telemetry.HashUser(""))
+}
+
+// A URL inside a logged error keeps its scheme and host (where the call went) and loses what
+// can be a secret: a chat webhook's path, a query's key, a connection string's password.
+func TestLoggerRedactsURLsInsideValues(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log := telemetry.NewLogger(&buf, "crm-push", slog.LevelInfo)
+	_, err := (&http.Client{}).Post("http://127.0.0.1:1/services/T0/B0/hook-path-secret?key=q-secret", "application/json", nil)
+	require.Error(t, err)
+	log.Error("alert webhook", "error", err.Error(), "cause", err, "db", "postgres://app:pw-secret@db.example.com:6543/postgres",
+		"plain", "no url here", "host_only", "https://api.hubapi.com")
+	out := buf.String()
+	for _, secret := range []string{"hook-path-secret", "q-secret", "pw-secret", "app:"} {
+		require.NotContains(t, out, secret)
+	}
+	var line map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &line))
+	require.Contains(t, line["error"], "http://127.0.0.1:1/[REDACTED]")
+	require.Contains(t, line["error"], "connection refused", "the error's cause stays readable")
+	require.Contains(t, line["cause"], "http://127.0.0.1:1/[REDACTED]")
+	require.Equal(t, "postgres://db.example.com:6543/[REDACTED]", line["db"])
+	require.Equal(t, "no url here", line["plain"])
+	require.Equal(t, "https://api.hubapi.com", line["host_only"])
 }
