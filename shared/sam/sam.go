@@ -129,6 +129,19 @@ func (t *Template) Function(logicalID string) (Function, error) {
 	return Function{}, fmt.Errorf("%w %q", ErrUnknownFunction, logicalID)
 }
 
+// SecretEnv maps each of f's environment variables that takes a NoEcho parameter (a secret)
+// to that parameter's name, so a test can give every secret a distinctive value and look for
+// it wherever it must never appear.
+func (t *Template) SecretEnv(f Function) map[string]string {
+	out := map[string]string{}
+	for name, v := range f.Env {
+		if p, ok := t.Parameters[v.Value]; ok && v.Tag == "!Ref" && p.NoEcho {
+			out[name] = p.Name
+		}
+	}
+	return out
+}
+
 // Routes lists every HTTP route with the function that serves it, in template order of
 // functions (sorted by logical id) and events.
 func (t *Template) Routes() []FunctionRoute {

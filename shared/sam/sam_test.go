@@ -106,8 +106,14 @@ func TestSecretsAreNoEchoParameters(t *testing.T) {
 			if secret.MatchString(name) {
 				require.True(t, p.NoEcho, "parameter %s carries secret %s: it must be NoEcho", v.Value, name)
 			}
+			_, listed := b.Template.SecretEnv(f)[name]
+			require.Equal(t, p.NoEcho, listed, "SecretEnv lists exactly the NoEcho-backed variables (%s %s)", f.LogicalID, name)
 		}
 	}
+	crm, err := b.Template.Function("CrmPushFunction")
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"DATABASE_URL": "DatabaseUrl", "HUBSPOT_ACCESS_TOKEN": "HubspotAccessToken",
+		"ALERT_WEBHOOK_URL": "AlertWebhookUrl"}, b.Template.SecretEnv(crm))
 }
 
 // env.json gives each function exactly the variables the template declares for it (SAM

@@ -63,3 +63,17 @@ func decode(t testing.TB, s string) []map[string]any {
 	}
 	return out
 }
+
+// RequireNoSecret fails the test when any line of output contains one of the secrets' values
+// (secrets maps a name to its value), naming the secret and the line's start but never
+// printing the value itself.
+func RequireNoSecret(t testing.TB, output string, secrets map[string]string) {
+	t.Helper()
+	for i, line := range strings.Split(output, "\n") {
+		for name, value := range secrets {
+			if value != "" && strings.Contains(line, value) {
+				t.Errorf("line %d shows the value of %s: %.80s...", i+1, name, strings.ReplaceAll(line, value, "<"+name+">"))
+			}
+		}
+	}
+}
