@@ -39,6 +39,23 @@ type Template struct {
 	Functions []Function
 	// Parameters by name.
 	Parameters map[string]Parameter
+	// Alarms are the AWS::CloudWatch::Alarm resources on one metric, sorted by logical id.
+	Alarms []Alarm
+}
+
+// Alarm is a CloudWatch alarm on one metric: tests check that the code emits the metric with
+// exactly the dimensions the alarm reads (CloudWatch matches a dimension set exactly).
+type Alarm struct {
+	LogicalID          string
+	Namespace          string
+	MetricName         string
+	Dimensions         map[string]Value
+	Statistic          string
+	Period             int
+	EvaluationPeriods  int
+	Threshold          float64
+	ComparisonOperator string
+	TreatMissingData   string
 }
 
 // Parameter is a template parameter (a setting or a secret asked for at deploy time).
@@ -270,6 +287,42 @@ func Parse(b []byte) (*Template, error) {
 	if len(t.Functions) == 0 {
 		return nil, ErrNoFunctions
 	}
+	var alarms struct {
+		Resources map[string]struct {
+			Type       string `yaml:"Type"`
+			Properties struct {
+				Namespace  string `yaml:"Namespace"`
+				MetricName string `yaml:"MetricName"`
+				Dimensions []struct {
+					Name  string    `yaml:"Name"`
+					Value yaml.Node `yaml:"Value"`
+				} `yaml:"Dimensions"`
+				Statistic          string  `yaml:"Statistic"`
+				Period             int     `yaml:"Period"`
+				EvaluationPeriods  int     `yaml:"EvaluationPeriods"`
+				Threshold          float64 `yaml:"Threshold"`
+				ComparisonOperator string  `yaml:"ComparisonOperator"`
+				TreatMissingData   string  `yaml:"TreatMissingData"`
+			} `yaml:"Properties"`
+		} `yaml:"Resources"`
+	}
+	if err := yaml.Unmarshal(b, &alarms); err != nil {
+		return nil, fmt.Errorf("parse template alarms: %w", err)
+	}
+	for id, res := range alarms.Resources {
+		if res.Type != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		p := res.Properties
+		a := Alarm{LogicalID: id, Namespace: p.Namespace, MetricName: p.MetricName, Dimensions: map[string]Value{},
+			Statistic: p.Statistic, Period: p.Period, EvaluationPeriods: p.EvaluationPeriods, Threshold: p.Threshold,
+			ComparisonOperator: p.ComparisonOperator, TreatMissingData: p.TreatMissingData}
+		for _, d := range p.Dimensions {
+			a.Dimensions[d.Name] = valueOf(d.Value)
+		}
+		t.Alarms = append(t.Alarms, a)
+	}
+	sort.Slice(t.Alarms, func(i, j int) bool { return t.Alarms[i].LogicalID < t.Alarms[j].LogicalID })
 	sort.Slice(t.Functions, func(i, j int) bool { return t.Functions[i].LogicalID < t.Functions[j].LogicalID })
 	return t, nil
 }

@@ -143,6 +143,29 @@ func TestEnvFileMatchesTheTemplateWithLocalValuesOnly(t *testing.T) {
 	require.Equal(t, "local-development-jwt-secret-at-least-32-characters", b.Env["PortalReadFunction"]["SUPABASE_JWT_SECRET"])
 }
 
+// Every function has an alarm on Lambda's own Errors and Throttles: a function that fails at
+// cold start (a bad token variable) or is throttled emits none of our metrics at all.
+func TestEveryFunctionHasErrorAndThrottleAlarms(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, f := range b.Template.Functions {
+		for _, metric := range []string{"Errors", "Throttles"} {
+			found := false
+			for _, a := range b.Template.Alarms {
+				if a.Namespace == "AWS/Lambda" && a.MetricName == metric &&
+					a.Dimensions["FunctionName"] == (sam.Value{Tag: "!Ref", Value: f.LogicalID}) {
+					found = true
+					require.Equal(t, "Sum", a.Statistic, a.LogicalID)
+					require.Equal(t, "GreaterThanOrEqualToThreshold", a.ComparisonOperator, a.LogicalID)
+					require.EqualValues(t, 1, a.Threshold, a.LogicalID)
+					require.Len(t, a.Dimensions, 1, a.LogicalID)
+				}
+			}
+			require.True(t, found, "%s needs an alarm on AWS/Lambda %s", f.LogicalID, metric)
+		}
+	}
+}
+
 func TestAlarmsWatchTheMetricsTheFunctionsEmit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
