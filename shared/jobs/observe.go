@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,13 +29,25 @@ const (
 	MetricSyncFailures     = "SyncFailures"
 	MetricSyncDeadLettered = "SyncDeadLettered"
 	MetricSyncRateLimited  = "SyncRateLimited"
+	// MetricSyncFailuresInWindow is, at each failure, how many failures the integration had in
+	// the last AlertWindow (sliding): the failures alarm reads its Maximum against
+	// AlertThreshold, so the alarm and the in-app alert apply the same rule to the same count.
+	MetricSyncFailuresInWindow = "SyncFailuresInWindow"
+	// MetricQueueOldestWaiting is, at the end of every run, the age in seconds of the queue's
+	// oldest job still waiting to be done (0 when none): the queue-age alarm reads it.
+	MetricQueueOldestWaiting = "QueueOldestWaitingSeconds"
 )
 
-// Alerting defaults: an integration alerts at most once per AlertWindow, when it dead-letters a
-// job or fails AlertThreshold times within the window (one blip does not page anyone).
+// Alerting: an integration alerts at most once per AlertWindow, when it dead-letters a job or
+// has more than AlertThreshold failures within the last AlertWindow (one blip does not page
+// anyone). A job still rate-limited RateLimitAlertAfter after it was queued counts each further
+// snooze as a failure, so a daily limit cannot retry forever in silence.
 const (
-	AlertWindow    = 10 * time.Minute
-	AlertThreshold = 3
+	AlertWindow         = 10 * time.Minute
+	AlertThreshold      = 3
+	RateLimitAlertAfter = time.Hour
+	// alertKeep bounds the failure times kept per integration (the count saturates there).
+	alertKeep = 100
 )
 
 // UpstreamError carries what the provider answered, so the failure log line can say it.
@@ -164,6 +177,7 @@ func (o *observer) record(ctx context.Context, job *rivertype.JobRow, outcome Ou
 	dims := map[string]string{"Integration": integration}
 
 	var state, lastError string
+	rateLimitedTooLong := false
 	switch outcome {
 	case OutcomeSucceeded:
 		o.summary.succeeded.Add(1)
@@ -177,6 +191,11 @@ func (o *observer) record(ctx context.Context, job *rivertype.JobRow, outcome Ou
 		} else {
 			lastError = workErr.Error()
 			o.metrics.Count(ctx, MetricSyncRateLimited, 1, dims)
+			if waited := now.Sub(job.CreatedAt); waited > RateLimitAlertAfter {
+				rateLimitedTooLong = true
+				lastError = fmt.Sprintf("rate limited for %s: %s", waited.Round(time.Minute), lastError)
+				o.metrics.Count(ctx, MetricSyncFailures, 1, dims)
+			}
 		}
 	case OutcomeFailed:
 		o.summary.failed.Add(1)
@@ -219,10 +238,17 @@ func (o *observer) record(ctx context.Context, job *rivertype.JobRow, outcome Ou
 			o.logger.ErrorContext(ctx, "record sync status failed", "integration", integration, "subject", subject, "error", err.Error())
 		}
 	}
-	if outcome == OutcomeFailed || outcome == OutcomeDeadLettered {
-		o.alerts.failure(ctx, integration, outcome == OutcomeDeadLettered,
+	if outcome == OutcomeFailed || outcome == OutcomeDeadLettered || rateLimitedTooLong {
+		what := strings.ReplaceAll(string(outcome), "_", "-")
+		if rateLimitedTooLong {
+			what = "still rate-limited"
+		}
+		inWindow, ok := o.alerts.failure(ctx, integration, outcome == OutcomeDeadLettered,
 			fmt.Sprintf("%s sync %s for %s (tenant %s, attempt %d/%d): %s",
-				integration, strings.ReplaceAll(string(outcome), "_", "-"), subject, tenantID, job.Attempt, job.MaxAttempts, lastError), now)
+				integration, what, subject, tenantID, job.Attempt, job.MaxAttempts, lastError), now)
+		if ok {
+			o.metrics.Count(ctx, MetricSyncFailuresInWindow, float64(inWindow), dims)
+		}
 	}
 }
 
@@ -269,7 +295,9 @@ func (o *observer) upsertStatus(ctx context.Context, integration, subject string
 }
 
 // alerter posts a Slack-compatible {"text": ...} message to a webhook, at most once per window
-// per integration across every container: the window is claimed in private.sync_alerts.
+// per integration across every container. The recent failure times and the last alert are
+// kept in private.sync_alerts, under the row's lock, so every container counts the same
+// sliding window.
 type alerter struct {
 	pool   *pgxpool.Pool
 	url    string
@@ -278,46 +306,55 @@ type alerter struct {
 	window time.Duration
 }
 
-func (a *alerter) failure(ctx context.Context, integration string, deadLetter bool, text string, now time.Time) {
+// failure counts one failure of integration at now, alerts if the rule says so, and returns
+// how many failures the integration had in the window ending now (ok false if it could not
+// count).
+func (a *alerter) failure(ctx context.Context, integration string, deadLetter bool, text string, now time.Time) (inWindow int, ok bool) {
 	if a == nil || a.pool == nil {
-		return
+		return 0, false
 	}
-	// Count the failure in the current window and claim the alert, under the row's lock, so two
-	// containers failing at once cannot both send.
+	// Count the failure and claim the alert under the row's lock, so two containers failing
+	// at once cannot both send.
 	var send bool
 	err := db.Tx(ctx, a.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `insert into private.sync_alerts (integration, window_started_at, failures)
-			values ($1, $2, 0) on conflict (integration) do nothing`, integration, now); err != nil {
+		if _, err := tx.Exec(ctx, `insert into private.sync_alerts (integration) values ($1)
+			on conflict (integration) do nothing`, integration); err != nil {
 			return fmt.Errorf("create alert row: %w", err)
 		}
 		var (
-			windowStart time.Time
-			failures    int
-			lastSent    *time.Time
+			recent   []time.Time
+			lastSent *time.Time
 		)
-		if err := tx.QueryRow(ctx, `select window_started_at, failures, last_sent_at from private.sync_alerts
-			where integration = $1 for update`, integration).Scan(&windowStart, &failures, &lastSent); err != nil {
+		if err := tx.QueryRow(ctx, `select recent_failures, last_sent_at from private.sync_alerts
+			where integration = $1 for update`, integration).Scan(&recent, &lastSent); err != nil {
 			return fmt.Errorf("lock alert row: %w", err)
 		}
-		if !now.Before(windowStart.Add(a.window)) {
-			windowStart, failures = now, 0
+		recent = append(slices.DeleteFunc(recent, func(t time.Time) bool { return !t.After(now.Add(-a.window)) }), now)
+		if len(recent) > alertKeep {
+			recent = recent[len(recent)-alertKeep:]
 		}
-		failures++
-		send = (deadLetter || failures >= AlertThreshold) && (lastSent == nil || !now.Before(lastSent.Add(a.window)))
+		inWindow = len(recent)
+		send = (deadLetter || inWindow > AlertThreshold) && (lastSent == nil || !now.Before(lastSent.Add(a.window)))
 		if send {
 			lastSent = &now
 		}
-		if _, err := tx.Exec(ctx, `update private.sync_alerts set window_started_at = $2, failures = $3,
-			last_sent_at = $4, last_message = case when $5 then $6 else last_message end where integration = $1`,
-			integration, windowStart, failures, lastSent, send, text); err != nil {
+		if _, err := tx.Exec(ctx, `update private.sync_alerts set recent_failures = $2,
+			last_sent_at = $3, last_message = case when $4 then $5 else last_message end where integration = $1`,
+			integration, recent, lastSent, send, text); err != nil {
 			return fmt.Errorf("update alert row: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
 		a.logger.ErrorContext(ctx, "count failure for alerting", "integration", integration, "error", err.Error())
-		return
+		return 0, false
 	}
+	a.send(ctx, send, integration, text)
+	return inWindow, true
+}
+
+// send logs the alert and posts it to the webhook, when there is one to send.
+func (a *alerter) send(ctx context.Context, send bool, integration, text string) {
 	if !send {
 		return
 	}

@@ -13,10 +13,14 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/jobs/jobstest"
+	"github.com/portal-functions/portal-functions/shared/sam"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 )
@@ -63,8 +67,9 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	require.EqualValues(t, 1, line["attempt"])
 	require.EqualValues(t, 503, line["upstream_status"])
 	require.Equal(t, "retryable", line["error_class"])
-	require.Equal(t, []string{"SyncFailures support-push/helpdesk"}, metricNames(metrics.Take(t)),
-		"one metric per failed attempt, with the dimensions template.yaml's alarm uses")
+	require.Equal(t, []string{"SyncFailures support-push/helpdesk", "SyncFailuresInWindow support-push/helpdesk",
+		"QueueOldestWaitingSeconds support-push/helpdesk"}, metricNames(metrics.Take(t)),
+		"one failure metric per failed attempt with the window's count, and the run's queue age")
 
 	// The last attempt fails: the job is dead-lettered, at error level, with its own metric.
 	_, err = b.pool.Exec(ctx, `update private.river_job set attempt = max_attempts - 1, state = 'available', scheduled_at = now()`)
@@ -77,7 +82,8 @@ func TestEveryFailureIsOneLogLineAndOneMetric(t *testing.T) {
 	require.Equal(t, "ERROR", failures[0]["level"])
 	require.Equal(t, "sync dead-lettered", failures[0]["msg"])
 	require.Equal(t, "exhausted", failures[0]["error_class"])
-	require.Equal(t, []string{"SyncFailures support-push/helpdesk", "SyncDeadLettered support-push/helpdesk"}, metricNames(metrics.Take(t)))
+	require.Equal(t, []string{"SyncFailures support-push/helpdesk", "SyncDeadLettered support-push/helpdesk",
+		"SyncFailuresInWindow support-push/helpdesk", "QueueOldestWaitingSeconds support-push/helpdesk"}, metricNames(metrics.Take(t)))
 
 	letters, err := jobs.DeadLetters(ctx, b.pool, jobs.QueueHelpdesk, nil)
 	require.NoError(t, err)
@@ -188,4 +194,158 @@ func TestRequeueOneJobOnlyIfDeadLettered(t *testing.T) {
 	letters, err = jobs.DeadLetters(ctx, b.pool, jobs.QueueHelpdesk, nil)
 	require.NoError(t, err)
 	require.Len(t, letters, 1, "the other dead letter stays listed")
+}
+
+// alertReceiver counts the alert posts it receives.
+func alertReceiver(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Add(1) }))
+	t.Cleanup(srv.Close)
+	return srv.URL, &n
+}
+
+// lastValue is the last value of metric in the EMF lines (-1: never emitted).
+func lastValue(lines []map[string]any, metric string) float64 {
+	v := -1.0
+	for _, l := range lines {
+		if x, ok := l[metric].(float64); ok {
+			v = x
+		}
+	}
+	return v
+}
+
+// "More than 3 failures in 10 minutes" over a sliding window, said the same way by the in-app
+// alert and by the metric the CloudWatch alarm reads: exactly three is not an alert; failures
+// older than ten minutes no longer count; four within any ten minutes are, across any boundary.
+func TestFailureAlertIsMoreThanThreeInSlidingTenMinutes(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	url, alerts := alertReceiver(t)
+	metrics := &telemetrytest.Buffer{}
+	w := newTicketWorker(func(_ context.Context, _ uuid.UUID, attempt int) error {
+		if attempt == 1 {
+			return errors.New("zendesk: 502 bad gateway")
+		}
+		return nil
+	})
+	clock := jobstest.NewClock()
+	cfg := jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w.workers(), Budget: 5 * time.Second, Time: clock,
+		AlertWebhookURL: url, Metrics: telemetry.NewMetrics(metrics, "support-push")}
+	failAt := func(advance time.Duration, n int) {
+		t.Helper()
+		clock.Advance(advance)
+		enqueueTickets(t, b, n)
+		_, err := jobs.Run(ctx, b.pool, cfg)
+		require.NoError(t, err)
+	}
+
+	failAt(0, 3)
+	require.Zero(t, alerts.Load(), "three failures are not more than three")
+	require.EqualValues(t, 3, lastValue(metrics.Lines(t), jobs.MetricSyncFailuresInWindow))
+
+	failAt(10*time.Minute+time.Second, 2) // the first three have left the window
+	require.Zero(t, alerts.Load())
+	require.EqualValues(t, 2, lastValue(metrics.Lines(t), jobs.MetricSyncFailuresInWindow))
+
+	failAt(5*time.Minute, 2) // 2 + 2 within ten minutes
+	require.Equal(t, int64(1), alerts.Load())
+	require.EqualValues(t, 4, lastValue(metrics.Lines(t), jobs.MetricSyncFailuresInWindow))
+}
+
+// A provider's rate limit snoozes a job without using an attempt, but not forever in silence:
+// once a job has waited longer than jobs.RateLimitAlertAfter, each further snooze counts as a
+// failure (metric and alert).
+func TestLongRateLimitingAlertsLikeFailures(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	url, alerts := alertReceiver(t)
+	metrics := &telemetrytest.Buffer{}
+	w := newTicketWorker(func(context.Context, uuid.UUID, int) error {
+		return jobs.RetryAfter(time.Minute, errors.New("hubspot: 429 daily limit"))
+	})
+	clock := jobstest.NewClock()
+	cfg := jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w.workers(), Budget: 5 * time.Second, Time: clock,
+		AlertWebhookURL: url, Metrics: telemetry.NewMetrics(metrics, "support-push")}
+	enqueueTickets(t, b, jobs.AlertThreshold+1)
+
+	sum, err := jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, jobs.AlertThreshold+1, sum.Snoozed)
+	require.Zero(t, alerts.Load(), "a fresh rate limit is waited out quietly")
+	require.EqualValues(t, -1, lastValue(metrics.Take(t), jobs.MetricSyncFailures))
+
+	clock.Advance(jobs.RateLimitAlertAfter + time.Minute)
+	sum, err = jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	require.Equal(t, jobs.AlertThreshold+1, sum.Snoozed, "still snoozed, attempts untouched")
+	require.Equal(t, int64(1), alerts.Load(), "rate limited for over an hour: alerted like failures")
+	require.EqualValues(t, jobs.AlertThreshold+1, lastValue(metrics.Lines(t), jobs.MetricSyncFailuresInWindow))
+}
+
+// Every alarm of template.yaml on a metric of the queue runs reads a metric the runs emit,
+// under exactly its dimension set: failures in the sliding window, dead letters, queue age.
+func TestQueueAlarmsReadWhatTheRunsEmit(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	p, err := sam.Open(".")
+	require.NoError(t, err)
+	for _, q := range []struct{ queue, function string }{{jobs.QueueHelpdesk, "support-push"}, {jobs.QueueCRM, "crm-push"}} {
+		metrics := &telemetrytest.Buffer{}
+		clock := jobstest.NewClock()
+		ws := river.NewWorkers()
+		fail := func(context.Context) error { return jobs.Permanent(errors.New("401 unauthorized")) }
+		river.AddWorker(ws, river.WorkFunc(func(ctx context.Context, _ *river.Job[jobs.HelpdeskTicketArgs]) error { return fail(ctx) }))
+		river.AddWorker(ws, river.WorkFunc(func(ctx context.Context, _ *river.Job[jobs.CRMSyncArgs]) error { return fail(ctx) }))
+		cfg := jobs.RunConfig{Queue: q.queue, Workers: ws, Budget: 5 * time.Second, Time: clock,
+			Metrics: telemetry.NewMetrics(metrics, q.function)}
+		require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
+			if q.queue == jobs.QueueCRM {
+				return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_alarm")
+			}
+			return b.inserter.EnqueueHelpdeskTicket(ctx, tx, b.tenantID, uuid.New())
+		}))
+		_, err := jobs.Run(ctx, b.pool, cfg)
+		require.NoError(t, err)
+		lines := metrics.Lines(t)
+		checked := 0
+		for _, a := range p.Template.Alarms {
+			if a.Namespace != telemetry.Namespace || a.Dimensions["Function"].Value != q.function {
+				continue
+			}
+			dims := map[string]string{}
+			for k, v := range a.Dimensions {
+				dims[k] = v.Value
+			}
+			telemetrytest.RequireMetric(t, lines, a.Namespace, a.MetricName, dims)
+			checked++
+		}
+		require.GreaterOrEqual(t, checked, 3, "%s: failures, dead letters and queue age are alarmed", q.function)
+	}
+}
+
+// The queue's age (its oldest waiting job) is emitted by every run, so an alarm sees a queue
+// that stopped moving even while nothing fails.
+func TestRunEmitsTheQueuesOldestWaitingJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	metrics := &telemetrytest.Buffer{}
+	clock := jobstest.NewClock()
+	w := newTicketWorker(func(context.Context, uuid.UUID, int) error { return errors.New("zendesk: 503") })
+	cfg := jobs.RunConfig{Queue: jobs.QueueHelpdesk, Workers: w.workers(), Budget: 5 * time.Second, Time: clock,
+		Metrics: telemetry.NewMetrics(metrics, "support-push")}
+	_, err := jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	require.Zero(t, lastValue(metrics.Take(t), jobs.MetricQueueOldestWaiting), "an empty queue is zero seconds old")
+
+	enqueueTickets(t, b, 1)
+	clock.Advance(20 * time.Minute)
+	_, err = jobs.Run(ctx, b.pool, cfg)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, lastValue(metrics.Take(t), jobs.MetricQueueOldestWaiting), (20 * time.Minute).Seconds())
 }

@@ -162,7 +162,31 @@ loop:
 			return counts.summary(), fmt.Errorf("stop %s queue: %w", cfg.Queue, err)
 		}
 	}
+	if err := emitQueueAge(context.WithoutCancel(ctx), pool, cfg, now()); err != nil && loopErr == nil {
+		loopErr = err
+	}
 	return counts.summary(), loopErr
+}
+
+// emitQueueAge publishes the age of the queue's oldest waiting job (0 when none), as
+// `reconcile health` counts it: every state River will still run. A queue-age alarm then sees
+// a queue that stopped moving, even when no attempt fails.
+func emitQueueAge(ctx context.Context, pool *pgxpool.Pool, cfg RunConfig, now time.Time) error {
+	if cfg.Metrics == nil {
+		return nil
+	}
+	var oldest *time.Time
+	if err := pool.QueryRow(ctx, `select min(created_at) from private.river_job
+		where queue = $1 and state in ('available', 'pending', 'retryable', 'running', 'scheduled')`,
+		cfg.Queue).Scan(&oldest); err != nil {
+		return fmt.Errorf("read %s queue age: %w", cfg.Queue, err)
+	}
+	age := 0.0
+	if oldest != nil && oldest.Before(now) {
+		age = now.Sub(*oldest).Seconds()
+	}
+	cfg.Metrics.Count(ctx, MetricQueueOldestWaiting, age, map[string]string{"Integration": cfg.Queue})
+	return nil
 }
 
 // RunContinuously works the queues until ctx ends: the dev server's in-process workers. Each

@@ -170,7 +170,7 @@ func TestAlarmsWatchTheMetricsTheFunctionsEmit(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	tmpl := readFile(t, filepath.Join(b.Root, "template.yaml"))
-	for _, metric := range []string{"SyncFailures", "SyncDeadLettered", "WebhookDeliveries"} {
+	for _, metric := range []string{"SyncFailuresInWindow", "SyncDeadLettered", "QueueOldestWaitingSeconds", "WebhookDeliveries"} {
 		require.Contains(t, tmpl, "MetricName: "+metric)
 	}
 	require.Contains(t, tmpl, "Namespace: PortalFunctions")

@@ -5,6 +5,7 @@ package telemetrytest
 import (
 	"bytes"
 	"encoding/json"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -76,4 +77,46 @@ func RequireNoSecret(t testing.TB, output string, secrets map[string]string) {
 			}
 		}
 	}
+}
+
+// RequireMetric fails the test unless one of the EMF lines publishes metric in namespace under
+// exactly the dimension set dims (names and values), the set a CloudWatch alarm on it reads.
+func RequireMetric(t testing.TB, lines []map[string]any, namespace, metric string, dims map[string]string) {
+	t.Helper()
+	want := make([]string, 0, len(dims))
+	for k := range dims {
+		want = append(want, k)
+	}
+	sort.Strings(want)
+	for _, l := range lines {
+		if _, ok := l[metric]; !ok {
+			continue
+		}
+		values := true
+		for k, v := range dims {
+			if l[k] != v {
+				values = false
+			}
+		}
+		aws, _ := l["_aws"].(map[string]any)
+		cms, _ := aws["CloudWatchMetrics"].([]any)
+		for _, cm := range cms {
+			cm, _ := cm.(map[string]any)
+			if cm["Namespace"] != namespace || !values {
+				continue
+			}
+			sets, _ := cm["Dimensions"].([]any)
+			for _, set := range sets {
+				var names []string
+				for _, n := range set.([]any) {
+					names = append(names, n.(string))
+				}
+				sort.Strings(names)
+				if strings.Join(names, ",") == strings.Join(want, ",") {
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("no EMF line publishes %s/%s with dimensions %v", namespace, metric, dims)
 }
