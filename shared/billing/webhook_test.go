@@ -22,6 +22,8 @@ import (
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/health"
 	"github.com/portal-functions/portal-functions/shared/problem"
+	"github.com/portal-functions/portal-functions/shared/sam"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 	"github.com/stripe/stripe-go/v76/webhook"
 )
 
@@ -593,4 +595,20 @@ func TestJunkDeliveriesLeaveBoundedCounters(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, n, rep.Webhook.Rejected)
 	require.Zero(t, rep.Webhook.SuccessRate)
+
+	// The rejected-deliveries alarm reads the metric the refusals emit, under its exact dimensions.
+	p, err := sam.Open(".")
+	require.NoError(t, err)
+	a, found := sam.Alarm{}, false
+	for _, x := range p.Template.Alarms {
+		if x.LogicalID == "WebhookRejectedAlarm" {
+			a, found = x, true
+		}
+	}
+	require.True(t, found)
+	dims := map[string]string{}
+	for k, v := range a.Dimensions {
+		dims[k] = v.Value
+	}
+	telemetrytest.RequireMetric(t, b.metrics.Lines(t), a.Namespace, a.MetricName, dims)
 }
