@@ -197,7 +197,9 @@ func AsUser(ctx context.Context, tx pgx.Tx, s Scope) error {
 		return fmt.Errorf("act as user: %w", ErrNoClaims)
 	}
 	var c struct {
-		Sub string `json:"sub"`
+		Sub   string `json:"sub"`
+		Role  string `json:"role"`
+		Email string `json:"email"`
 	}
 	if err := json.Unmarshal(claims, &c); err != nil {
 		return fmt.Errorf("act as user: read claims: %w", err)
@@ -205,11 +207,19 @@ func AsUser(ctx context.Context, tx pgx.Tx, s Scope) error {
 	if sub, err := uuid.Parse(c.Sub); err != nil || sub != s.UserID {
 		return fmt.Errorf("act as user: %w", ErrClaimsMismatch)
 	}
+	// Supabase's auth.uid(), auth.role(), auth.email() and auth.jwt() read the older per-claim
+	// settings (request.jwt.claim.sub, ..., request.jwt.claim) before request.jwt.claims, so
+	// all are set for this transaction: a session-level leftover on a pooled backend must
+	// never decide who the user is.
 	if _, err := tx.Exec(ctx, `
 		select set_config('role', 'authenticated', true),
 		       set_config('request.jwt.claims', $1, true),
+		       set_config('request.jwt.claim', $1, true),
+		       set_config('request.jwt.claim.sub', $3, true),
+		       set_config('request.jwt.claim.role', $4, true),
+		       set_config('request.jwt.claim.email', $5, true),
 		       set_config('app.tenant_id', $2, true)`,
-		string(claims), s.TenantID.String()); err != nil {
+		string(claims), s.TenantID.String(), c.Sub, c.Role, c.Email); err != nil {
 		return fmt.Errorf("act as user: set role and claims: %w", db.Classify(err))
 	}
 	return nil

@@ -305,3 +305,38 @@ func TestAsUserNeedsTheScopesOwnVerifiedClaims(t *testing.T) {
 }
 
 func upper(s string) string { return string(bytes.ToUpper([]byte(s))) }
+
+// A pooled backend can carry a session-level setting left by someone else (another user's
+// request.jwt.claim.sub, which Supabase's auth.uid() reads before request.jwt.claims): AsUser
+// sets every claim setting for its own transaction, so the leftover never decides who we are.
+func TestAsUserWinsOverASessionLevelLeftover(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	s, err := tenant.Resolve(ctx, b.pool, b.identity(t, b.userA), "")
+	require.NoError(t, err)
+	conn, err := b.pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, `select set_config('request.jwt.claim.sub', $1, false), set_config('request.jwt.claim.role', 'service_role', false),
+		set_config('request.jwt.claim.email', 'intruder@example.test', false), set_config('request.jwt.claim', '{"sub":"`+b.userB.String()+`"}', false)`,
+		b.userB.String())
+	require.NoError(t, err)
+
+	var uid uuid.UUID
+	var role, email, jwtSub string
+	require.NoError(t, pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if err := tenant.AsUser(ctx, tx, s); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `select auth.uid(), auth.role(), coalesce(auth.email(), ''), auth.jwt()->>'sub'`).Scan(&uid, &role, &email, &jwtSub)
+	}))
+	require.Equal(t, b.userA, uid)
+	require.Equal(t, "authenticated", role)
+	require.NotEqual(t, "intruder@example.test", email)
+	require.Equal(t, b.userA.String(), jwtSub)
+	// The transaction's settings end with it; the session's own are back (and ours never leak).
+	var after string
+	require.NoError(t, conn.QueryRow(ctx, `select current_setting('request.jwt.claim.sub', true)`).Scan(&after))
+	require.Equal(t, b.userB.String(), after)
+}
