@@ -10,6 +10,7 @@ package sam
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,8 @@ type Function struct {
 	BuildMethod   string
 	Timeout       int
 	MemorySize    int
+	// ReservedConcurrency is ReservedConcurrentExecutions (0: unreserved).
+	ReservedConcurrency int
 	// Env maps each environment variable the function gets to its value as written.
 	Env map[string]Value
 	// Routes are its HttpApi events; Schedules its Schedule expressions.
@@ -210,6 +213,7 @@ type rawProps struct {
 	Architectures []string `yaml:"Architectures"`
 	Timeout       int      `yaml:"Timeout"`
 	MemorySize    int      `yaml:"MemorySize"`
+	Reserved      int      `yaml:"ReservedConcurrentExecutions"`
 	Environment   struct {
 		Variables map[string]yaml.Node `yaml:"Variables"`
 	} `yaml:"Environment"`
@@ -250,6 +254,7 @@ func Parse(b []byte) (*Template, error) {
 			MemorySize:    p.MemorySize,
 			Env:           map[string]Value{},
 		}
+		f.ReservedConcurrency = cmp.Or(p.Reserved, g.Reserved)
 		if len(f.Architectures) == 0 {
 			f.Architectures = g.Architectures
 		}

@@ -1,15 +1,19 @@
 package sam_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/sam"
 )
 
@@ -273,4 +277,32 @@ func readFile(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// Pooler clients of Supabase's smallest compute sizes (Nano and Micro: "Connections: Pooler
+// 200", supabase.com/docs/guides/platform/compute-add-ons). The functions may take at most
+// three quarters of them, leaving the rest to the portal's own clients and ops tools.
+const (
+	smallestPoolerClients = 200
+	functionsShare        = smallestPoolerClients * 3 / 4
+)
+
+// Every function reserves its concurrency, and all of them at full concurrency, each instance
+// holding DB_MAX_CONNS (its default) connections, fit the smallest compute's pooler.
+func TestReservedConcurrencyFitsTheSmallestPooler(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	field, ok := reflect.TypeOf(function.Base{}).FieldByName("DBMaxConns")
+	require.True(t, ok)
+	conns, err := strconv.Atoi(field.Tag.Get("default"))
+	require.NoError(t, err)
+	sum := 0
+	for _, f := range b.Template.Functions {
+		require.Positive(t, f.ReservedConcurrency, "%s needs ReservedConcurrentExecutions", f.LogicalID)
+		sum += f.ReservedConcurrency
+	}
+	t.Logf("reserved concurrency %d x DB_MAX_CONNS %d = %d pooler clients of %d", sum, conns, sum*conns, smallestPoolerClients)
+	require.LessOrEqual(t, sum*conns, functionsShare)
+	readme := readFile(t, filepath.Join(b.Root, "README.md"))
+	require.Contains(t, readme, fmt.Sprintf("%d × %d = %d", sum, conns, sum*conns), "the README states the sum")
 }
