@@ -39,6 +39,12 @@ const usage = `usage:
       queued it) is skipped and marked resolved. Prints requeued, skipped and failed counts.
   reconcile resolve --job ID --note TEXT
       take a dead letter off the list without running it again.
+  reconcile setup [--apply] [--webhook-url URL]
+      check, and with --apply create, what the functions expect of each provider: the portal_*
+      HubSpot properties, the private attachments bucket, the Stripe endpoint's API version and
+      events (those it only reports). Idempotent; dry run unless --apply. Reads
+      HUBSPOT_ACCESS_TOKEN, HUBSPOT_BASE_URL, SUPABASE_URL, SUPABASE_SERVICE_ROLE_KEY,
+      STORAGE_BUCKET, STRIPE_API_KEY, STRIPE_API_BASE (no DATABASE_URL).
 
 environment: DATABASE_URL (required); STRIPE_API_KEY and STRIPE_API_BASE (for --from-stripe).
 exit status: 0 done, 1 needs attention or failed, 2 refused (usage or scope).
@@ -73,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup fu
 		return c.requeue(ctx, args)
 	case "resolve":
 		return c.resolve(ctx, args)
+	case "setup":
+		return c.setup(ctx, args)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -142,15 +143,13 @@ type invoice struct {
 	} `json:"last_finalization_error"`
 }
 
+// HandledTypes are the event types the webhook acts on: the events its Stripe endpoint must
+// enable (`reconcile setup` checks them).
+var HandledTypes = []string{TypeCheckoutCompleted, TypeSubscriptionCreated, TypeSubscriptionUpdated,
+	TypeSubscriptionDeleted, TypeInvoicePaid, TypeInvoicePaymentFailed}
+
 // handled reports whether the webhook acts on events of type t.
-func handled(t string) bool {
-	switch t {
-	case TypeCheckoutCompleted, TypeSubscriptionCreated, TypeSubscriptionUpdated, TypeSubscriptionDeleted,
-		TypeInvoicePaid, TypeInvoicePaymentFailed:
-		return true
-	}
-	return false
-}
+func handled(t string) bool { return slices.Contains(HandledTypes, t) }
 
 // effectOf decodes a handled event's object into its effect. A body of the wrong shape is a
 // *DeliveryError (ErrMalformedEvent).

@@ -74,3 +74,19 @@ func (c *StripeClient) GetSubscription(ctx context.Context, id string) ([]byte, 
 	}
 	return sub.LastResponse.RawJSON, nil
 }
+
+// WebhookEndpoints lists the account's webhook endpoints (GET /v1/webhook_endpoints), for
+// `reconcile setup` to check the API version and events of ours.
+func (c *StripeClient) WebhookEndpoints(ctx context.Context) ([]*stripe.WebhookEndpoint, error) {
+	params := &stripe.WebhookEndpointListParams{}
+	params.Context = ctx
+	var out []*stripe.WebhookEndpoint
+	it := c.api.WebhookEndpoints.List(params)
+	for it.Next() {
+		out = append(out, it.WebhookEndpoint())
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("stripe: list webhook endpoints: %w", err)
+	}
+	return out, nil
+}

@@ -37,6 +37,37 @@ const (
 	PropPeriodEnd      = "portal_current_period_end"
 )
 
+// Object types of HubSpot's CRM this package writes.
+const (
+	ObjectContacts  = "contacts"
+	ObjectCompanies = "companies"
+)
+
+// CustomProperty is one portal_* property this package writes, and on which objects: the one
+// list `reconcile setup` creates in HubSpot and the record builders (Properties,
+// CompanyProperties) fill, so the two cannot drift (a test checks it).
+type CustomProperty struct {
+	Name  string
+	Label string
+	// Objects are the object types that carry it (ObjectContacts, ObjectCompanies).
+	Objects []string
+	// UniqueOn is the object type whose records are upserted by it ("" for none): HubSpot
+	// needs the property created with unique values there.
+	UniqueOn string
+}
+
+// PropertyGroup is the HubSpot property group the custom properties are shown under.
+const PropertyGroup = "portal"
+
+// CustomProperties are the portal_* properties, all single-line text.
+var CustomProperties = []CustomProperty{
+	{Name: PropTenantID, Label: "Portal tenant id", Objects: []string{ObjectContacts, ObjectCompanies}, UniqueOn: ObjectCompanies},
+	{Name: PropPlan, Label: "Portal plan", Objects: []string{ObjectContacts, ObjectCompanies}},
+	{Name: PropBillingStatus, Label: "Portal billing status", Objects: []string{ObjectContacts, ObjectCompanies}},
+	{Name: PropOwnerEmail, Label: "Portal account owner email", Objects: []string{ObjectContacts, ObjectCompanies}},
+	{Name: PropPeriodEnd, Label: "Portal current period end", Objects: []string{ObjectContacts, ObjectCompanies}},
+}
+
 // Errors of this package, declared together.
 var (
 	// ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was

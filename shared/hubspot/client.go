@@ -362,9 +362,18 @@ func (c *Client) recordError(op string, status int, id string, e batchError) *Er
 
 // post sends one authenticated JSON POST under the client's timeout and reads the answer.
 func (c *Client) post(ctx context.Context, path string, body []byte) (int, http.Header, []byte, error) {
+	return c.send(ctx, http.MethodPost, path, body)
+}
+
+// send sends one authenticated JSON request under the client's timeout and reads the answer.
+func (c *Client) send(ctx context.Context, method, path string, body []byte) (int, http.Header, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.baseURL+path, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, rd)
 	if err != nil {
 		return 0, nil, nil, fmt.Errorf("build request: %w", err)
 	}

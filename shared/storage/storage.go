@@ -167,12 +167,17 @@ func (c *Client) SignDownload(ctx context.Context, objectPath string, ttl time.D
 	return c.base + out.SignedURL, nil
 }
 
-// post sends one call through the storage-go client with ctx and the timeout attached (the
-// library's own methods take no context).
+// post sends one POST through the storage-go client (see call).
 func (c *Client) post(ctx context.Context, op, path string, body, out any) error {
+	return c.call(ctx, op, http.MethodPost, path, body, out)
+}
+
+// call sends one request through the storage-go client with ctx and the timeout attached (the
+// library's own methods take no context).
+func (c *Client) call(ctx context.Context, op, method, path string, body, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := c.sc.NewRequest(http.MethodPost, c.base+path, body)
+	req, err := c.sc.NewRequest(method, c.base+path, body)
 	if err != nil {
 		return fmt.Errorf("storage: %s: build request: %w", op, err)
 	}

@@ -16,6 +16,8 @@ package ticket
 import (
 	"context"
 	"errors"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -64,6 +66,25 @@ type AttachmentRequest struct {
 	Name        string `json:"name" validate:"required,max=255"`
 	Size        int64  `json:"size" validate:"required,min=1,max=10485760"`
 	ContentType string `json:"content_type" validate:"required,oneof=image/png image/jpeg image/gif image/webp application/pdf text/plain text/csv application/zip application/json application/vnd.openxmlformats-officedocument.wordprocessingml.document application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"`
+}
+
+// AttachmentLimits are the size limit and content types AttachmentRequest accepts, read from
+// its validation tags: the attachments bucket is set up with exactly these (`reconcile setup`).
+func AttachmentLimits() (maxBytes int64, contentTypes []string) {
+	t := reflect.TypeFor[AttachmentRequest]()
+	size, _ := t.FieldByName("Size")
+	ct, _ := t.FieldByName("ContentType")
+	for _, rule := range strings.Split(size.Tag.Get("validate"), ",") {
+		if v, ok := strings.CutPrefix(rule, "max="); ok {
+			maxBytes, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	for _, rule := range strings.Split(ct.Tag.Get("validate"), ",") {
+		if v, ok := strings.CutPrefix(rule, "oneof="); ok {
+			contentTypes = strings.Fields(v)
+		}
+	}
+	return maxBytes, contentTypes
 }
 
 // Created is the 201 answer.

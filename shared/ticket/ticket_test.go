@@ -367,3 +367,12 @@ func TestTicketJobAndKeyCommitTogether(t *testing.T) {
 	require.Equal(t, 1, countRows(t, env, `select count(*) from private.river_job`))
 	require.Equal(t, 1, countRows(t, env, `select count(*) from private.idempotency_keys where status = 'completed'`))
 }
+
+// The attachments bucket is set up from the request's own limits, so they cannot disagree.
+func TestAttachmentLimitsAreTheRequestsOwn(t *testing.T) {
+	t.Parallel()
+	size, types := ticket.AttachmentLimits()
+	require.EqualValues(t, 10<<20, size)
+	require.Len(t, types, 11)
+	require.Contains(t, types, "application/pdf")
+}

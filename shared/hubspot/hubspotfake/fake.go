@@ -107,6 +107,7 @@ type Server struct {
 	upserts  []RecordedUpsert
 	stores   map[string]*store
 	nextID   int64
+	props    *propertyStore
 	now      func() time.Time
 	url      string
 	portalID int
@@ -152,6 +153,7 @@ func New() *Server {
 			},
 		},
 		nextID:   100001,
+		props:    newPropertyStore(),
 		now:      time.Now,
 		portalID: PortalID,
 	}
@@ -263,6 +265,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if strings.HasPrefix(r.URL.Path, "/crm/v3/properties/") {
+		s.serveProperties(w, r, body, mode)
+		return
+	}
 	objectType, ok := upsertPath(r.URL.Path)
 	if !ok {
 		s.writeError(w, http.StatusNotFound, "OBJECT_NOT_FOUND", "No route found for "+r.Method+" "+r.URL.Path)

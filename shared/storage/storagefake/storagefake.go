@@ -68,6 +68,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	objects map[string]Object // "bucket/path"
+	buckets map[string]Bucket
 	mux     *http.ServeMux
 }
 
@@ -77,11 +78,14 @@ var _ http.Handler = (*Server)(nil)
 func New(serviceKey string) *Server {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	s := &Server{key: serviceKey, secret: secret, objects: map[string]Object{}, mux: http.NewServeMux()}
+	s := &Server{key: serviceKey, secret: secret, objects: map[string]Object{}, buckets: map[string]Bucket{}, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /storage/v1/object/upload/sign/{bucket}/{path...}", s.signUpload)
 	s.mux.HandleFunc("PUT /storage/v1/object/upload/sign/{bucket}/{path...}", s.upload)
 	s.mux.HandleFunc("POST /storage/v1/object/sign/{bucket}/{path...}", s.signDownload)
 	s.mux.HandleFunc("GET /storage/v1/object/sign/{bucket}/{path...}", s.download)
+	s.mux.HandleFunc("GET /storage/v1/bucket/{id}", s.getBucket)
+	s.mux.HandleFunc("POST /storage/v1/bucket", s.createBucket)
+	s.mux.HandleFunc("PUT /storage/v1/bucket/{id}", s.updateBucket)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		storageError(w, http.StatusNotFound, "404", "not_found", "Route not found")
 	})
