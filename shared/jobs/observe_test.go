@@ -294,18 +294,25 @@ func TestQueueAlarmsReadWhatTheRunsEmit(t *testing.T) {
 	ctx := context.Background()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
-	for _, q := range []struct{ queue, function string }{{jobs.QueueHelpdesk, "support-push"}, {jobs.QueueCRM, "crm-push"}} {
+	for _, q := range []struct {
+		queue, function string
+		alarms          int
+	}{{jobs.QueueHelpdesk, "support-push", 3}, {jobs.QueueCRM, "crm-push", 3}, {jobs.QueueBilling, "billing-refresh", 1}} {
 		metrics := &telemetrytest.Buffer{}
 		clock := jobstest.NewClock()
 		ws := river.NewWorkers()
 		fail := func(context.Context) error { return jobs.Permanent(errors.New("401 unauthorized")) }
 		river.AddWorker(ws, river.WorkFunc(func(ctx context.Context, _ *river.Job[jobs.HelpdeskTicketArgs]) error { return fail(ctx) }))
 		river.AddWorker(ws, river.WorkFunc(func(ctx context.Context, _ *river.Job[jobs.CRMSyncArgs]) error { return fail(ctx) }))
+		river.AddWorker(ws, river.WorkFunc(func(ctx context.Context, _ *river.Job[jobs.BillingRefreshArgs]) error { return fail(ctx) }))
 		cfg := jobs.RunConfig{Queue: q.queue, Workers: ws, Budget: 5 * time.Second, Time: clock,
 			Metrics: telemetry.NewMetrics(metrics, q.function)}
 		require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
-			if q.queue == jobs.QueueCRM {
+			switch q.queue {
+			case jobs.QueueCRM:
 				return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_alarm")
+			case jobs.QueueBilling:
+				return b.inserter.EnqueueBillingRefresh(ctx, tx, b.tenantID, "sub_alarm", time.Now())
 			}
 			return b.inserter.EnqueueHelpdeskTicket(ctx, tx, b.tenantID, uuid.New())
 		}))
@@ -324,7 +331,7 @@ func TestQueueAlarmsReadWhatTheRunsEmit(t *testing.T) {
 			telemetrytest.RequireMetric(t, lines, a.Namespace, a.MetricName, dims)
 			checked++
 		}
-		require.GreaterOrEqual(t, checked, 3, "%s: failures, dead letters and queue age are alarmed", q.function)
+		require.GreaterOrEqual(t, checked, q.alarms, "%s: the queue's alarms (failures, dead letters, queue age)", q.function)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -302,12 +303,12 @@ func Parse(b []byte) (*Template, error) {
 					Name  string    `yaml:"Name"`
 					Value yaml.Node `yaml:"Value"`
 				} `yaml:"Dimensions"`
-				Statistic          string  `yaml:"Statistic"`
-				Period             int     `yaml:"Period"`
-				EvaluationPeriods  int     `yaml:"EvaluationPeriods"`
-				Threshold          float64 `yaml:"Threshold"`
-				ComparisonOperator string  `yaml:"ComparisonOperator"`
-				TreatMissingData   string  `yaml:"TreatMissingData"`
+				Statistic          string    `yaml:"Statistic"`
+				Period             yaml.Node `yaml:"Period"`
+				EvaluationPeriods  yaml.Node `yaml:"EvaluationPeriods"`
+				Threshold          yaml.Node `yaml:"Threshold"`
+				ComparisonOperator string    `yaml:"ComparisonOperator"`
+				TreatMissingData   string    `yaml:"TreatMissingData"`
 			} `yaml:"Properties"`
 		} `yaml:"Resources"`
 	}
@@ -320,8 +321,8 @@ func Parse(b []byte) (*Template, error) {
 		}
 		p := res.Properties
 		a := Alarm{LogicalID: id, Namespace: p.Namespace, MetricName: p.MetricName, Dimensions: map[string]Value{},
-			Statistic: p.Statistic, Period: p.Period, EvaluationPeriods: p.EvaluationPeriods, Threshold: p.Threshold,
-			ComparisonOperator: p.ComparisonOperator, TreatMissingData: p.TreatMissingData}
+			Statistic: p.Statistic, Period: int(number(p.Period)), EvaluationPeriods: int(number(p.EvaluationPeriods)),
+			Threshold: number(p.Threshold), ComparisonOperator: p.ComparisonOperator, TreatMissingData: p.TreatMissingData}
 		for _, d := range p.Dimensions {
 			a.Dimensions[d.Name] = valueOf(d.Value)
 		}
@@ -330,6 +331,16 @@ func Parse(b []byte) (*Template, error) {
 	sort.Slice(t.Alarms, func(i, j int) bool { return t.Alarms[i].LogicalID < t.Alarms[j].LogicalID })
 	sort.Slice(t.Functions, func(i, j int) bool { return t.Functions[i].LogicalID < t.Functions[j].LogicalID })
 	return t, nil
+}
+
+// number is a literal number of the template; an intrinsic (!If [...]) reads as 0.
+func number(n yaml.Node) float64 {
+	v := valueOf(n)
+	if v.Tag != "" {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(v.Value, 64)
+	return f
 }
 
 func valueOf(n yaml.Node) Value {
