@@ -34,11 +34,16 @@ const (
 // maxPathLen bounds a return path (Stripe accepts URLs up to 5000 characters).
 const maxPathLen = 1024
 
-// StripeAPI is what checkout needs from Stripe (StripeClient, or a fake in tests).
+// StripeAPI is what checkout-create needs from Stripe (StripeClient, or a fake in tests).
 type StripeAPI interface {
 	NewCustomer(ctx context.Context, params *stripe.CustomerParams) (*stripe.Customer, error)
 	NewCheckoutSession(ctx context.Context, params *stripe.CheckoutSessionParams) (*stripe.CheckoutSession, error)
+	NewBillingPortalSession(ctx context.Context, params *stripe.BillingPortalSessionParams) (*stripe.BillingPortalSession, error)
 }
+
+// TypeSubscriptionExists is the problem type of a checkout for a tenant that already has a
+// live subscription: a second one would bill twice.
+const TypeSubscriptionExists = "/problems/subscription-exists"
 
 // CheckoutOptions configure a CheckoutHandler.
 type CheckoutOptions struct {
@@ -55,7 +60,7 @@ type CheckoutHandler struct {
 	db     db.Querier
 	stripe StripeAPI
 	prices []string
-	portal *url.URL
+	paths  returnPaths
 }
 
 // NewCheckoutHandler checks o and builds the handler.
@@ -73,14 +78,52 @@ func NewCheckoutHandler(q db.Querier, api StripeAPI, o CheckoutOptions) (*Checko
 	if len(prices) == 0 {
 		return nil, ErrNoPrices
 	}
-	u := o.PortalURL
+	paths, err := newReturnPaths(o.PortalURL)
+	if err != nil {
+		return nil, err
+	}
+	return &CheckoutHandler{db: q, stripe: api, prices: prices, paths: paths}, nil
+}
+
+// returnPaths resolves the return paths a request names on the portal's URL, so Stripe never
+// sends the browser anywhere else (checkout's success and cancel, the billing portal's
+// return).
+type returnPaths struct {
+	portal *url.URL
+}
+
+// newReturnPaths checks u is an absolute http(s) origin (and base path) without credentials,
+// query or fragment.
+func newReturnPaths(u *url.URL) (returnPaths, error) {
 	if u == nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, ErrPortalURL
+		return returnPaths{}, ErrPortalURL
 	}
 	portal := *u
 	portal.Path = strings.TrimRight(portal.Path, "/")
 	portal.RawPath = ""
-	return &CheckoutHandler{db: q, stripe: api, prices: prices, portal: &portal}, nil
+	return returnPaths{portal: &portal}, nil
+}
+
+// resolve turns path (def when empty) into a URL on the portal; an unsafe one adds a field
+// error for field to fields.
+func (p returnPaths) resolve(fields *[]problem.FieldError, field, path, def string) string {
+	if path == "" {
+		path = def
+	}
+	u, err := p.onPortal(path)
+	if err != nil {
+		*fields = append(*fields, problem.FieldError{Field: field, Message: "must be a path on the portal, such as /billing"})
+	}
+	return u
+}
+
+// fieldsProblem is the 422 of fields, naming each.
+func fieldsProblem(fields []problem.FieldError) error {
+	parts := make([]string, len(fields))
+	for i, f := range fields {
+		parts[i] = f.Field + " " + f.Message
+	}
+	return problem.Validation(strings.Join(parts, "; "), fields...)
 }
 
 // checkoutRequest is the body. There is deliberately no tenant field: one sent is refused as
@@ -101,23 +144,25 @@ type checkoutResponse struct {
 // customer and creates a subscription Checkout Session for it.
 func (h *CheckoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	scope, ok := tenant.FromContext(ctx)
-	if !ok {
-		web.Error(w, r, errors.New("checkout: no tenant scope (put tenant.Middleware in front)"))
-		return
-	}
-	if err := scope.Require(tenant.Owner, tenant.Admin); err != nil {
-		web.Error(w, r, err)
-		return
-	}
 	var req checkoutRequest
-	if err := validation.DecodeJSON(r, &req); err != nil {
+	scope, err := billingRequest(r, &req)
+	if err != nil {
 		web.Error(w, r, err)
 		return
 	}
 	successURL, cancelURL, err := h.check(req)
 	if err != nil {
 		web.Error(w, r, err)
+		return
+	}
+	live, err := hasLiveSubscription(ctx, h.db, scope.TenantID)
+	if err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	if live {
+		web.Error(w, r, problem.New(http.StatusConflict, TypeSubscriptionExists, "Subscription exists",
+			"the tenant already has a live subscription; change its plan or payment method in a billing portal session: POST "+BillingPortalPath))
 		return
 	}
 	customerID, err := h.customerFor(ctx, scope.TenantID)
@@ -155,6 +200,23 @@ func (h *CheckoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	web.JSON(w, http.StatusCreated, checkoutResponse{ID: sess.ID, URL: sess.URL})
 }
 
+// billingRequest is the start of every billing request (checkout, billing portal): the
+// caller's tenant scope, which must be an owner's or an admin's, and the strictly decoded
+// body in dst.
+func billingRequest(r *http.Request, dst any) (tenant.Scope, error) {
+	scope, ok := tenant.FromContext(r.Context())
+	if !ok {
+		return tenant.Scope{}, errors.New("billing: no tenant scope (put tenant.Middleware in front)")
+	}
+	if err := scope.Require(tenant.Owner, tenant.Admin); err != nil {
+		return tenant.Scope{}, err
+	}
+	if err := validation.DecodeJSON(r, dst); err != nil {
+		return tenant.Scope{}, err
+	}
+	return scope, nil
+}
+
 // check validates the price against the configured list and turns the paths into URLs on the
 // portal; both failures are 422 with the field named.
 func (h *CheckoutHandler) check(req checkoutRequest) (string, string, error) {
@@ -162,24 +224,10 @@ func (h *CheckoutHandler) check(req checkoutRequest) (string, string, error) {
 	if !slices.Contains(h.prices, req.PriceID) {
 		fields = append(fields, problem.FieldError{Field: "price_id", Message: "is not a plan you can subscribe to"})
 	}
-	resolve := func(field, path, def string) string {
-		if path == "" {
-			path = def
-		}
-		u, err := h.onPortal(path)
-		if err != nil {
-			fields = append(fields, problem.FieldError{Field: field, Message: "must be a path on the portal, such as /billing"})
-		}
-		return u
-	}
-	success := resolve("success_path", req.SuccessPath, DefaultSuccessPath)
-	cancel := resolve("cancel_path", req.CancelPath, DefaultCancelPath)
+	success := h.paths.resolve(&fields, "success_path", req.SuccessPath, DefaultSuccessPath)
+	cancel := h.paths.resolve(&fields, "cancel_path", req.CancelPath, DefaultCancelPath)
 	if len(fields) > 0 {
-		parts := make([]string, len(fields))
-		for i, f := range fields {
-			parts[i] = f.Field + " " + f.Message
-		}
-		return "", "", problem.Validation(strings.Join(parts, "; "), fields...)
+		return "", "", fieldsProblem(fields)
 	}
 	return success, cancel, nil
 }
@@ -187,7 +235,7 @@ func (h *CheckoutHandler) check(req checkoutRequest) (string, string, error) {
 // onPortal resolves a return path on the portal URL. Only a plain absolute path is accepted:
 // no scheme, no host, no "//" or "\" (which browsers treat as a host), no control characters
 // or spaces, no ".." segment, and none of these hidden behind percent-encoding.
-func (h *CheckoutHandler) onPortal(path string) (string, error) {
+func (p returnPaths) onPortal(path string) (string, error) {
 	if len(path) > maxPathLen {
 		return "", ErrUnsafePath
 	}
@@ -210,9 +258,9 @@ func (h *CheckoutHandler) onPortal(path string) (string, error) {
 		}
 		decoded = next
 	}
-	u, err := url.Parse(h.portal.String() + path)
-	if err != nil || u.Scheme != h.portal.Scheme || u.Host != h.portal.Host || u.User != nil || u.Opaque != "" ||
-		!strings.HasPrefix(u.Path, h.portal.Path+"/") {
+	u, err := url.Parse(p.portal.String() + path)
+	if err != nil || u.Scheme != p.portal.Scheme || u.Host != p.portal.Host || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, p.portal.Path+"/") {
 		return "", ErrUnsafePath
 	}
 	return u.String(), nil
@@ -241,19 +289,27 @@ func unsafeChars(s string) bool {
 	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0
 }
 
+// hasLiveSubscription reports whether any of the tenant's subscriptions, as its events left
+// them, is one Stripe still bills or may bill again (active, trialing, past_due, unpaid,
+// paused). An incomplete one is not: its first payment never went through, and Stripe expires
+// it after 23 hours, so a new checkout is the way to pay.
+func hasLiveSubscription(ctx context.Context, q db.Querier, tenantID uuid.UUID) (bool, error) {
+	var live bool
+	err := q.QueryRow(ctx, `select exists (select 1 from private.billing_subscriptions
+		where tenant_id = $1 and status in ('active', 'trialing', 'past_due', 'unpaid', 'paused'))`, tenantID).Scan(&live)
+	if err != nil {
+		return false, fmt.Errorf("look up live subscription: %w", db.Classify(err))
+	}
+	return live, nil
+}
+
 // customerFor returns the tenant's Stripe customer, creating it with metadata.tenant_id when
 // there is none. The creation's idempotency key is the tenant's, and its parameters come from
 // the tenant row only, so two concurrent first checkouts get the same customer from Stripe.
 func (h *CheckoutHandler) customerFor(ctx context.Context, tenantID uuid.UUID) (string, error) {
-	var id string
-	err := h.db.QueryRow(ctx, `
-		select customer_id from private.stripe_customers where tenant_id = $1
-		order by created_at, customer_id limit 1`, tenantID).Scan(&id)
-	switch {
-	case err == nil:
-		return id, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return "", fmt.Errorf("look up stripe customer: %w", db.Classify(err))
+	id, err := tenantCustomer(ctx, h.db, tenantID)
+	if err != nil || id != "" {
+		return id, err
 	}
 	var (
 		name    string
@@ -279,6 +335,21 @@ func (h *CheckoutHandler) customerFor(ctx context.Context, tenantID uuid.UUID) (
 		return "", db.Classify(err)
 	}
 	return cust.ID, nil
+}
+
+// tenantCustomer returns the tenant's first Stripe customer ("" when it has none yet).
+func tenantCustomer(ctx context.Context, q db.Querier, tenantID uuid.UUID) (string, error) {
+	var id string
+	err := q.QueryRow(ctx, `
+		select customer_id from private.stripe_customers where tenant_id = $1
+		order by created_at, customer_id limit 1`, tenantID).Scan(&id)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("look up stripe customer: %w", db.Classify(err))
+	}
+	return id, nil
 }
 
 // sessionKey is the Checkout Session's idempotency key: with the caller's Idempotency-Key,

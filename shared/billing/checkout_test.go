@@ -121,15 +121,7 @@ func (b *checkoutBundle) post(t *testing.T, role, body string) *httptest.Respons
 // postWithKey posts with the client's Idempotency-Key header (none when key is empty).
 func (b *checkoutBundle) postWithKey(t *testing.T, role, body, key string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodPost, "/v1/checkout-sessions", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	req.Header.Set("Authorization", "Bearer "+b.issuer.Token(t, b.users[role], authtest.WithEmail(role+"@acme.test")))
-	rec := httptest.NewRecorder()
-	b.handler.ServeHTTP(rec, req)
-	return rec
+	return b.postTo(t, billing.CheckoutPath, role, body, key)
 }
 
 func TestCheckoutCreatesASessionForTheCallersTenant(t *testing.T) {
@@ -249,4 +241,100 @@ func countRows(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) int {
 	var n int
 	require.NoError(t, pool.QueryRow(context.Background(), sql, args...).Scan(&n))
 	return n
+}
+
+// postTo posts body to path (checkout-create serves two) as role, with the client's
+// Idempotency-Key header (none when key is empty).
+func (b *checkoutBundle) postTo(t *testing.T, path, role, body, key string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	req.Header.Set("Authorization", "Bearer "+b.issuer.Token(t, b.users[role], authtest.WithEmail(role+"@acme.test")))
+	rec := httptest.NewRecorder()
+	b.handler.ServeHTTP(rec, req)
+	return rec
+}
+
+// A tenant with a live subscription cannot start a second one through checkout (two tabs, a
+// plan change, a retry without an Idempotency-Key would each bill twice): checkout answers 409
+// naming the billing portal endpoint, which changes the plan of the one subscription. An
+// ended subscription does not count.
+func TestSecondCheckoutGoesToTheBillingPortal(t *testing.T) {
+	t.Parallel()
+	b := setupCheckout(t)
+	customer := "cus_" + uuid.NewString()[:14]
+	_, err := b.pool.Exec(t.Context(), `insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, customer, b.tenantID)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(t.Context(), `insert into private.billing_accounts (tenant_id) values ($1)`, b.tenantID)
+	require.NoError(t, err)
+	subscribe := func(id, status string) {
+		_, err := b.pool.Exec(t.Context(), `insert into private.billing_subscriptions (tenant_id, subscription_id, status) values ($1, $2, $3)
+			on conflict (tenant_id, subscription_id) do update set status = excluded.status`, b.tenantID, id, status)
+		require.NoError(t, err)
+	}
+	subscribe("sub_old", "canceled")
+	require.Equal(t, http.StatusCreated, b.post(t, "owner", `{"price_id":"price_pro"}`).Code, "an ended subscription is no obstacle")
+	b.stripe.take()
+
+	for _, status := range []string{"active", "trialing", "past_due", "unpaid", "paused"} {
+		subscribe("sub_live", status)
+		rec := b.post(t, "admin", `{"price_id":"price_basic"}`)
+		require.Equal(t, http.StatusConflict, rec.Code, "%s: %s", status, rec.Body.String())
+		require.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"))
+		var p struct{ Type, Detail string }
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &p))
+		require.Equal(t, billing.TypeSubscriptionExists, p.Type)
+		require.Contains(t, p.Detail, billing.BillingPortalPath)
+	}
+	require.Empty(t, b.stripe.take(), "no second subscription was started at Stripe")
+
+	// The billing portal session, against stripe-mock: the tenant's customer, a return URL on
+	// the portal.
+	rec := b.postTo(t, billing.BillingPortalPath, "admin", `{"return_path":"/billing?from=portal"}`, "")
+	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+	var out struct{ ID, URL string }
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &out))
+	require.True(t, strings.HasPrefix(out.ID, "bps_"), out.ID)
+	require.True(t, strings.HasPrefix(out.URL, "https://"), out.URL)
+	require.Equal(t, "private, no-store", rec.Header().Get("Cache-Control"))
+	calls := b.stripe.take()
+	require.Len(t, calls, 1)
+	require.Equal(t, "/v1/billing_portal/sessions", calls[0].path)
+	require.Equal(t, customer, calls[0].form.Get("customer"))
+	require.Equal(t, "https://portal.example.test/billing?from=portal", calls[0].form.Get("return_url"))
+
+	rec = b.postTo(t, billing.BillingPortalPath, "owner", `{}`, "")
+	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
+	require.Equal(t, "https://portal.example.test/billing", b.stripe.take()[0].form.Get("return_url"), "the default return path")
+}
+
+func TestBillingPortalRefusals(t *testing.T) {
+	t.Parallel()
+	b := setupCheckout(t)
+	cases := []struct {
+		name, role, body string
+		status           int
+		field            string
+	}{
+		{"no customer yet", "owner", `{}`, http.StatusConflict, ""},
+		{"member", "member", `{}`, http.StatusForbidden, ""},
+		{"open redirect", "owner", `{"return_path":"//evil.example"}`, http.StatusUnprocessableEntity, "return_path"},
+		{"encoded open redirect", "owner", `{"return_path":"/%2F%2Fevil.example"}`, http.StatusUnprocessableEntity, "return_path"},
+		{"customer in the body", "owner", `{"customer":"cus_someone_else"}`, http.StatusBadRequest, ""},
+	}
+	for _, tc := range cases {
+		rec := b.postTo(t, billing.BillingPortalPath, tc.role, tc.body, "")
+		require.Equal(t, tc.status, rec.Code, "%s: %s", tc.name, rec.Body.String())
+		require.Equal(t, "application/problem+json", rec.Header().Get("Content-Type"), tc.name)
+		if tc.field != "" {
+			require.Contains(t, rec.Body.String(), `"field":"`+tc.field+`"`, tc.name)
+		}
+		if tc.name == "no customer yet" {
+			require.Contains(t, rec.Body.String(), "/v1/checkout-sessions", "says where to start instead")
+		}
+	}
+	require.Empty(t, b.stripe.take(), "no refused request reached Stripe")
 }

@@ -17,8 +17,15 @@ import (
 
 // Routes of the two functions (template.yaml and the dev server use the same).
 const (
-	WebhookRoute  = "POST /v1/webhooks/stripe"
-	CheckoutRoute = "POST /v1/checkout-sessions"
+	WebhookRoute       = "POST /v1/webhooks/stripe"
+	CheckoutRoute      = "POST " + CheckoutPath
+	BillingPortalRoute = "POST " + BillingPortalPath
+)
+
+// Paths of checkout-create's endpoints, as problems name them to the portal.
+const (
+	CheckoutPath      = "/v1/checkout-sessions"
+	BillingPortalPath = "/v1/billing-portal-sessions"
 )
 
 // WebhookConfig is payment-webhook's environment (names fixed by DESIGN.md section 8).
@@ -86,10 +93,12 @@ type CheckoutConfig struct {
 	SupabaseJWTSecret config.Secret `env:"SUPABASE_JWT_SECRET"`
 }
 
-// CheckoutFunction is checkout-create: POST /v1/checkout-sessions.
+// CheckoutFunction is checkout-create: POST /v1/checkout-sessions and POST
+// /v1/billing-portal-sessions.
 var CheckoutFunction = function.HTTP[CheckoutConfig]{Name: "checkout-create", Build: BuildCheckout}
 
-// BuildCheckout wires the checkout endpoint: auth, tenant scope, then the handler.
+// BuildCheckout wires the checkout and billing portal endpoints: auth, tenant scope, then the
+// handler.
 func BuildCheckout(ctx context.Context, deps function.Deps, cfg CheckoutConfig) (http.Handler, error) {
 	verifier, err := auth.NewVerifier(ctx, auth.Config{
 		SupabaseURL: cfg.SupabaseURL,
@@ -100,12 +109,19 @@ func BuildCheckout(ctx context.Context, deps function.Deps, cfg CheckoutConfig) 
 	if err != nil {
 		return nil, fmt.Errorf("token verifier: %w", err)
 	}
-	h, err := NewCheckoutHandler(deps.Pool, NewStripeClient(cfg.StripeAPIKey, cfg.StripeAPIBase, deps.HTTPClient),
-		CheckoutOptions{Prices: cfg.PriceIDs, PortalURL: cfg.PortalURL})
+	api := NewStripeClient(cfg.StripeAPIKey, cfg.StripeAPIBase, deps.HTTPClient)
+	opts := CheckoutOptions{Prices: cfg.PriceIDs, PortalURL: cfg.PortalURL}
+	h, err := NewCheckoutHandler(deps.Pool, api, opts)
 	if err != nil {
 		return nil, fmt.Errorf("STRIPE_PRICE_IDS / PORTAL_URL: %w", err)
 	}
+	portal, err := NewBillingPortalHandler(deps.Pool, api, opts)
+	if err != nil {
+		return nil, fmt.Errorf("PORTAL_URL: %w", err)
+	}
+	guard := func(h http.Handler) http.Handler { return auth.Require(verifier)(tenant.Middleware(deps.Pool)(h)) }
 	mux := http.NewServeMux()
-	mux.Handle(CheckoutRoute, auth.Require(verifier)(tenant.Middleware(deps.Pool)(h)))
+	mux.Handle(CheckoutRoute, guard(h))
+	mux.Handle(BillingPortalRoute, guard(portal))
 	return web.Route(mux), nil
 }

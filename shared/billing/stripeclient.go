@@ -90,3 +90,13 @@ func (c *StripeClient) WebhookEndpoints(ctx context.Context) ([]*stripe.WebhookE
 	}
 	return out, nil
 }
+
+// NewBillingPortalSession creates a Customer Portal session (POST /v1/billing_portal/sessions).
+func (c *StripeClient) NewBillingPortalSession(ctx context.Context, params *stripe.BillingPortalSessionParams) (*stripe.BillingPortalSession, error) {
+	params.Context = ctx
+	sess, err := c.api.BillingPortalSessions.New(params)
+	if err != nil {
+		return nil, fmt.Errorf("stripe: create billing portal session: %w", err)
+	}
+	return sess, nil
+}

@@ -99,6 +99,14 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		{name: "checkout open redirect", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_pro","success_path":"//evil.example"}`, status: 422},
 		{name: "checkout tenant in body", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_pro","tenant_id":"x"}`, status: 400},
 		{name: "checkout no token", method: "POST", target: "/v1/checkout-sessions", body: `{"price_id":"price_pro"}`, status: 401},
+		{name: "billing portal", method: "POST", target: "/v1/billing-portal-sessions", member: b.a, body: `{"return_path":"/billing"}`, status: 201},
+		{name: "billing portal member", method: "POST", target: "/v1/billing-portal-sessions", member: member, body: `{}`, status: 403},
+		{name: "billing portal open redirect", method: "POST", target: "/v1/billing-portal-sessions", member: b.a, body: `{"return_path":"//evil.example"}`, status: 422},
+		{name: "checkout with a live subscription", method: "POST", target: "/v1/checkout-sessions", member: b.a, body: `{"price_id":"price_pro"}`, status: 409,
+			before: func() {
+				exec(t, b, `insert into private.billing_subscriptions (tenant_id, subscription_id, status) values ($1, 'sub_live', 'active')`, b.a.TenantID)
+			}},
+		{name: "billing portal without a customer", method: "POST", target: "/v1/billing-portal-sessions", member: b.b, body: `{}`, status: 409},
 		{name: "create", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
 		{name: "create replay", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: valid, status: 201},
 		{name: "create key reused", method: "POST", target: "/v1/tickets", key: "k1", member: b.a, body: `{"subject":"Other","body":"x","category":"other"}`, status: 422},
@@ -147,7 +155,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		switch {
 		case c.handler != nil:
 			c.handler.ServeHTTP(w, r)
-		case strings.HasPrefix(c.target, "/v1/checkout-sessions"):
+		case strings.HasPrefix(c.target, "/v1/checkout-sessions"), strings.HasPrefix(c.target, "/v1/billing-portal-sessions"):
 			checkout.ServeHTTP(w, r)
 		case c.method == http.MethodPost:
 			b.env.Handler.ServeHTTP(w, r)

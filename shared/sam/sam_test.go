@@ -43,7 +43,7 @@ func TestTemplateDeclaresTheDesignedFunctionsAndRoutes(t *testing.T) {
 	}
 	require.Equal(t, map[string][]string{
 		"PaymentWebhookFunction": {"POST /v1/webhooks/stripe"},
-		"CheckoutCreateFunction": {"POST /v1/checkout-sessions"},
+		"CheckoutCreateFunction": {"POST /v1/billing-portal-sessions", "POST /v1/checkout-sessions"},
 		"TicketCreateFunction":   {"POST /v1/tickets"},
 		"PortalReadFunction":     {"GET /v1/account", "GET /v1/health", "GET /v1/tickets", "GET /v1/tickets/{id}"},
 		"CrmPushFunction":        {},
