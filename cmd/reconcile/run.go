@@ -232,9 +232,9 @@ func writeHealth(w io.Writer, r health.Report) error {
 		r.Until.UTC().Format(time.RFC3339), time.Duration(r.WindowSeconds*float64(time.Second)))
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	wh := r.Webhook
-	fmt.Fprintln(tw, "stripe webhook\treceived\tprocessed\tignored\tunmatched\tunapplied\trejected\tsuccess")
-	fmt.Fprintf(tw, "\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f%%\n", wh.Received, wh.Processed, wh.Ignored, wh.Unmatched,
-		wh.Unapplied, wh.Rejected, wh.SuccessRate*100)
+	fmt.Fprintln(tw, "stripe webhook\treceived\tprocessed\tignored\tunmatched\trefused\tunapplied\trejected\tsuccess")
+	fmt.Fprintf(tw, "\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f%%\n", wh.Received, wh.Processed, wh.Ignored, wh.Unmatched,
+		wh.Refused, wh.Unapplied, wh.Rejected, wh.SuccessRate*100)
 	_ = tw.Flush()
 	b.WriteString("\n")
 	tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

@@ -113,3 +113,100 @@ func (b *bundle) refusedMetric(t testing.TB, reason string) int {
 	}
 	return n
 }
+
+// Events of a customer nobody is bound to yet are stored unmatched; the delivery that binds
+// the customer (a session checkout-create created, or metadata our key wrote) applies them, in
+// order, in its own transaction: no person has to run reconcile.
+func TestUnmatchedEventsApplyWhenTheirCustomerIsBound(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	for _, bind := range []string{"session", "metadata"} {
+		tenant := b.newTenant(t, true)
+		customer := "cus_" + randomID(14)
+		sub := "sub_" + randomID(10)
+		early := []string{"evt_" + randomID(24), "evt_" + randomID(24), "evt_" + randomID(24)}
+		events := [][]byte{
+			b.stripeEvent(t, early[0], billing.TypeSubscriptionCreated, t0,
+				b.subscription(t, subSpec{id: sub, customer: customer, status: "active", price: "price_pro", periodEnd: t0.Add(time.Hour)})),
+			b.stripeEvent(t, early[1], billing.TypeInvoicePaid, t0.Add(time.Minute),
+				b.invoice(t, invoiceSpec{id: "in_" + sub, customer: customer, subscription: sub, email: "payer@acme.test", amount: 4900, paid: true}, t0)),
+			b.stripeEvent(t, early[2], billing.TypeInvoicePaymentFailed, t0.Add(2*time.Minute),
+				b.invoice(t, invoiceSpec{id: "in_failed_" + sub, customer: customer, subscription: sub, amount: 4900, attempt: 1}, t0)),
+		}
+		for _, ev := range events {
+			require.Equal(t, "unmatched", b.outcome(t, ev), bind)
+		}
+		var binding []byte
+		switch bind {
+		case "session":
+			session := b.checkoutSession(t, customer, tenant.String(), sub, "owner@acme.test")
+			b.exec(t, `insert into private.checkout_sessions (session_id, tenant_id) values ($1, $2)`, session["id"], tenant)
+			binding = b.stripeEvent(t, "evt_"+randomID(24), billing.TypeCheckoutCompleted, t0.Add(3*time.Minute), session)
+		case "metadata":
+			binding = b.stripeEvent(t, "evt_"+randomID(24), billing.TypeSubscriptionUpdated, t0.Add(3*time.Minute),
+				b.subscription(t, subSpec{id: sub, customer: customer, status: "active", price: "price_pro", periodEnd: t0.Add(time.Hour), metadataTenant: tenant.String()}))
+		}
+		require.Equal(t, "processed", b.outcome(t, binding), bind)
+
+		require.Equal(t, 3, b.count(t, `select count(*) from private.stripe_events where id = any($1) and outcome = 'processed'
+			and tenant_id = $2 and applied_at is not null`, early, tenant), bind)
+		acct, err := billing.LoadAccount(t.Context(), b.pool, tenant)
+		require.NoError(t, err)
+		require.Equal(t, billing.StatusActive, acct.Status, bind)
+		require.Equal(t, "in_"+sub, acct.LastInvoiceID, bind)
+		require.Equal(t, "in_failed_"+sub, acct.LastFailureInvoiceID, bind)
+		require.Equal(t, 1, b.count(t, `select count(*) from public.tickets where tenant_id = $1`, tenant), "%s: the failure-ticket rule applies to them too", bind)
+		require.Positive(t, b.crmJobs(t, tenant, ""), bind)
+		// Applied once: a redelivery of an early event is a duplicate.
+		require.Equal(t, "duplicate", b.outcome(t, events[1]), bind)
+	}
+	var logged []any
+	for _, l := range b.logs.Lines(t) {
+		if n, ok := l["unmatched_applied"]; ok {
+			logged = append(logged, n)
+		}
+	}
+	require.Equal(t, []any{float64(3), float64(3)}, logged, "the binding delivery's log line says how many stored events it applied")
+}
+
+// The scheduled billing-refresh function measures the unmatched inbox on every run: how many
+// events wait for a tenant and how long the oldest has waited, which template.yaml's alarm
+// watches (older than an hour).
+func TestUnmatchedEventsAreMeasured(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	fake := newStripeFake(t)
+	now := time.Now()
+	b.refresh(t, fake)
+	require.Equal(t, map[string]float64{billing.MetricUnmatchedEvents: 0, billing.MetricOldestUnmatchedAge: 0}, b.unmatchedGauges(t))
+
+	for i := range 2 {
+		require.Equal(t, "unmatched", b.outcome(t, b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, now,
+			b.invoice(t, invoiceSpec{id: "in_u" + randomID(4), customer: "cus_" + randomID(14), amount: int64(i), paid: true}, now))))
+	}
+	b.exec(t, `update private.stripe_events set received_at = now() - interval '2 hours' where id = (select min(id) from private.stripe_events)`)
+	b.metrics.Take(t)
+	b.refresh(t, fake)
+	g := b.unmatchedGauges(t)
+	require.Equal(t, float64(2), g[billing.MetricUnmatchedEvents])
+	require.InDelta(t, 7200, g[billing.MetricOldestUnmatchedAge], 60)
+}
+
+// unmatchedGauges reads the unmatched-inbox metrics of the last run, checking their dimension
+// set is exactly {Function} (what the template's alarm names).
+func (b *bundle) unmatchedGauges(t testing.TB) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, m := range b.metrics.Lines(t) {
+		for _, name := range []string{billing.MetricUnmatchedEvents, billing.MetricOldestUnmatchedAge} {
+			if v, ok := m[name].(float64); ok {
+				require.Equal(t, billing.Refresh.Name, m["Function"])
+				dims := m["_aws"].(map[string]any)["CloudWatchMetrics"].([]any)[0].(map[string]any)["Dimensions"]
+				require.Equal(t, []any{[]any{"Function"}}, dims)
+				out[name] = v
+			}
+		}
+	}
+	return out
+}

@@ -331,7 +331,7 @@ func (h *CheckoutHandler) customerFor(ctx context.Context, tenantID uuid.UUID) (
 	if err != nil {
 		return "", stripeProblem("create stripe customer", err)
 	}
-	if err := mapCustomer(ctx, h.db, cust.ID, tenantID); err != nil {
+	if _, err := mapCustomer(ctx, h.db, cust.ID, tenantID); err != nil {
 		return "", db.Classify(err)
 	}
 	return cust.ID, nil

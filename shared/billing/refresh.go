@@ -152,12 +152,49 @@ func refreshWorkers(pool *pgxpool.Pool, s SubscriptionReader) (*river.Workers, e
 	return workers, nil
 }
 
-// Refresh is billing-refresh's queue: the billing queue worked by NewRefreshWorkers.
+// Refresh is billing-refresh's queue: the billing queue worked by NewRefreshWorkers. Each
+// scheduled run also measures the unmatched inbox (MeasureUnmatched).
 var Refresh = jobs.QueueFunction[RefreshConfig]{
 	Name:            "billing-refresh",
 	Queue:           jobs.QueueBilling,
 	Workers:         NewRefreshWorkers,
 	AlertWebhookURL: func(cfg RefreshConfig) config.Secret { return cfg.AlertWebhookURL },
+	Measure: func(ctx context.Context, deps function.Deps) error {
+		return MeasureUnmatched(ctx, deps.Pool, deps.Metrics)
+	},
+}
+
+// Metrics of the unmatched inbox, emitted by billing-refresh once a minute with the dimension
+// Function only; template.yaml's UnmatchedEventsAlarm watches MetricOldestUnmatchedAge.
+const (
+	// MetricUnmatchedEvents is how many stored events match no tenant yet.
+	MetricUnmatchedEvents = "UnmatchedEvents"
+	// MetricOldestUnmatchedAge is how long (seconds) the oldest of them has waited; 0 when none.
+	MetricOldestUnmatchedAge = "OldestUnmatchedEventAgeSeconds"
+)
+
+// UnmatchedWindow bounds which unmatched events are measured: a sale outside the portal (a
+// Payment Link no tenant bought through) stays unmatched for good, and stops holding the
+// alarm after a week; `reconcile health` and reconcile still list it.
+const UnmatchedWindow = 7 * 24 * time.Hour
+
+// MeasureUnmatched emits MetricUnmatchedEvents and MetricOldestUnmatchedAge for the events
+// received in the last UnmatchedWindow (one query on the unmatched partial index).
+func MeasureUnmatched(ctx context.Context, q db.Querier, m Counter) error {
+	var (
+		n   int
+		age float64
+	)
+	err := q.QueryRow(ctx, `
+		select count(*), coalesce(extract(epoch from now() - min(received_at)), 0)::float8
+		from private.stripe_events
+		where outcome = 'unmatched' and received_at > now() - make_interval(secs => $1)`, UnmatchedWindow.Seconds()).Scan(&n, &age)
+	if err != nil {
+		return fmt.Errorf("measure unmatched events: %w", db.Classify(err))
+	}
+	m.Count(ctx, MetricUnmatchedEvents, float64(n), nil)
+	m.Count(ctx, MetricOldestUnmatchedAge, age, nil)
+	return nil
 }
 
 // RefreshFunction is billing-refresh: on its schedule (EventBridge, every minute) it reads the

@@ -51,6 +51,9 @@ type Result struct {
 	TicketID uuid.UUID
 	// ClaimedTenant is the client_reference_id of a refused checkout session (for the log).
 	ClaimedTenant string
+	// UnmatchedApplied counts the customer's stored unmatched events this event applied
+	// because it bound the customer to its tenant.
+	UnmatchedApplied int
 }
 
 // Processor applies verified events to the database, each in one transaction.
@@ -104,28 +107,13 @@ func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, er
 	var res Result
 	err := db.Tx(ctx, p.db, func(tx pgx.Tx) error {
 		res = Result{}
-		var (
-			payload []byte
-			applied bool
-		)
-		err := tx.QueryRow(ctx, `
-			select coalesce(raw_payload, convert_to(payload::text, 'UTF8')), applied_at is not null
-			from private.stripe_events where id = $1 for update`, eventID).Scan(&payload, &applied)
+		ev, applied, err := lockStored(ctx, tx, eventID)
 		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return ErrEventNotStored
 		case err != nil:
-			return fmt.Errorf("lock stored stripe event: %w", err)
+			return err
 		case applied:
 			res.Outcome = OutcomeDuplicate
 			return nil
-		}
-		ev, err := ParseEvent(payload)
-		if err != nil {
-			return err
-		}
-		if ev.ID != eventID {
-			return refuse(ErrMalformedEvent, fmt.Errorf("stored payload carries event id %q", ev.ID))
 		}
 		eff, err := effectFor(ev)
 		if err != nil {
@@ -137,6 +125,70 @@ func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, er
 		return Result{Outcome: OutcomeFailed}, fmt.Errorf("apply stored stripe event %s: %w", eventID, err)
 	}
 	return res, nil
+}
+
+// lockStored reads a stored event from the verified bytes Stripe signed, locking its row until
+// the transaction ends; applied says it was applied already.
+func lockStored(ctx context.Context, tx pgx.Tx, eventID string) (Event, bool, error) {
+	var (
+		payload []byte
+		applied bool
+	)
+	err := tx.QueryRow(ctx, `
+		select coalesce(raw_payload, convert_to(payload::text, 'UTF8')), applied_at is not null
+		from private.stripe_events where id = $1 for update`, eventID).Scan(&payload, &applied)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Event{}, false, ErrEventNotStored
+	case err != nil:
+		return Event{}, false, fmt.Errorf("lock stored stripe event: %w", err)
+	}
+	ev, err := ParseEvent(payload)
+	if err != nil {
+		return Event{}, false, err
+	}
+	if ev.ID != eventID {
+		return Event{}, false, refuse(ErrMalformedEvent, fmt.Errorf("stored payload carries event id %q", ev.ID))
+	}
+	return ev, applied, nil
+}
+
+// applyUnmatched applies, in the caller's transaction and in Stripe's order, the stored
+// unmatched events of a customer that was just bound to a tenant: they arrived before
+// anything said whose they were, and now run exactly as a live delivery would. One indexed
+// query, run only when a mapping is new.
+func (p *Processor) applyUnmatched(ctx context.Context, tx pgx.Tx, customerID, current string) (int, error) {
+	rows, err := tx.Query(ctx, `
+		select id from private.stripe_events
+		where outcome = 'unmatched' and payload->'data'->'object'->>'customer' = $1 and id <> $2
+		order by created, id`, customerID, current)
+	if err != nil {
+		return 0, fmt.Errorf("find unmatched events of the customer: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, fmt.Errorf("find unmatched events of the customer: %w", err)
+	}
+	n := 0
+	for _, id := range ids {
+		ev, applied, err := lockStored(ctx, tx, id)
+		if err != nil {
+			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
+		}
+		if applied {
+			continue // a concurrent apply got there first
+		}
+		eff, err := effectFor(ev)
+		if err != nil {
+			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
+		}
+		var res Result
+		if err := p.run(ctx, tx, ev, eff, &res); err != nil {
+			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
+		}
+		n++
+	}
+	return n, nil
 }
 
 // effectFor decodes the effect of a handled event (the zero effect for another type).
@@ -155,9 +207,14 @@ func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, re
 		res.Outcome = OutcomeIgnored
 		return finish(ctx, tx, ev.ID, *res)
 	}
-	tenantID, found, err := resolveTenant(ctx, tx, eff)
+	tenantID, found, bound, err := resolveTenant(ctx, tx, eff)
 	if err != nil {
 		return err
+	}
+	if bound {
+		if res.UnmatchedApplied, err = p.applyUnmatched(ctx, tx, eff.customerID, ev.ID); err != nil {
+			return err
+		}
 	}
 	if !found && eff.clientReferenceID != "" {
 		// A checkout session naming a tenant that neither we created nor our key's metadata
@@ -292,18 +349,19 @@ func ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID
 
 // resolveTenant finds the event's tenant from our own records only, never from an email, and
 // records the customer's mapping when the tenant came from a checkout session we created or
-// from metadata our key wrote (so later events of that customer find it).
-func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (uuid.UUID, bool, error) {
+// from metadata our key wrote (so later events of that customer find it); bound says this
+// call recorded it.
+func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (id uuid.UUID, found, bound bool, err error) {
 	id, record, err := lookupTenant(ctx, tx, eff)
 	if err != nil || id == uuid.Nil {
-		return uuid.Nil, false, err
+		return uuid.Nil, false, false, err
 	}
 	if record {
-		if err := mapCustomer(ctx, tx, eff.customerID, id); err != nil {
-			return uuid.Nil, false, err
+		if bound, err = mapCustomer(ctx, tx, eff.customerID, id); err != nil {
+			return uuid.Nil, false, false, err
 		}
 	}
-	return id, true, nil
+	return id, true, bound, nil
 }
 
 // lookupTenant decides the event's tenant, reading only: our customer mapping first (an
@@ -357,14 +415,15 @@ func existingTenant(ctx context.Context, q db.Querier, s string) (uuid.UUID, err
 }
 
 // mapCustomer records that customerID belongs to tenantID; an existing mapping is kept.
-func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID uuid.UUID) error {
-	_, err := q.Exec(ctx, `
+// recorded says the mapping is new.
+func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID uuid.UUID) (recorded bool, err error) {
+	tag, err := q.Exec(ctx, `
 		insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)
 		on conflict (customer_id) do nothing`, customerID, tenantID)
 	if err != nil {
-		return fmt.Errorf("record stripe customer: %w", err)
+		return false, fmt.Errorf("record stripe customer: %w", err)
 	}
-	return nil
+	return tag.RowsAffected() == 1, nil
 }
 
 // accountColumns are the projection's columns in the order scanAccount reads them.

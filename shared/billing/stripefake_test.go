@@ -9,9 +9,11 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
@@ -81,21 +83,25 @@ func (f *stripeFake) readsOf(id string) int {
 	return f.reads[id]
 }
 
-// refresh works the billing queue once, as BillingRefreshFunction does on its schedule, with
-// its Stripe client pointed at f.
+// refresh runs one scheduled invocation of BillingRefreshFunction, as Lambda does (its
+// config from the environment names, the measurement, then the billing queue), with its
+// Stripe client pointed at f.
 func (b *bundle) refresh(t testing.TB, f *stripeFake) jobs.Summary {
 	t.Helper()
 	env := map[string]string{"STRIPE_API_KEY": "sk_test_refresh", "STRIPE_API_BASE": f.URL}
-	run, err := billing.Refresh.LoadRunConfig(function.Deps{
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	var cfg billing.RefreshConfig
+	require.NoError(t, config.LoadFrom(lookup, &cfg))
+	invoke, err := billing.RefreshFunction.Build(t.Context(), function.Deps{
 		Name:       "billing-refresh",
 		Pool:       b.pool,
 		Logger:     telemetry.NewLogger(b.logs, "billing-refresh", slog.LevelInfo),
 		Metrics:    telemetry.NewMetrics(b.metrics, "billing-refresh"),
 		HTTPClient: http.DefaultClient,
-		Lookup:     func(k string) (string, bool) { v, ok := env[k]; return v, ok },
-	})
+		Lookup:     lookup,
+	}, cfg)
 	require.NoError(t, err)
-	sum, err := jobs.Run(t.Context(), b.pool, run)
+	sum, err := invoke(t.Context(), events.EventBridgeEvent{DetailType: "Scheduled Event", Source: "aws.events"})
 	require.NoError(t, err)
 	return sum
 }

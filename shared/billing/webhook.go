@@ -175,6 +175,9 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if res.TenantID != uuid.Nil {
 		attrs = append(attrs, slog.String("tenant_id", res.TenantID.String()),
 			slog.Bool("updated", res.Updated), slog.Bool("crm_sync", res.CRMSync))
+		if res.UnmatchedApplied > 0 {
+			attrs = append(attrs, slog.Int("unmatched_applied", res.UnmatchedApplied))
+		}
 	}
 	web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: ev.ID, Outcome: res.Outcome})
 }

@@ -23,6 +23,10 @@ type QueueFunction[C any] struct {
 	Workers func(deps function.Deps, cfg C) (*river.Workers, error)
 	// AlertWebhookURL returns where failure alerts go (a Slack-compatible webhook, optional).
 	AlertWebhookURL func(cfg C) config.Secret
+	// Measure, when set, runs at the start of every scheduled invocation, before the queue is
+	// worked: gauges that an alarm watches are emitted once a schedule tick even when no job
+	// is due. A failure is logged; the queue is worked anyway.
+	Measure func(ctx context.Context, deps function.Deps) error
 }
 
 // RunConfig is one run of the queue: the Lambda handler runs it once per invocation,
@@ -65,6 +69,11 @@ func (q QueueFunction[C]) Function() function.Invoked[C, events.EventBridgeEvent
 				return nil, err
 			}
 			return func(ctx context.Context, _ events.EventBridgeEvent) (Summary, error) {
+				if q.Measure != nil {
+					if err := q.Measure(ctx, deps); err != nil && deps.Logger != nil {
+						deps.Logger.ErrorContext(ctx, "measure before the queue run", "function", q.Name, "error", err.Error())
+					}
+				}
 				return Run(ctx, deps.Pool, run)
 			}, nil
 		},

@@ -25,3 +25,9 @@ comment on table private.checkout_sessions is
 alter table private.stripe_events drop constraint stripe_events_outcome_check;
 alter table private.stripe_events add constraint stripe_events_outcome_check
     check (outcome in ('processed', 'ignored', 'unmatched', 'refused'));
+
+-- The unmatched events of one customer, found when the customer is bound to a tenant so the
+-- binding delivery applies them (billing.Processor.applyUnmatched). Partial: only unmatched
+-- events are indexed, so the index stays as small as the backlog.
+create index stripe_events_unmatched_customer_idx on private.stripe_events ((payload->'data'->'object'->>'customer'))
+    where outcome = 'unmatched';
