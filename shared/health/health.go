@@ -140,7 +140,8 @@ func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window tim
 	if window < time.Minute || window > MaxWindow {
 		return Report{}, ErrBadWindow
 	}
-	rows, err := q.Query(ctx, tenantQuery, tenantID, window.Seconds(), tenantID.String())
+	sql, args := ForTenantQuery(tenantID, window)
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return Report{}, fmt.Errorf("health: tenant summary: %w", db.Classify(err))
 	}
@@ -171,6 +172,12 @@ func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window tim
 		r.Webhook.SuccessRate = float64(r.Webhook.Processed+r.Webhook.Ignored) / float64(r.Webhook.Received)
 	}
 	return r, nil
+}
+
+// ForTenantQuery is ForTenant's statement and arguments, for EXPLAIN (the portal's plan check
+// and the growth harness print its plan).
+func ForTenantQuery(tenantID uuid.UUID, window time.Duration) (string, []any) {
+	return tenantQuery, []any{tenantID, window.Seconds(), tenantID.String()}
 }
 
 // tenantQuery is ForTenant's one statement ($1 tenant, $2 window in seconds, $3 the tenant as
@@ -304,6 +311,22 @@ func readIntegration(ctx context.Context, q db.Querier, integration, kind string
 		return i, fmt.Errorf("health: %s sync status: %w", integration, db.Classify(err))
 	}
 	return i, nil
+}
+
+// Rebuild recounts the kept summary of tenantID (uuid.Nil: of every tenant) from history, in
+// one statement (private.rebuild_delivery_summary): what ForTenant reads becomes what Read
+// would count. For ops after River's tables were edited with triggers off, and for bulk loads.
+// It holds back job and sync status writes while it runs (for all tenants: every one), so it
+// is a repair, not a routine.
+func Rebuild(ctx context.Context, q db.Querier, tenantID uuid.UUID) error {
+	var tenant *uuid.UUID
+	if tenantID != uuid.Nil {
+		tenant = &tenantID
+	}
+	if _, err := q.Exec(ctx, `select private.rebuild_delivery_summary($1)`, tenant); err != nil {
+		return fmt.Errorf("health: rebuild summary: %w", db.Classify(err))
+	}
+	return nil
 }
 
 // tenantArg is the tenant filter as a nullable text argument.
