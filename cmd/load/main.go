@@ -66,7 +66,15 @@ func main() {
 	max := flag.Int("max", 10000, "stop after this many requests")
 	webhookPct := flag.Int("webhook-percent", 50, "share of webhook deliveries; the rest are ticket creations")
 	inFlight := flag.Int("max-in-flight", 1000, "requests in flight at most; beyond it a request is counted as dropped")
-	scenario := flag.String("scenario", "mix", "mix: webhooks and tickets, latency of each answer; crm: delay from a webhook's commit to the CRM upsert")
+	scenario := flag.String("scenario", "mix", "mix: webhooks and tickets, latency of each answer; crm: delay from a webhook's commit to the CRM upsert; "+
+		"reads: the portal's reads (account, tickets, a ticket) at each of -rates; growth: each read at each of -sizes (seeds databases of its own)")
+	rates := flag.String("rates", "", "reads: comma-separated rates to sweep (default: -rate alone)")
+	sizes := flag.String("sizes", "1000,100000,1000000", "growth: rows of the grown tenant, comma-separated")
+	others := flag.Int("other-tenants", 1000, "growth: small tenants beside the grown one")
+	requests := flag.Int("requests", 300, "growth: timed requests per read and size")
+	reuse := flag.Bool("reuse", false, "growth: time the databases an earlier run seeded instead of seeding again")
+	benchmarks := flag.String("benchmarks", "", "reads, growth: also write the results into this file's \"## Portal reads\" section")
+	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -79,8 +87,16 @@ func main() {
 		err = run(ctx, o)
 	case *scenario == "crm":
 		err = runCRM(ctx, o)
+	case *scenario == "reads":
+		err = runReads(ctx, o, *rates, *benchmarks)
+	case *scenario == "growth":
+		g := growthOptions{databaseURL: *database, otherTenants: *others, requests: *requests, reuse: *reuse, benchmarks: *benchmarks}
+		g.sizes, err = intList(*sizes)
+		if err == nil {
+			err = runGrowth(ctx, g)
+		}
 	default:
-		err = fmt.Errorf("%w: %q (want mix or crm)", ErrUnknownScenario, *scenario)
+		err = fmt.Errorf("%w: %q (want mix, crm, reads or growth)", ErrUnknownScenario, *scenario)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -196,18 +212,29 @@ type result struct {
 	latency time.Duration
 }
 
+// maker builds the i-th request of a run and names its kind (the report's rows).
+type maker interface {
+	make(ctx context.Context, i int) (*http.Request, string, error)
+}
+
 func run(ctx context.Context, o options) error {
 	m, err := newRequestMaker(o)
 	if err != nil {
 		return err
 	}
+	fmt.Printf("load: %d%% webhooks, %d%% tickets\n", o.webhookPct, 100-o.webhookPct)
+	return fire(ctx, o, m, os.Stdout)
+}
+
+// fire sends o.rate requests a second from m for o.duration (an open model) and reports to w.
+func fire(ctx context.Context, o options, m maker, w io.Writer) error {
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.maxInFlight, MaxConnsPerHost: 0}}
 	total := int(o.rate * o.duration.Seconds())
 	if total > o.max {
 		total = o.max
 	}
 	interval := time.Duration(float64(time.Second) / o.rate)
-	fmt.Printf("load: %d requests at %.0f/s against %s (%d%% webhooks, %d%% tickets)\n", total, o.rate, o.target, o.webhookPct, 100-o.webhookPct)
+	fmt.Fprintf(w, "load: %d requests at %.0f/s against %s\n", total, o.rate, o.target)
 
 	results := make(chan result, total)
 	var inFlight atomic.Int64
@@ -253,7 +280,7 @@ func run(ctx context.Context, o options) error {
 	}
 	wg.Wait()
 	close(results)
-	report(os.Stdout, results, time.Since(start), dropped)
+	report(w, results, time.Since(start), dropped)
 	return nil
 }
 
@@ -276,8 +303,15 @@ func report(w io.Writer, results <-chan result, elapsed time.Duration, dropped i
 		statuses[r.kind][r.status]++
 	}
 	fmt.Fprintf(w, "\nsent %d in %s (%.1f/s achieved), dropped %d (over max in flight)\n\n", n, elapsed.Round(time.Millisecond), float64(n)/elapsed.Seconds(), dropped)
-	fmt.Fprintf(w, "%-8s %6s %9s %9s %9s %9s  %s\n", "kind", "count", "p50", "p95", "p99", "max", "statuses")
-	for _, kind := range []string{"webhook", "ticket", "all"} {
+	fmt.Fprintf(w, "%-10s %6s %9s %9s %9s %9s  %s\n", "kind", "count", "p50", "p95", "p99", "max", "statuses")
+	kinds := make([]string, 0, len(byKind))
+	for kind := range byKind {
+		if kind != "all" {
+			kinds = append(kinds, kind)
+		}
+	}
+	sort.Strings(kinds)
+	for _, kind := range append(kinds, "all") {
 		ls := byKind[kind]
 		if len(ls) == 0 {
 			continue
@@ -292,7 +326,7 @@ func report(w io.Writer, results <-chan result, elapsed time.Duration, dropped i
 		for _, code := range keys {
 			st += fmt.Sprintf("%d×%d ", code, statuses[kind][code])
 		}
-		fmt.Fprintf(w, "%-8s %6d %9s %9s %9s %9s  %s\n", kind, len(ls), pct(ls, 50), pct(ls, 95), pct(ls, 99), ls[len(ls)-1].Round(time.Microsecond*100), st)
+		fmt.Fprintf(w, "%-10s %6d %9s %9s %9s %9s  %s\n", kind, len(ls), pct(ls, 50), pct(ls, 95), pct(ls, 99), ls[len(ls)-1].Round(time.Microsecond*100), st)
 	}
 	failed := 0
 	for _, s := range statuses {
