@@ -183,18 +183,21 @@ func ForTenantQuery(tenantID uuid.UUID, window time.Duration) (string, []any) {
 // tenantQuery is ForTenant's one statement ($1 tenant, $2 window in seconds, $3 the tenant as
 // River's args spell it): a row per integration, each carrying the window's end and the
 // tenant's webhook counts. The oldest waiting job is looked up only when a job waits, by a
-// limit-1 probe of river_job_waiting_tenant_idx.
+// limit-1 probe of river_job_waiting_tenant_idx. The window is written with now() in each
+// condition, not taken from a CTE: the planner estimates a condition on now() (a stable
+// function) but not one on a CTE's column, and with a CTE it guessed 110,968 rows for a 1M-row
+// tenant's window and scanned every tenant's deliveries of the day by received_at instead of
+// this tenant's by (tenant_id, received_at) (28 ms instead of 2).
 const tenantQuery = `
-	with w as (select now() as until, now() - make_interval(secs => $2) as since),
-	ev as (
+	with ev as (
 	    select count(*)::int as received,
 	           count(*) filter (where e.outcome = 'processed')::int as processed,
 	           count(*) filter (where e.outcome = 'ignored')::int as ignored,
 	           count(*) filter (where e.outcome = 'unmatched')::int as unmatched,
 	           count(*) filter (where e.outcome = 'processed' and e.applied_at is null)::int as unapplied
-	    from w, private.stripe_events e
-	    where e.tenant_id = $1 and e.received_at >= w.since and e.received_at <= w.until)
-	select w.until, ev.received, ev.processed, ev.ignored, ev.unmatched, ev.unapplied,
+	    from private.stripe_events e
+	    where e.tenant_id = $1 and e.received_at >= now() - make_interval(secs => $2) and e.received_at <= now())
+	select now(), ev.received, ev.processed, ev.ignored, ev.unmatched, ev.unapplied,
 	       i.integration, coalesce(j.waiting, 0), coalesce(j.dead, 0),
 	       coalesce(a.succeeded, 0), coalesce(a.failed, 0), coalesce(s.failed, 0), s.last_success_at,
 	       case when j.waiting > 0 then (
@@ -202,8 +205,7 @@ const tenantQuery = `
 	           where r.kind = i.kind and r.args->>'tenant_id' = $3
 	             and r.state in ('available', 'pending', 'retryable', 'running', 'scheduled')
 	           order by r.created_at limit 1) end
-	from w
-	cross join ev
+	from ev
 	cross join (values ('crm', 'crm_sync'), ('helpdesk', 'helpdesk_ticket')) as i (integration, kind)
 	left join private.job_summary j on j.tenant_id = $1 and j.integration = i.integration
 	left join private.sync_summary s on s.tenant_id = $1 and s.integration = i.integration
@@ -211,7 +213,8 @@ const tenantQuery = `
 	    select sum(b.succeeded)::int as succeeded, sum(b.failed)::int as failed
 	    from private.job_attempts b
 	    where b.tenant_id = $1 and b.integration = i.integration
-	      and b.bucket >= date_bin('5 minutes', w.since, timestamptz '2000-01-01 00:00:00+00') and b.bucket <= w.until
+	      and b.bucket >= date_bin('5 minutes', now() - make_interval(secs => $2), timestamptz '2000-01-01 00:00:00+00')
+	      and b.bucket <= now()
 	) a on true
 	order by i.integration`
 
