@@ -52,6 +52,7 @@ var (
 )
 
 type options struct {
+	token       string
 	target      *url.URL
 	rate        float64
 	duration    time.Duration
@@ -75,13 +76,14 @@ func main() {
 	requests := flag.Int("requests", 300, "growth: timed requests per read and size")
 	reuse := flag.Bool("reuse", false, "growth: time the databases an earlier run seeded instead of seeding again")
 	benchmarks := flag.String("benchmarks", "", "mix, reads, growth: also write the results into this file's \"## Portal reads\" section")
+	token := flag.String("token", "", "the demo owner's access token (default: minted from env.json; a make dev with -ephemeral-standins prints its own, since its issuer differs)")
 	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	u, err := loopbackTarget(*target)
-	o := options{target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight}
+	o := options{token: *token, target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight}
 	switch {
 	case err != nil:
 	case *scenario == "mix":
@@ -140,9 +142,12 @@ func newRequestMaker(o options) (*requestMaker, error) {
 	root, envs := p.Root, p.Env
 	m := &requestMaker{opts: o, target: o.target, webhookPct: o.webhookPct, run: time.Now().Format("150405"),
 		secret: envs["PaymentWebhookFunction"]["STRIPE_WEBHOOK_SECRET"]}
-	m.token, err = demo.Token(envs["TicketCreateFunction"]["SUPABASE_JWT_SECRET"], envs["TicketCreateFunction"]["SUPABASE_URL"], time.Hour)
-	if err != nil {
-		return nil, err
+	m.token = o.token
+	if m.token == "" {
+		m.token, err = demo.Token(envs["TicketCreateFunction"]["SUPABASE_JWT_SECRET"], envs["TicketCreateFunction"]["SUPABASE_URL"], time.Hour)
+		if err != nil {
+			return nil, err
+		}
 	}
 	// The Stripe event of the webhook sample, re-sent with a new id each time.
 	m.event, err = sampleEvent(filepath.Join(root, "events", "payment-webhook.json"))

@@ -22,14 +22,16 @@ type readMaker struct {
 }
 
 func newReadMaker(o options) (*readMaker, error) {
-	p, err := sam.Open(".")
-	if err != nil {
-		return nil, err
-	}
-	env := p.Env["PortalReadFunction"]
-	token, err := demo.Token(env["SUPABASE_JWT_SECRET"], env["SUPABASE_URL"], time.Hour)
-	if err != nil {
-		return nil, err
+	token := o.token
+	if token == "" {
+		p, err := sam.Open(".")
+		if err != nil {
+			return nil, err
+		}
+		env := p.Env["PortalReadFunction"]
+		if token, err = demo.Token(env["SUPABASE_JWT_SECRET"], env["SUPABASE_URL"], time.Hour); err != nil {
+			return nil, err
+		}
 	}
 	return &readMaker{base: strings.TrimRight(o.target.String(), "/"), token: token}, nil
 }

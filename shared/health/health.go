@@ -207,8 +207,14 @@ const tenantQuery = `
 	           order by r.created_at limit 1) end
 	from ev
 	cross join (values ('crm', 'crm_sync'), ('helpdesk', 'helpdesk_ticket')) as i (integration, kind)
-	left join private.job_summary j on j.tenant_id = $1 and j.integration = i.integration
-	left join private.sync_summary s on s.tenant_id = $1 and s.integration = i.integration
+	left join lateral (
+	    select sum(js.waiting)::int as waiting, sum(js.dead)::int as dead
+	    from private.job_summary js where js.tenant_id = $1 and js.integration = i.integration
+	) j on true
+	left join lateral (
+	    select sum(ss.failed)::int as failed, max(ss.last_success_at) as last_success_at
+	    from private.sync_summary ss where ss.tenant_id = $1 and ss.integration = i.integration
+	) s on true
 	left join lateral (
 	    select sum(b.succeeded)::int as succeeded, sum(b.failed)::int as failed
 	    from private.job_attempts b

@@ -198,8 +198,8 @@ func requireSummaryEqualsRecount(t *testing.T, pool *pgxpool.Pool) {
 		             count(*) filter (where state in ('available', 'pending', 'retryable', 'running', 'scheduled')) || ' waiting, ' ||
 		             count(*) filter (where state in ('discarded', 'cancelled') and not metadata ? 'resolved_at') || ' dead'
 		      from private.river_job where kind in ('crm_sync', 'helpdesk_ticket') group by 1`),
-		rows(`select tenant_id || '/' || integration, waiting || ' waiting, ' || dead || ' dead' from private.job_summary
-		      where waiting <> 0 or dead <> 0`),
+		rows(`select tenant_id || '/' || integration, sum(waiting) || ' waiting, ' || sum(dead) || ' dead' from private.job_summary
+		      group by tenant_id, integration having sum(waiting) <> 0 or sum(dead) <> 0`),
 		"waiting and dead jobs")
 	require.Equal(t,
 		rows(`with attempts as (
@@ -221,9 +221,9 @@ func requireSummaryEqualsRecount(t *testing.T, pool *pgxpool.Pool) {
 		             coalesce(max(last_success_at)::text, '-') || ', ' || coalesce(max(last_attempt_at)::text, '-')
 		      from private.sync_status group by 1`),
 		rows(`select tenant_id || '/' || integration,
-		             pending || ' pending, ' || retrying || ' retrying, ' || failed || ' failed, ' || synced || ' synced, ' ||
-		             coalesce(last_success_at::text, '-') || ', ' || coalesce(last_attempt_at::text, '-')
-		      from private.sync_summary where pending + retrying + failed + synced > 0`),
+		             sum(pending) || ' pending, ' || sum(retrying) || ' retrying, ' || sum(failed) || ' failed, ' || sum(synced) || ' synced, ' ||
+		             coalesce(max(last_success_at)::text, '-') || ', ' || coalesce(max(last_attempt_at)::text, '-')
+		      from private.sync_summary group by tenant_id, integration having sum(pending + retrying + failed + synced) > 0`),
 		"sync status per subject state")
 }
 
@@ -239,7 +239,7 @@ func TestDeletingATenantDeletesItsSyncSummary(t *testing.T) {
 		values ('crm', 'tenant:x', $1, 'pending'), ('helpdesk', 'ticket:x', $1, 'failed')`, tn)
 	require.NoError(t, err)
 	var n int
-	require.NoError(t, pool.QueryRow(ctx, `select count(*) from private.sync_summary where tenant_id = $1`, tn).Scan(&n))
+	require.NoError(t, pool.QueryRow(ctx, `select count(distinct integration) from private.sync_summary where tenant_id = $1`, tn).Scan(&n))
 	require.Equal(t, 2, n)
 	_, err = pool.Exec(ctx, `delete from public.tenants where id = $1`, tn)
 	require.NoError(t, err)
@@ -277,4 +277,53 @@ func TestRebuildRecountsTheKeptSummaryFromHistory(t *testing.T) {
 
 	require.NoError(t, health.Rebuild(ctx, b.pool, uuid.Nil))
 	requireSummaryEqualsRecount(t, b.pool)
+}
+
+// One busy tenant's writes do not queue behind each other on its summary: while one
+// transaction that enqueued a ticket's push (and so changed the tenant's kept summary) is still
+// open, another connection enqueues the next ticket of the same tenant without waiting for it.
+// With one summary row per tenant, the second waited for the first's commit (lock_timeout
+// turns that wait into an error here), which capped ticket creation of one tenant at the rate
+// of commits.
+func TestOneTenantsConcurrentEnqueuesDoNotWaitForEachOther(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var tn uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('busy') returning id`).Scan(&tn))
+	ins, err := jobs.NewInserter(pool)
+	require.NoError(t, err)
+
+	// Two connections that the summary puts on different shards (by backend pid).
+	var conns []*pgxpool.Conn
+	shards := map[int]bool{}
+	for len(conns) < 2 {
+		c, err := pool.Acquire(ctx)
+		require.NoError(t, err)
+		defer c.Release()
+		var pid int
+		require.NoError(t, c.QueryRow(ctx, `select pg_backend_pid()`).Scan(&pid))
+		if shards[pid%16] {
+			continue
+		}
+		shards[pid%16] = true
+		conns = append(conns, c)
+	}
+	first, err := conns[0].Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = first.Rollback(ctx) }()
+	require.NoError(t, ins.EnqueueHelpdeskTicket(ctx, first, tn, uuid.New()))
+
+	second, err := conns[1].Begin(ctx)
+	require.NoError(t, err)
+	_, err = second.Exec(ctx, `set local lock_timeout = '2s'`)
+	require.NoError(t, err)
+	require.NoError(t, ins.EnqueueHelpdeskTicket(ctx, second, tn, uuid.New()), "the second ticket waited for the first")
+	require.NoError(t, second.Commit(ctx))
+	require.NoError(t, first.Commit(ctx))
+
+	kept, err := health.ForTenant(ctx, pool, tn, 0)
+	require.NoError(t, err)
+	require.Equal(t, 2, kept.Integration(health.Helpdesk).Pending)
+	requireSummaryEqualsRecount(t, pool)
 }
