@@ -77,6 +77,7 @@ func main() {
 	reuse := flag.Bool("reuse", false, "growth: time the databases an earlier run seeded instead of seeding again")
 	benchmarks := flag.String("benchmarks", "", "mix, reads, growth: also write the results into this file's \"## Portal reads\" section")
 	token := flag.String("token", "", "the demo owner's access token (default: minted from env.json; a make dev with -ephemeral-standins prints its own, since its issuer differs)")
+	label := flag.String("label", "", "reads: name the run (e.g. the branch served), so runs against two servers keep two blocks in -benchmarks")
 	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on")
 	flag.Parse()
 
@@ -91,7 +92,7 @@ func main() {
 	case *scenario == "crm":
 		err = runCRM(ctx, o)
 	case *scenario == "reads":
-		err = runReads(ctx, o, *rates, *benchmarks)
+		err = runReads(ctx, o, *rates, *benchmarks, *label)
 	case *scenario == "growth":
 		g := growthOptions{databaseURL: *database, otherTenants: *others, requests: *requests, reuse: *reuse, benchmarks: *benchmarks}
 		g.sizes, err = intList(*sizes)
