@@ -20,6 +20,7 @@ help:
 	@echo "make invoke FN=<LogicalId> EVENT=events/<file>.json   one function under the Lambda Runtime Interface Emulator"
 	@echo "make events                             re-sign the sample events (Stripe signatures, tokens)"
 	@echo "make load [ARGS=-scenario=crm]          fixed-rate load against make dev (answers; or webhook commit -> CRM upsert delay)"
+	@echo "make load ARGS='-scenario growth'       portal reads at 1k/100k/1M rows (-sizes; own databases); -scenario reads: read mix per -rates"
 	@echo "make fuzz | make bench                  long fuzz runs | benchmarks"
 	@echo "make reconcile ARGS='-tenant <id>'      ops: find and enqueue missing follow-ups (dry run by default)"
 

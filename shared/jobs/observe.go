@@ -274,7 +274,10 @@ func errorClass(outcome Outcome, err error) string {
 }
 
 // upsertStatus writes the subject's sync status. synced stamps last_success_at and clears the
-// error; a failure keeps the last success, so the portal can say "last synced 2 h ago".
+// error; a failure keeps the last success, so the portal can say "last synced 2 h ago". The
+// times only move forward: two workers of one subject (a tenant's CRM pushes) may finish out
+// of order, and "last synced" going back would be wrong (and would leave the kept summary,
+// private.sync_summary, disagreeing with a recount).
 func (o *observer) upsertStatus(ctx context.Context, integration, subject string, tenantID uuid.UUID, state, lastError string, attempts int, now time.Time) error {
 	_, err := o.pool.Exec(ctx, `
 		insert into private.sync_status
@@ -282,8 +285,8 @@ func (o *observer) upsertStatus(ctx context.Context, integration, subject string
 		values ($1, $2, $3, $4, case when $4 = 'synced' then $7::timestamptz end, $7, nullif($5, ''), $6, $7)
 		on conflict (integration, subject) do update set
 			state = excluded.state,
-			last_success_at = coalesce(excluded.last_success_at, private.sync_status.last_success_at),
-			last_attempt_at = excluded.last_attempt_at,
+			last_success_at = greatest(excluded.last_success_at, private.sync_status.last_success_at),
+			last_attempt_at = greatest(excluded.last_attempt_at, private.sync_status.last_attempt_at),
 			last_error = excluded.last_error,
 			attempts = excluded.attempts,
 			updated_at = excluded.updated_at`,

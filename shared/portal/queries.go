@@ -10,14 +10,24 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// The account's queries ($1: the tenant); ExplainReads explains them as they are run.
+const (
+	accountQuery = `
+		select tenant_id, name, billing_status, billing_message, plan, current_period_end, cancel_at_period_end,
+		       last_payment_at, last_payment_amount, last_payment_currency, last_failure_at, billing_updated_at
+		from public.portal_account where tenant_id = $1`
+	syncsQuery = `
+		select integration, state, message, waiting, failed, last_success_at, last_attempt_at
+		from public.portal_sync_summary where tenant_id = $1`
+	// ticketQuery: $1 the ticket, $2 the tenant.
+	ticketQuery = `select ` + ticketColumns + `, body from public.portal_tickets where id = $1 and tenant_id = $2`
+)
+
 // readAccount reads the tenant's row of public.portal_account (as the user: RLS applies).
 func readAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (AccountTenant, Billing, error) {
 	var t AccountTenant
 	var b Billing
-	err := tx.QueryRow(ctx, `
-		select tenant_id, name, billing_status, billing_message, plan, current_period_end, cancel_at_period_end,
-		       last_payment_at, last_payment_amount, last_payment_currency, last_failure_at, billing_updated_at
-		from public.portal_account where tenant_id = $1`, tenantID).
+	err := tx.QueryRow(ctx, accountQuery, tenantID).
 		Scan(&t.ID, &t.Name, &b.Status, &b.Message, &b.Plan, &b.CurrentPeriodEnd, &b.CancelAtPeriodEnd,
 			&b.LastPaymentAt, &b.LastPaymentAmount, &b.LastPaymentCurrency, &b.LastFailureAt, &b.UpdatedAt)
 	if err != nil {
@@ -28,9 +38,7 @@ func readAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (AccountTen
 
 // readSyncs reads public.portal_sync_summary and fills in integrations with nothing yet.
 func readSyncs(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) ([]Sync, error) {
-	rows, err := tx.Query(ctx, `
-		select integration, state, message, waiting, failed, last_success_at, last_attempt_at
-		from public.portal_sync_summary where tenant_id = $1`, tenantID)
+	rows, err := tx.Query(ctx, syncsQuery, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("read sync summary: %w", err)
 	}
@@ -108,7 +116,7 @@ func readTickets(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, after *Curs
 // readTicket reads one ticket of the tenant; found is false for an unknown id or one RLS hides.
 func readTicket(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID) (Ticket, bool, error) {
 	var t Ticket
-	row := tx.QueryRow(ctx, `select `+ticketColumns+`, body from public.portal_tickets where id = $1 and tenant_id = $2`, id, tenantID)
+	row := tx.QueryRow(ctx, ticketQuery, id, tenantID)
 	s, err := scanSummary(row, &t.Body)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Ticket{}, false, nil
