@@ -64,6 +64,7 @@ type standins struct {
 	// (stand-ins on free ports).
 	urls    map[string]string
 	hub     *hubspotfake.Server
+	desk    *zendeskfake.Server
 	servers []*http.Server
 	running []standinServer
 	stripe  *exec.Cmd
@@ -84,7 +85,8 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 			}},
 		{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, urlVar: "ZENDESK_BASE_URL", addr: zendeskAddr,
 			start: func() (standinServer, error) {
-				return zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN")), nil
+				s.desk = zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN"))
+				return s.desk, nil
 			}},
 		{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, urlVar: "SUPABASE_URL", addr: supabaseAddr,
 			start: func() (standinServer, error) {
