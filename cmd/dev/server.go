@@ -284,7 +284,8 @@ func (s *server) printWelcome(base string) {
 	for _, p := range s.stands.providers {
 		fmt.Fprintf(w, "    %-9s %s\n", p.Name, describe(p))
 	}
-	fmt.Fprintf(w, "\nTry it (the token is the demo owner's, valid 12 h):\n\n")
+	fmt.Fprintf(w, "\nOpen %s/ in a browser: the client portal (sign in as a seeded user) and the ops console.\n", base)
+	fmt.Fprintf(w, "\nOr with curl (the token is the demo owner's, valid 12 h):\n\n")
 	fmt.Fprintf(w, "  export TOKEN=%s\n", token)
 	fmt.Fprintf(w, "  curl -s %s/v1/account -H \"Authorization: Bearer $TOKEN\"\n", base)
 	fmt.Fprintf(w, "  curl -s %s/v1/tickets -H \"Authorization: Bearer $TOKEN\"\n", base)

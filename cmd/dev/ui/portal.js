@@ -17,6 +17,17 @@ const STATUS_WORDS = {
 
 const ROLE_WORDS = { owner: "owner", admin: "admin", member: "member" };
 
+// statusWords is the billing status in words, with the API's sentence when it adds to them
+// ("payment failed; please update your payment method"), not when it repeats them.
+function statusWords(b) {
+  const words = STATUS_WORDS[b.status] || b.status;
+  const msg = (b.message || "").trim();
+  const plain = (s) => s.toLowerCase().replace(/^subscription /, "").replace(/[.;]/g, "");
+  return { words, extra: msg && plain(msg) !== plain(words) ? msg : "" };
+}
+
+const INTEGRATION_WORDS = { crm: "CRM (HubSpot)", helpdesk: "Helpdesk (Zendesk)" };
+
 function tenantName() {
   const m = session.membership;
   return m ? m.tenant_name : "";
@@ -141,13 +152,13 @@ export function account() {
     const parts = [
       h("section", { class: "card", "aria-labelledby": "billing-heading" },
         h("h2", { id: "billing-heading" }, "Billing"),
-        h("p", { class: "status", id: "billing-status" }, STATUS_WORDS[b.status] || b.status),
-        h("p", { id: "billing-message" }, b.message),
+        h("p", { class: "status", id: "billing-status" }, statusWords(b).words),
+        statusWords(b).extra ? h("p", { id: "billing-message" }, statusWords(b).extra) : null,
         h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
       h("section", { class: "card", "aria-labelledby": "syncs-heading" },
         h("h2", { id: "syncs-heading" }, "Syncs"),
         h("dl", { class: "facts" }, a.syncs.map((s) => [
-          h("dt", {}, s.integration === "crm" ? "CRM" : "Helpdesk"),
+          h("dt", {}, INTEGRATION_WORDS[s.integration] || s.integration),
           h("dd", {}, s.message, s.last_success_at ? ` (last success ${when(s.last_success_at)})` : "")]))),
     ];
     if (a.health) {
@@ -155,7 +166,7 @@ export function account() {
         h("h2", { id: "health-heading" }, "Delivery health, last 24 hours"),
         h("p", {}, `Stripe events about you: ${a.health.webhook.received} received, ${a.health.webhook.processed} applied.`),
         table("Pushes per integration", ["Integration", "Attempts", "Failures", "Waiting", "Dead letters"],
-          a.health.integrations.map((i) => [i.integration, i.attempts, i.failures, i.pending, i.dead_letters]))));
+          a.health.integrations.map((i) => [INTEGRATION_WORDS[i.integration] || i.integration, i.attempts, i.failures, i.pending, i.dead_letters]))));
     }
     replace(content, parts);
   }
@@ -390,7 +401,8 @@ export function billing({ world }) {
     const r = await call("/v1/account");
     if (!r.ok) { current.textContent = problemText(r); return; }
     const b = r.data.billing;
-    current.textContent = `${STATUS_WORDS[b.status] || b.status}${b.plan ? `, plan ${b.plan}` : ""}. ${b.message}`;
+    const s = statusWords(b);
+    current.textContent = `${s.words}${b.plan ? `, plan ${b.plan}` : ""}.${s.extra ? ` ${s.extra}.` : ""}`;
   })();
 
   const price = h("select", { name: "price" }, world.prices.map((p) => h("option", { value: p }, `Pro (${p})`)));
