@@ -312,3 +312,54 @@ func TestPortalKeyboardOnlyInABrowser(t *testing.T) {
 	}
 	b.noProblems()
 }
+
+// With the queue workers off (`make dev -no-workers`, as when they lag behind) the account
+// says what is still on its way: "payment received but syncing" after a paid invoice, and
+// "support ticket pending" for tickets not yet in the helpdesk. The ticket list pages with
+// the API's cursor: ten, then "Show more tickets" loads the rest and moves focus to the first
+// new one.
+func TestPortalShowsWhatIsStillOnItsWayInABrowser(t *testing.T) {
+	t.Parallel()
+	d := setupWorkers(t, false)
+	status, body := d.send(t, "POST", "/_dev/stripe-events", "application/json",
+		`{"tenant_id":"`+demo.TenantID.String()+`","kind":"payment_succeeded"}`, "")
+	require.Equal(t, 200, status, "%s", body)
+	require.Contains(t, string(body), `"outcome":"processed"`)
+	for i := range 11 {
+		status, body := d.send(t, "POST", "/v1/tickets", "application/json",
+			fmt.Sprintf(`{"subject":"Paged ticket %02d","body":"Filed by the test.","category":"other"}`, i+1), d.token,
+			"Idempotency-Key", fmt.Sprintf("paging-%d", i))
+		require.Equal(t, 201, status, "%s", body)
+	}
+
+	b := newBrowser(t, d.base, d.project.Root)
+	b.resize(1280)
+	b.signIn(demo.UserEmail)
+	b.see("Payment received but syncing", 10*time.Second)
+	b.see("Support ticket pending", time.Second)
+	b.see("12 ticket(s) on the way to the helpdesk", time.Second)
+	b.check("account-syncing")
+
+	b.route("#/tickets")
+	b.see("10 ticket(s) shown; more below", 10*time.Second)
+	var shown int
+	b.eval(`document.querySelectorAll("#ticket-list li").length`, &shown)
+	require.Equal(t, 10, shown)
+	require.Equal(t, []int64{200}, b.answered("/v1/tickets?limit=10"))
+	b.check("tickets-first-page")
+	b.do("show more", chromedp.Click(chromedp.ID("more-tickets")))
+	b.see("12 ticket(s) shown.", 10*time.Second)
+	var after struct {
+		Shown   int
+		Focus   string
+		Visible bool
+	}
+	b.eval(`({Shown: document.querySelectorAll("#ticket-list li").length,
+		Focus: document.activeElement.textContent, Visible: !document.getElementById("more-tickets").hidden})`, &after)
+	require.Equal(t, 12, after.Shown)
+	require.False(t, after.Visible, "no more pages")
+	require.Equal(t, "Paged ticket 01", after.Focus, "focus on the first ticket of the new page (newest first: the first one filed, then the seed's)")
+	require.Len(t, b.answered("cursor="), 1, "the second page asked with the cursor")
+	b.check("tickets-all-pages")
+	b.noProblems()
+}

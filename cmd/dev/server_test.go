@@ -30,6 +30,13 @@ type bundle struct {
 // port against a throwaway database; stop cancels it as Ctrl-C does and returns run's error.
 func setup(t *testing.T) bundle {
 	t.Helper()
+	return setupWorkers(t, true)
+}
+
+// setupWorkers is setup with the queue workers on or off (`make dev -no-workers`): without
+// them every push stays pending, as when the workers lag behind.
+func setupWorkers(t *testing.T, workers bool) bundle {
+	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -39,7 +46,7 @@ func setup(t *testing.T) bundle {
 	go func() {
 		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
 			// Free ports for the server and its stand-ins: the test runs beside a `make dev`.
-			Addr: "127.0.0.1:0", DatabaseURL: dbURL, Workers: true, EphemeralStandins: true, Out: io.Discard,
+			Addr: "127.0.0.1:0", DatabaseURL: dbURL, Workers: workers, EphemeralStandins: true, Out: io.Discard,
 			Ready: func(base string) { ready <- base },
 		})
 	}()
