@@ -192,6 +192,7 @@ function ticketItem(t) {
 export function tickets() {
   const list = h("ul", { class: "tickets", id: "ticket-list" });
   const status = h("p", { class: "loading" }, "Loading tickets…");
+  const error = h("p", { class: "alert", id: "tickets-error", role: "alert" });
   const more = h("button", { type: "button", class: "secondary", id: "more-tickets", hidden: true }, "Show more tickets");
   let cursor = null;
   async function page() {
@@ -200,9 +201,11 @@ export function tickets() {
     const r = await call(`/v1/tickets${q}`);
     more.disabled = false;
     if (!r.ok) {
-      replace(status, h("span", { class: "alert", role: "alert" }, problemText(r)));
+      replace(status, "The tickets could not be loaded.");
+      error.textContent = problemText(r);
       return;
     }
+    error.textContent = "";
     const before = list.children.length;
     for (const t of r.data.tickets) list.appendChild(ticketItem(t));
     cursor = r.data.next_cursor;
@@ -224,6 +227,7 @@ export function tickets() {
     h("h1", {}, `Tickets of ${tenantName()}`),
     h("p", {}, h("a", { href: "#/tickets/new", class: "button" }, "File a new ticket")),
     h("div", { role: "status", class: "meta", id: "tickets-status" }, status),
+    error,
     list,
     h("div", { class: "actions" }, more)) };
 }
