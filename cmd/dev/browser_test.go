@@ -157,9 +157,16 @@ func (b *browser) text() string {
 	return s
 }
 
-// until waits for a JavaScript condition to be true (polling every 100 ms).
+// minWait is the least any wait allows: the conditions waited for are all things that must
+// happen, so a generous bound costs a passing test nothing, and a machine running seven
+// engineers' test suites at once (load 30 on two cores, seen here) is slow to paint.
+const minWait = 30 * time.Second
+
+// until waits for a JavaScript condition to be true (polling every 100 ms), for at least
+// minWait.
 func (b *browser) until(what, js string, within time.Duration) {
 	b.t.Helper()
+	within = max(within, minWait)
 	ctx, cancel := context.WithTimeout(b.ctx, within+5*time.Second)
 	defer cancel()
 	_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(within)))
@@ -305,7 +312,7 @@ func (b *browser) waitHeld() *fetch.EventRequestPaused {
 	case ev := <-b.paused:
 		b.paused <- ev
 		return ev
-	case <-time.After(15 * time.Second):
+	case <-time.After(minWait):
 		b.t.Fatalf("the page never asked for the held request\npage text: %s", b.text())
 		return nil
 	}

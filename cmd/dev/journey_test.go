@@ -16,10 +16,10 @@ import (
 )
 
 // How long the queue may take: a push runs within a second of its commit; a push that failed
-// is retried after 15 s (±20%, jobs.DefaultBackoff).
+// is retried after 15 s (±20%, jobs.DefaultBackoff). Both bounds leave room for a busy machine.
 const (
-	pushWithin  = 30 * time.Second
-	retryWithin = 60 * time.Second
+	pushWithin  = 60 * time.Second
+	retryWithin = 90 * time.Second
 )
 
 // userRadio is the sign-in choice of a seeded user.
