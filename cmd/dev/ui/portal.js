@@ -128,6 +128,7 @@ export function account() {
   const content = h("div", { "aria-busy": "true" }, h("p", { class: "loading" }, "Loading the account…"));
   const live = h("ul", { class: "notices", id: "notices", "aria-live": "polite" });
   let last = "";
+  let lastNotices = "";
   async function load() {
     const r = await call("/v1/account");
     const key = JSON.stringify(r);
@@ -141,7 +142,14 @@ export function account() {
     const a = r.data;
     heading.textContent = `Account: ${a.tenant.name}`;
     const b = a.billing;
-    replace(live, notices(a).map((n) => h("li", { class: `notice ${n.cls}` }, h("strong", {}, n.title), n.text)));
+    // The live region changes only when what it says changes, so a screen reader hears a new
+    // state once, not every refresh.
+    const now = notices(a);
+    const said = JSON.stringify(now);
+    if (said !== lastNotices) {
+      lastNotices = said;
+      replace(live, now.map((n) => h("li", { class: `notice ${n.cls}` }, h("strong", {}, n.title), n.text)));
+    }
     const facts = [
       ["Plan", b.plan || "none"],
       ["Renews or ends", b.current_period_end ? `${when(b.current_period_end)}${b.cancel_at_period_end ? " (cancels then)" : ""}` : "—"],
