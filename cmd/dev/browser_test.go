@@ -130,7 +130,7 @@ func remoteText(o *runtime.RemoteObject) string {
 // do runs steps with a bound, failing the test with what the page showed.
 func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		b.t.Fatalf("%s: %v\npage text: %s", what, err, b.text())
@@ -140,7 +140,7 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 // eval runs JavaScript and decodes its value into out.
 func (b *browser) eval(js string, out any) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
 	raw, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](js, chromedp.EvalAwaitPromise, chromedp.EvalAsValue))
 	require.NoError(b.t, err, js)
@@ -151,11 +151,16 @@ func (b *browser) eval(js string, out any) {
 
 // text is the page's visible text (for failure messages).
 func (b *browser) text() string {
-	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
 	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
 	return s
 }
+
+// stepTimeout bounds one browser step (an action, a script, a screenshot, injecting axe-core's
+// 550 KB): seconds here alone, but over 30 s seen while the whole suite and six other
+// engineers' suites ran on the machine's two cores.
+const stepTimeout = 2 * time.Minute
 
 // minWait is the least any wait allows: the conditions waited for are all things that must
 // happen, so a generous bound costs a passing test nothing, and a machine running seven
@@ -222,7 +227,7 @@ func (b *browser) checkAt(name string) {
 	b.t.Helper()
 	// Let the layout settle after the resize before the picture and the scan.
 	b.do("settle", chromedp.Sleep(150*time.Millisecond))
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	require.NoError(b.t, err)
@@ -238,6 +243,8 @@ func (b *browser) checkAt(name string) {
 	var injected bool
 	b.eval(`typeof axe !== "undefined"`, &injected)
 	if !injected {
+		ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+		defer cancel()
 		_, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](b.axe))
 		require.NoError(b.t, err, "inject axe-core")
 	}
