@@ -89,14 +89,16 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		s.pool.Close()
 		return nil, err
 	}
-	if err := s.build(ctx); err != nil {
-		s.Close()
-		return nil, err
-	}
+	// Listen before building the handlers: checkout returns the browser to this server's
+	// portal (PORTAL_URL), so its address must be known.
 	s.listener, err = net.Listen("tcp", o.Addr)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("listen on %s (is another make dev running?): %w", o.Addr, err)
+	}
+	if err := s.build(ctx); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -113,6 +115,10 @@ func (s *server) lookupFor(f sam.Function) func(string) (string, bool) {
 		}
 		if v, ok := os.LookupEnv(name); ok && v != "" {
 			return v, true
+		}
+		if name == "PORTAL_URL" && s.listener != nil {
+			// The portal is this server's own page at /.
+			return s.baseURL(), true
 		}
 		if s.stands.real[name] {
 			return "", false
@@ -158,9 +164,17 @@ func (s *server) build(ctx context.Context) error {
 		}
 	}
 	mux.Handle("/_dev/", s.stands)
+	c, err := newConsole(s)
+	if err != nil {
+		return err
+	}
+	c.mount(mux)
 	s.handler = mux
 	return nil
 }
+
+// baseURL is where the server listens, as the browser reaches it.
+func (s *server) baseURL() string { return "http://" + s.listener.Addr().String() }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
@@ -185,7 +199,7 @@ func (s *server) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
-	base := "http://" + s.listener.Addr().String()
+	base := s.baseURL()
 	if s.opts.Out != nil {
 		s.printWelcome(base)
 	}
@@ -270,7 +284,8 @@ func (s *server) printWelcome(base string) {
 	for _, p := range s.stands.providers {
 		fmt.Fprintf(w, "    %-9s %s\n", p.Name, describe(p))
 	}
-	fmt.Fprintf(w, "\nTry it (the token is the demo owner's, valid 12 h):\n\n")
+	fmt.Fprintf(w, "\nOpen %s/ in a browser: the client portal (sign in as a seeded user) and the ops console.\n", base)
+	fmt.Fprintf(w, "\nOr with curl (the token is the demo owner's, valid 12 h):\n\n")
 	fmt.Fprintf(w, "  export TOKEN=%s\n", token)
 	fmt.Fprintf(w, "  curl -s %s/v1/account -H \"Authorization: Bearer $TOKEN\"\n", base)
 	fmt.Fprintf(w, "  curl -s %s/v1/tickets -H \"Authorization: Bearer $TOKEN\"\n", base)
@@ -338,24 +353,30 @@ func prepare(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) error
 	if err := demo.Seed(ctx, pool); err != nil {
 		return err
 	}
-	// The demo ticket goes to the helpdesk like any other (a job per ticket, so once).
+	// The demo tickets go to the helpdesk like any other (a job per ticket, so once).
 	ins, err := jobs.NewInserter(pool)
 	if err != nil {
-		return fmt.Errorf("queue the demo ticket: %w", err)
+		return fmt.Errorf("queue the demo tickets: %w", err)
 	}
-	return db.Tx(ctx, pool, func(tx pgx.Tx) error {
-		var synced bool
-		if err := tx.QueryRow(ctx, `select helpdesk_ticket_id is not null from public.tickets where id = $1`, demo.TicketID).Scan(&synced); err != nil {
-			return fmt.Errorf("look up the demo ticket: %w", err)
-		}
-		if synced {
+	for _, t := range demo.Tickets {
+		err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
+			var synced bool
+			if err := tx.QueryRow(ctx, `select helpdesk_ticket_id is not null from public.tickets where id = $1`, t.ID).Scan(&synced); err != nil {
+				return fmt.Errorf("look up demo ticket %s: %w", t.ID, err)
+			}
+			if synced {
+				return nil
+			}
+			if err := ins.EnqueueHelpdeskTicket(ctx, tx, t.TenantID, t.ID); err != nil {
+				return fmt.Errorf("queue demo ticket %s: %w", t.ID, err)
+			}
 			return nil
+		})
+		if err != nil {
+			return err
 		}
-		if err := ins.EnqueueHelpdeskTicket(ctx, tx, demo.TenantID, demo.TicketID); err != nil {
-			return fmt.Errorf("queue the demo ticket: %w", err)
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 func redactURL(u string) string {

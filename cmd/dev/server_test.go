@@ -22,6 +22,7 @@ type bundle struct {
 	base    string
 	project *sam.Project
 	token   string
+	dbURL   string
 	stop    func() error
 }
 
@@ -29,15 +30,23 @@ type bundle struct {
 // port against a throwaway database; stop cancels it as Ctrl-C does and returns run's error.
 func setup(t *testing.T) bundle {
 	t.Helper()
+	return setupWorkers(t, true)
+}
+
+// setupWorkers is setup with the queue workers on or off (`make dev -no-workers`): without
+// them every push stays pending, as when the workers lag behind.
+func setupWorkers(t *testing.T, workers bool) bundle {
+	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
+	dbURL := dbtest.NewURL(t)
 	go func() {
 		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
 			// Free ports for the server and its stand-ins: the test runs beside a `make dev`.
-			Addr: "127.0.0.1:0", DatabaseURL: dbtest.NewURL(t), Workers: true, EphemeralStandins: true, Out: io.Discard,
+			Addr: "127.0.0.1:0", DatabaseURL: dbURL, Workers: workers, EphemeralStandins: true, Out: io.Discard,
 			Ready: func(base string) { ready <- base },
 		})
 	}()
@@ -59,7 +68,7 @@ func setup(t *testing.T) bundle {
 			_ = stop()
 		}
 	})
-	b := bundle{base: base, project: p, stop: stop}
+	b := bundle{base: base, project: p, dbURL: dbURL, stop: stop}
 
 	// The demo owner's token, issued by this run's Supabase stand-in (its URL is the issuer).
 	status, body := b.do(t, http.MethodGet, controlPrefix, "")
@@ -80,18 +89,7 @@ func setup(t *testing.T) bundle {
 
 func (b bundle) do(t *testing.T, method, path, token string) (int, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, b.base+path, strings.NewReader(`{}`))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	body, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res.StatusCode, body
+	return b.send(t, method, path, "application/json", `{}`, token)
 }
 
 // make dev serves every HTTP route of template.yaml from the function's own handler (each

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -64,6 +63,7 @@ type standins struct {
 	// (stand-ins on free ports).
 	urls    map[string]string
 	hub     *hubspotfake.Server
+	desk    *zendeskfake.Server
 	servers []*http.Server
 	running []standinServer
 	stripe  *exec.Cmd
@@ -84,7 +84,8 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 			}},
 		{name: "zendesk", credential: "ZENDESK_API_TOKEN", vars: []string{"ZENDESK_API_TOKEN", "ZENDESK_BASE_URL", "ZENDESK_EMAIL"}, urlVar: "ZENDESK_BASE_URL", addr: zendeskAddr,
 			start: func() (standinServer, error) {
-				return zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN")), nil
+				s.desk = zendeskfake.New(local("SupportPushFunction", "ZENDESK_EMAIL"), local("SupportPushFunction", "ZENDESK_API_TOKEN"))
+				return s.desk, nil
 			}},
 		{name: "supabase", credential: "SUPABASE_SERVICE_ROLE_KEY", vars: []string{"SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL", "SUPABASE_JWT_SECRET"}, urlVar: "SUPABASE_URL", addr: supabaseAddr,
 			start: func() (standinServer, error) {
@@ -207,6 +208,11 @@ func (f *stripeFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// stripeMockStart bounds stripe-mock's start (it loads Stripe's whole OpenAPI spec first):
+// generous, because on a machine busy with a test run it takes far longer than its usual
+// second, and a slow start is no reason to fail.
+const stripeMockStart = 60 * time.Second
+
 // stripeMock starts Stripe's own mock (pinned as a Go tool) on a free port and fronts it.
 func (s *standins) stripeMock(ctx context.Context, root string) (standinServer, error) {
 	path, err := exec.CommandContext(ctx, "go", "tool", "-n", "stripe-mock").Output()
@@ -225,14 +231,14 @@ func (s *standins) stripeMock(ctx context.Context, root string) (standinServer, 
 		return nil, fmt.Errorf("start stripe-mock: %w", err)
 	}
 	s.stripe = cmd
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(stripeMockStart)
 	for {
 		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
 			_ = c.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, errors.New("stripe-mock did not start within 20 s")
+			return nil, fmt.Errorf("stripe-mock did not start within %s", stripeMockStart)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -29,5 +29,19 @@ func NewSupabase(serviceKey string) *Supabase {
 	return s
 }
 
-// ServeHTTP answers Storage and JWKS requests.
-func (s *Supabase) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP answers Storage and JWKS requests, with the CORS headers Supabase's API gateway
+// sends (any origin), so a portal page on another origin can PUT a file to a signed upload URL
+// as supabase-js does in a browser. A preflight is answered here and never reaches Storage.
+func (s *Supabase) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Type")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, HEAD, PUT, POST, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "authorization, x-client-info, apikey, content-type, x-upsert, cache-control")
+		h.Set("Access-Control-Max-Age", "3600")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}

@@ -133,20 +133,37 @@ func listenAddress(r io.Reader, timeout time.Duration) (string, error) {
 // module folder.
 func Fixture(t testing.TB, resource string) map[string]any {
 	t.Helper()
-	dir, _ := module(t)
+	all, err := Fixtures()
+	if err != nil {
+		t.Fatalf("stripemock: %v", err)
+	}
+	obj, ok := all[resource]
+	if !ok {
+		t.Fatalf("stripemock: no fixture for %q", resource)
+	}
+	return obj
+}
+
+// Fixtures reads every fixture object stripe-mock ships, by resource name, outside a test:
+// the dev server's "send a Stripe event" builds its events from them.
+func Fixtures() (map[string]map[string]any, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", Module).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list -m %s: %w", Module, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return nil, fmt.Errorf("%s is not downloaded (go mod download %s)", Module, Module)
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, "embedded", "openapi", "fixtures3.json"))
 	if err != nil {
-		t.Fatalf("stripemock: read fixtures: %v", err)
+		return nil, fmt.Errorf("read stripe-mock fixtures: %w", err)
 	}
 	var all struct {
 		Resources map[string]map[string]any `json:"resources"`
 	}
 	if err := json.Unmarshal(raw, &all); err != nil {
-		t.Fatalf("stripemock: decode fixtures: %v", err)
+		return nil, fmt.Errorf("decode stripe-mock fixtures: %w", err)
 	}
-	obj, ok := all.Resources[resource]
-	if !ok {
-		t.Fatalf("stripemock: no fixture for %q", resource)
-	}
-	return obj
+	return all.Resources, nil
 }
