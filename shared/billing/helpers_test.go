@@ -49,6 +49,12 @@ type setupOptions struct {
 	ignoreAPIVersion bool
 	livemode         bool
 	secrets          []string
+	counter          **dbtest.Counter // set: the pool counts its round trips into it
+}
+
+// counted puts a dbtest.Counter on the bundle's pool and returns it through c.
+func counted(c **dbtest.Counter) func(*setupOptions) {
+	return func(o *setupOptions) { o.counter = c }
 }
 
 // setup builds the webhook on a fresh database with one tenant whose Stripe customer is mapped
@@ -59,7 +65,12 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 	for _, f := range opts {
 		f(&o)
 	}
-	pool := dbtest.New(t)
+	var pool *pgxpool.Pool
+	if o.counter != nil {
+		pool, *o.counter = dbtest.NewCounted(t)
+	} else {
+		pool = dbtest.New(t)
+	}
 	b := &bundle{pool: pool, metrics: &telemetrytest.Buffer{}, logs: &telemetrytest.Buffer{}, fixtures: map[string]map[string]any{}}
 	for _, r := range []string{"event", "invoice", "subscription", "checkout.session"} {
 		b.fixtures[r] = stripemock.Fixture(t, r)

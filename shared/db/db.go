@@ -48,6 +48,9 @@ type Options struct {
 	// Lazy skips the first ping: a Lambda cold start must not fail because the database is
 	// briefly down; requests then answer 503 until it is back.
 	Lazy bool
+	// Tracer sees every query, batch and prepare on the pool's connections (pgx's tracing
+	// hooks): tests count round trips with it (dbtest.Counter), a deployment may log with it.
+	Tracer pgx.QueryTracer
 }
 
 // Open connects a pool to url and checks that the server answers.
@@ -79,6 +82,7 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 	// server-side statement: safe when a transaction pooler hands us another backend.
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
+	cfg.ConnConfig.Tracer = opts.Tracer
 	if opts.StatementTimeout > 0 {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
 	}

@@ -39,10 +39,23 @@ func ServerURL() string {
 // New creates a migrated database for t and returns a pool on it; both go away when t ends.
 func New(t testing.TB) *pgxpool.Pool {
 	t.Helper()
+	return open(t, nil)
+}
+
+// NewCounted is New with a Counter on the pool, so a test can hold a code path to a budget of
+// round trips and statements.
+func NewCounted(t testing.TB) (*pgxpool.Pool, *Counter) {
+	t.Helper()
+	c := &Counter{}
+	return open(t, c), c
+}
+
+func open(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
+	t.Helper()
 	u := NewURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := db.Open(ctx, u, db.Options{MaxConns: 20, ApplicationName: "dbtest"})
+	pool, err := db.Open(ctx, u, db.Options{MaxConns: 20, ApplicationName: "dbtest", Tracer: tracer})
 	if err != nil {
 		t.Fatalf("dbtest: open test database: %v", err)
 	}

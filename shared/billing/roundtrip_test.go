@@ -1,0 +1,74 @@
+package billing_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+)
+
+// Round trip budgets of one delivery on a warm connection (issue 12): every round trip is a
+// wait for Postgres that a delivery pays in latency and a busy database pays in CPU.
+const (
+	maxRoundTripsNewEvent   = 14
+	maxRoundTripsRedelivery = 3
+)
+
+// A delivery's database work is held to a budget of round trips, counted by a pgx tracer on
+// the pool through the real handler: a new event of a known tenant, its redelivery, and a
+// new event whose tenant comes from its metadata. A change that adds a round trip fails here
+// as a count, whatever the machine's load.
+func TestDeliveryRoundTrips(t *testing.T) {
+	t.Parallel()
+	var counter *dbtest.Counter
+	b := setup(t, counted(&counter))
+	now := time.Now().Add(-time.Minute)
+	at := func(s int) time.Time { return now.Add(time.Duration(s) * time.Second) }
+	sub := func(s int, price string) []byte {
+		return b.stripeEvent(t, "evt_"+randomID(24), billing.TypeSubscriptionUpdated, at(s),
+			b.subscription(t, subSpec{id: "sub_1", customer: b.customer, status: "active", price: price, periodEnd: at(s).Add(30 * 24 * time.Hour)}))
+	}
+	paid := func(s int) []byte {
+		return b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, at(s),
+			b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at(s)))
+	}
+	deliver := func(payload []byte) dbtest.Counts {
+		t.Helper()
+		counter.Reset()
+		rec := b.deliver(t, payload, time.Now(), testSecret)
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		return counter.Reset()
+	}
+	// Warm the connection: each statement is described once per connection.
+	for _, p := range [][]byte{sub(0, "price_basic"), paid(1)} {
+		deliver(p)
+		deliver(p)
+	}
+
+	otherTenant := b.newTenant(t, false)
+	byMetadata := b.stripeEvent(t, "evt_"+randomID(24), billing.TypeSubscriptionUpdated, at(5),
+		b.subscription(t, subSpec{id: "sub_other", customer: "cus_" + randomID(14), status: "active", price: "price_basic",
+			periodEnd: at(5).Add(time.Hour), metadataTenant: otherTenant.String()}))
+	redelivered := paid(4)
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+		max     int
+	}{
+		{"new subscription change", sub(2, "price_pro"), maxRoundTripsNewEvent},
+		{"new payment", paid(3), maxRoundTripsNewEvent},
+		{"first delivery", redelivered, maxRoundTripsNewEvent},
+		{"redelivery", redelivered, maxRoundTripsRedelivery},
+		{"new customer found by metadata", byMetadata, maxRoundTripsNewEvent},
+	} {
+		got := deliver(tc.payload)
+		t.Logf("%s: %d round trips, %d statements, %d describes:\n  %s", tc.name, got.RoundTrips, got.Statements, got.Describes,
+			strings.Join(got.SQL, "\n  "))
+		require.LessOrEqual(t, got.RoundTrips, tc.max, "%s: round trips", tc.name)
+	}
+}
