@@ -27,6 +27,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/sam"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/ticket"
+	"github.com/portal-functions/portal-functions/shared/web"
 	"github.com/portal-functions/portal-functions/supabase"
 )
 
@@ -63,6 +64,8 @@ type server struct {
 	routes   []sam.FunctionRoute
 	lookups  map[string]func(string) (string, bool)
 	listener net.Listener
+	// limit is the one bound on HTTP requests at once for every function on pool.
+	limit *web.Limiter
 }
 
 func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, error) {
@@ -80,6 +83,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	if err != nil {
 		return nil, fmt.Errorf("open dev database: %w", err)
 	}
+	s.limit = web.NewLimiter(int(s.pool.Config().MaxConns), 1)
 	if err := prepare(ctx, s.pool, logger); err != nil {
 		s.pool.Close()
 		return nil, err
@@ -139,6 +143,7 @@ func (s *server) deps(name string, lookup func(string) (string, bool)) function.
 		Metrics:    telemetry.NewMetrics(os.Stdout, name),
 		HTTPClient: &http.Client{Timeout: 10 * time.Second},
 		Lookup:     lookup,
+		Limit:      s.limit,
 	}
 }
 

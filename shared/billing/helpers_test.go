@@ -26,6 +26,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
 	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
+	"github.com/portal-functions/portal-functions/shared/web"
 )
 
 const testSecret = "whsec_test_secret_for_billing"
@@ -50,6 +51,12 @@ type setupOptions struct {
 	livemode         bool
 	secrets          []string
 	counter          **dbtest.Counter // set: the pool counts its round trips into it
+	limit            *web.Limiter     // the bound on requests at once (none when nil)
+}
+
+// limited puts the handler behind l, as the dev server and Lambda put every function.
+func limited(l *web.Limiter) func(*setupOptions) {
+	return func(o *setupOptions) { o.limit = l }
 }
 
 // counted puts a dbtest.Counter on the bundle's pool and returns it through c.
@@ -88,6 +95,7 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 		Logger:  telemetry.NewLogger(b.logs, "payment-webhook", slog.LevelInfo),
 		Metrics: telemetry.NewMetrics(b.metrics, "payment-webhook"),
 		Lookup:  func(k string) (string, bool) { v, ok := env[k]; return v, ok },
+		Limit:   o.limit,
 	})
 	require.NoError(t, err)
 	b.handler = h

@@ -15,7 +15,7 @@ import (
 // Round trip budgets of one delivery on a warm connection (issue 12): every round trip is a
 // wait for Postgres that a delivery pays in latency and a busy database pays in CPU.
 const (
-	maxRoundTripsNewEvent   = 14
+	maxRoundTripsNewEvent   = 15 // River adds a pg_notify to some inserts (it throttles them per queue)
 	maxRoundTripsRedelivery = 3
 )
 

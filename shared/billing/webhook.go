@@ -48,6 +48,12 @@ const EnvelopeMaxBody = 6 << 20
 // rejectionTimeout bounds noting a refused delivery: the note must not hold up the answer.
 const rejectionTimeout = 2 * time.Second
 
+// ProcessTimeout bounds a verified delivery's database work. The work does not stop when the
+// client hangs up: pgx closes a connection whose query is cancelled, so under overload, where
+// clients give up, every abandoned delivery would cost a reconnect and its work would be
+// thrown away only to be redone on Stripe's retry. It keeps an earlier deadline (Lambda's).
+const ProcessTimeout = 10 * time.Second
+
 // SignatureHeader is the header Stripe signs deliveries in.
 const SignatureHeader = "Stripe-Signature"
 
@@ -152,7 +158,9 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		web.Error(w, r, deliveryProblem(refused))
 		return
 	}
-	res, err := h.processor.Process(ctx, ev)
+	pctx, cancel := db.Detach(ctx, ProcessTimeout)
+	defer cancel()
+	res, err := h.processor.Process(pctx, ev)
 	if err != nil {
 		outcome = res.Outcome
 		var de *DeliveryError

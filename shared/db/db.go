@@ -116,6 +116,19 @@ func Tx(ctx context.Context, b Beginner, fn func(tx pgx.Tx) error) error {
 	return nil
 }
 
+// Detach returns a context for database work that must not end with the request that asked
+// for it: it keeps ctx's values and its deadline, if that is sooner than d from now, but not
+// its cancellation. pgx closes a connection whose query is cancelled mid-flight, so work that
+// a client's hang-up cancels costs a reconnect as well as the work, exactly when the server is
+// overloaded and clients give up.
+func Detach(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(d)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
 // Classify wraps err with ErrUnavailable when it says the server could not be reached or went
 // away (connection refused, timeouts while connecting, admin shutdown, too many connections),
 // so the edge answers 503 rather than 500. Other errors come back unchanged.

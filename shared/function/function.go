@@ -41,6 +41,9 @@ type Deps struct {
 	HTTPClient *http.Client
 	// Lookup reads the environment (os.LookupEnv in Lambda; the dev server's overlay locally).
 	Lookup func(string) (string, bool)
+	// Limit bounds the HTTP requests running at once on Pool, shared by every function on
+	// it (web.Options.Limit); nil: no bound.
+	Limit *web.Limiter
 }
 
 // HTTP is a function served through API Gateway: Build turns its config into a handler.
@@ -71,7 +74,7 @@ func (f HTTP[C]) Handler(ctx context.Context, deps Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", f.Name, err)
 	}
-	return web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody}), nil
+	return web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit}), nil
 }
 
 // FunctionName reports the function's name (for the dev server's registry).
@@ -85,7 +88,7 @@ func (f HTTP[C]) Start() {
 	if err != nil {
 		fail(deps.Logger, fmt.Errorf("build %s: %w", f.Name, err))
 	}
-	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody})))
+	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit})))
 }
 
 // Start runs f under the Lambda runtime; it never returns.
@@ -155,6 +158,9 @@ func mustLoad[C any](ctx context.Context, name string) (Deps, C) {
 		Metrics:    telemetry.NewMetrics(os.Stdout, name),
 		HTTPClient: &http.Client{Timeout: 10 * time.Second},
 		Lookup:     os.LookupEnv,
+		// Lambda runs one request at a time per container; the bound matters where a
+		// process serves many (the dev server), and costs nothing here.
+		Limit: web.NewLimiter(base.DBMaxConns, 1),
 	}, cfg
 }
 

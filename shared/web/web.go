@@ -37,6 +37,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBody bounds request bodies (DefaultMaxBody when zero).
 	MaxBody int64
+	// Limit bounds the requests running at once; the excess is answered 503 with
+	// Retry-After before its handler runs. Nil: no bound.
+	Limit *Limiter
 }
 
 type ctxKey int
@@ -76,7 +79,7 @@ type logBag struct {
 }
 
 // Wrap puts h behind the standard middleware. Order, outermost first: request id, log line,
-// panic recovery, headers, body limit.
+// panic recovery, headers, concurrency limit, body limit.
 func Wrap(next http.Handler, o Options) http.Handler {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -128,6 +131,13 @@ func Wrap(next http.Handler, o Options) http.Handler {
 			log.LogAttrs(r.Context(), level, "request", attrs...)
 		}()
 
+		if o.Limit != nil {
+			if !o.Limit.admit() {
+				o.Limit.shed(rec, r)
+				return
+			}
+			defer o.Limit.release()
+		}
 		if r.ContentLength > o.MaxBody {
 			Error(rec, r, problem.TooLarge(o.MaxBody))
 			return
