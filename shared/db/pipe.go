@@ -1,0 +1,275 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Acquirer hands out pooled connections (a *pgxpool.Pool).
+type Acquirer interface {
+	Acquire(ctx context.Context) (*pgxpool.Conn, error)
+}
+
+var _ Acquirer = (*pgxpool.Pool)(nil)
+
+// Pipe is a transaction that spends as few round trips as its work allows. Its begin goes
+// out with the first statements (PipeTx), writes whose answer nobody waits for are deferred
+// (Defer) and go out with the next statement that needs an answer, and the commit goes out
+// with the last of them. Each round trip is a wait on the database that a request pays in
+// latency and a busy Postgres pays in context switches; a delivery of the webhook needs two
+// or three instead of ten.
+//
+// A Pipe is a pgx.Tx, so code written for one (River's InsertTx, a helper taking a pgx.Tx)
+// runs on it unchanged: any statement it sends directly first sends what was deferred, in
+// the same round trip when it is an Exec, so the order of statements is always the order in
+// which the code issued them.
+type Pipe struct {
+	pgx.Tx
+	conn    *pgxpool.Conn
+	pending *pgx.Batch
+}
+
+var _ pgx.Tx = (*Pipe)(nil)
+
+// Defer queues a statement whose result the caller does not wait for; its error, if any,
+// comes back from the next statement sent or from the commit, and fails the transaction.
+// The returned query takes a callback (Exec, QueryRow) to read the result when it arrives.
+func (p *Pipe) Defer(sql string, args ...any) *pgx.QueuedQuery {
+	if p.pending == nil {
+		p.pending = &pgx.Batch{}
+	}
+	return p.pending.Queue(sql, args...)
+}
+
+// Flush sends what was deferred and waits for it.
+func (p *Pipe) Flush(ctx context.Context) error {
+	if p.pending == nil || p.pending.Len() == 0 {
+		return nil
+	}
+	b := p.pending
+	p.pending = nil
+	return p.Tx.SendBatch(ctx, b).Close()
+}
+
+// Exec sends what was deferred and then sql, in one round trip.
+func (p *Pipe) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if p.pending == nil || p.pending.Len() == 0 {
+		return p.Tx.Exec(ctx, sql, args...)
+	}
+	var tag pgconn.CommandTag
+	p.Defer(sql, args...).Exec(func(ct pgconn.CommandTag) error {
+		tag = ct
+		return nil
+	})
+	return tag, p.Flush(ctx)
+}
+
+// Query sends what was deferred and then sql, in one round trip. The connection is busy
+// until the rows are closed, as with any pgx query.
+func (p *Pipe) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if p.pending == nil || p.pending.Len() == 0 {
+		return p.Tx.Query(ctx, sql, args...)
+	}
+	b := p.pending
+	p.pending = nil
+	deferred := len(b.QueuedQueries)
+	b.Queue(sql, args...)
+	br := p.Tx.SendBatch(ctx, b)
+	for _, qq := range b.QueuedQueries[:deferred] {
+		var err error
+		if qq.Fn != nil {
+			err = qq.Fn(br)
+		} else {
+			_, err = br.Exec()
+		}
+		if err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		rows.Close()
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// QueryRow sends what was deferred and then sql, in one round trip.
+func (p *Pipe) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if p.pending == nil || p.pending.Len() == 0 {
+		return p.Tx.QueryRow(ctx, sql, args...)
+	}
+	rows, err := p.Query(ctx, sql, args...)
+	if err != nil {
+		return errRow{err}
+	}
+	return rowOf{rows}
+}
+
+// CopyFrom sends what was deferred, then copies.
+func (p *Pipe) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	if err := p.Flush(ctx); err != nil {
+		return 0, err
+	}
+	return p.Tx.CopyFrom(ctx, table, columns, src)
+}
+
+// SendBatch sends what was deferred, then b.
+func (p *Pipe) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if err := p.Flush(ctx); err != nil {
+		return pgx.FailedBatchResults(b, err)
+	}
+	return p.Tx.SendBatch(ctx, b)
+}
+
+// Begin sends what was deferred, then starts a savepoint.
+func (p *Pipe) Begin(ctx context.Context) (pgx.Tx, error) {
+	if err := p.Flush(ctx); err != nil {
+		return nil, err
+	}
+	return p.Tx.Begin(ctx)
+}
+
+// Commit sends what was deferred and the commit in one round trip, and gives the connection
+// back to the pool.
+func (p *Pipe) Commit(ctx context.Context) error {
+	if p.conn == nil {
+		return pgx.ErrTxClosed
+	}
+	b := p.pending
+	if b == nil {
+		b = &pgx.Batch{}
+	}
+	p.pending = nil
+	var tag pgconn.CommandTag
+	b.Queue("commit").Exec(func(ct pgconn.CommandTag) error {
+		tag = ct
+		return nil
+	})
+	// Sent on the connection itself: the transaction pgx began for the first batch would
+	// send a commit of its own.
+	err := p.conn.Conn().SendBatch(ctx, b).Close()
+	if err == nil && tag.String() == "ROLLBACK" {
+		err = pgx.ErrTxCommitRollback
+	}
+	if err != nil && p.conn.Conn().PgConn().TxStatus() != 'I' {
+		// A deferred statement failed and the commit never ran: end the transaction here
+		// so the connection goes back to the pool instead of being closed.
+		_, _ = p.conn.Exec(context.WithoutCancel(ctx), "rollback")
+	}
+	p.release(ctx)
+	return err
+}
+
+// Rollback drops what was deferred, rolls back and gives the connection back to the pool.
+func (p *Pipe) Rollback(ctx context.Context) error {
+	if p.conn == nil {
+		return pgx.ErrTxClosed
+	}
+	p.pending = nil
+	_, err := p.conn.Exec(ctx, "rollback")
+	p.release(ctx)
+	return err
+}
+
+// release hands the connection back; the pool closes it if it is not idle outside a
+// transaction (a failed commit or rollback).
+func (p *Pipe) release(context.Context) {
+	p.conn.Release()
+	p.conn = nil
+}
+
+// PipeTx runs fn in a Pipe on a connection of pool: the begin goes out together with what
+// first queues (nothing when first is nil), whose callbacks have run when fn is called.
+// Committed when fn returns nil (with the deferred writes, in one round trip), rolled back
+// otherwise and on panic. Like Tx, the error says whether the database was unavailable.
+func PipeTx(ctx context.Context, pool Acquirer, first func(b *pgx.Batch), fn func(p *Pipe) error) (err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return Classify(fmt.Errorf("acquire connection: %w", err))
+	}
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	if first != nil {
+		first(b)
+	}
+	br := conn.Conn().SendBatch(ctx, b)
+	p := &Pipe{Tx: br.Tx(), conn: conn}
+	defer func() {
+		if p.conn != nil {
+			// fn failed or panicked, or the first batch did: nothing of it may stay.
+			if rbErr := p.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
+				err = Classify(rbErr)
+			}
+		}
+	}()
+	if err := br.Close(); err != nil {
+		return Classify(err)
+	}
+	if err := fn(p); err != nil {
+		return Classify(err)
+	}
+	return Classify(p.Commit(ctx))
+}
+
+// batchRows are the rows of the last query of a batch; closing them closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br     pgx.BatchResults
+	closed bool
+	err    error
+}
+
+func (r *batchRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	r.err = r.br.Close()
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// rowOf is pgx's QueryRow over rows: the first row, pgx.ErrNoRows when there is none.
+type rowOf struct{ rows pgx.Rows }
+
+func (r rowOf) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// errRow is a pgx.Row that fails with err.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
