@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/portal-functions/portal-functions/shared/db"
 )
@@ -58,13 +59,13 @@ type Result struct {
 
 // Processor applies verified events to the database, each in one transaction.
 type Processor struct {
-	db   db.Beginner
+	db   db.Acquirer
 	jobs Enqueuer
 }
 
-// NewProcessor builds a Processor on a pool (or anything that begins transactions).
-func NewProcessor(b db.Beginner, jobs Enqueuer) *Processor {
-	return &Processor{db: b, jobs: jobs}
+// NewProcessor builds a Processor on a pool.
+func NewProcessor(pool db.Acquirer, jobs Enqueuer) *Processor {
+	return &Processor{db: pool, jobs: jobs}
 }
 
 // Process records ev and applies it exactly once: in one transaction it claims the event id
@@ -76,18 +77,25 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 	if err != nil {
 		return Result{Outcome: OutcomeRejected}, err
 	}
-	var res Result
-	err = db.Tx(ctx, p.db, func(tx pgx.Tx) error {
-		res = Result{}
-		claimed, err := claim(ctx, tx, ev)
-		if err != nil {
-			return err
+	var (
+		res     Result
+		claimed bool
+		pre     prefetch
+	)
+	// One round trip begins, claims, and (for an event of a customer we know, the common
+	// case) reads and locks the tenant's projection; the writes go with the commit.
+	err = db.PipeTx(ctx, p.db, func(b *pgx.Batch) {
+		queueClaim(b, ev, &claimed)
+		if handled(ev.Type) && eff.customerID != "" {
+			pre.queue(b, eff.customerID)
 		}
+	}, func(tx *db.Pipe) error {
+		res = Result{}
 		if !claimed {
 			res.Outcome = OutcomeDuplicate
 			return nil
 		}
-		return p.run(ctx, tx, ev, eff, &res)
+		return p.run(ctx, tx, ev, eff, &res, &pre)
 	})
 	if err != nil {
 		return Result{Outcome: OutcomeFailed}, fmt.Errorf("process stripe event %s: %w", ev.ID, err)
@@ -105,7 +113,7 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 // unmatched. Reconcile repairs stored events through it and no other way.
 func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, error) {
 	var res Result
-	err := db.Tx(ctx, p.db, func(tx pgx.Tx) error {
+	txErr := db.PipeTx(ctx, p.db, nil, func(tx *db.Pipe) error {
 		res = Result{}
 		ev, applied, err := lockStored(ctx, tx, eventID)
 		switch {
@@ -119,10 +127,10 @@ func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, er
 		if err != nil {
 			return err
 		}
-		return p.run(ctx, tx, ev, eff, &res)
+		return p.run(ctx, tx, ev, eff, &res, &prefetch{})
 	})
-	if err != nil {
-		return Result{Outcome: OutcomeFailed}, fmt.Errorf("apply stored stripe event %s: %w", eventID, err)
+	if txErr != nil {
+		return Result{Outcome: OutcomeFailed}, fmt.Errorf("apply stored stripe event %s: %w", eventID, txErr)
 	}
 	return res, nil
 }
@@ -157,7 +165,7 @@ func lockStored(ctx context.Context, tx pgx.Tx, eventID string) (Event, bool, er
 // unmatched events of a customer that was just bound to a tenant: they arrived before
 // anything said whose they were, and now run exactly as a live delivery would. One indexed
 // query, run only when a mapping is new.
-func (p *Processor) applyUnmatched(ctx context.Context, tx pgx.Tx, customerID, current string) (int, error) {
+func (p *Processor) applyUnmatched(ctx context.Context, tx *db.Pipe, customerID, current string) (int, error) {
 	rows, err := tx.Query(ctx, `
 		select id from private.stripe_events
 		where outcome = 'unmatched' and payload->'data'->'object'->>'customer' = $1 and id <> $2
@@ -183,7 +191,7 @@ func (p *Processor) applyUnmatched(ctx context.Context, tx pgx.Tx, customerID, c
 			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
 		}
 		var res Result
-		if err := p.run(ctx, tx, ev, eff, &res); err != nil {
+		if err := p.run(ctx, tx, ev, eff, &res, &prefetch{}); err != nil {
 			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
 		}
 		n++
@@ -202,12 +210,12 @@ func effectFor(ev Event) (effect, error) {
 // run is what applying a recorded event means, whether it was just claimed by a live delivery
 // or locked in the inbox by ApplyStored: resolve the tenant, apply, queue the follow-ups, and
 // record the outcome on the event's row. Both paths call it inside their one transaction.
-func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, res *Result) error {
+func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch) error {
 	if !handled(ev.Type) {
 		res.Outcome = OutcomeIgnored
 		return finish(ctx, tx, ev.ID, *res)
 	}
-	tenantID, found, bound, err := resolveTenant(ctx, tx, eff)
+	tenantID, found, bound, err := resolveTenant(ctx, tx, eff, pre)
 	if err != nil {
 		return err
 	}
@@ -233,7 +241,7 @@ func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, re
 		return finish(ctx, tx, ev.ID, *res)
 	}
 	res.Outcome, res.TenantID = OutcomeProcessed, tenantID
-	if err := p.apply(ctx, tx, ev, eff, res); err != nil {
+	if err := p.apply(ctx, tx, ev, eff, res, pre); err != nil {
 		return err
 	}
 	return finish(ctx, tx, ev.ID, *res)
@@ -242,8 +250,8 @@ func (p *Processor) run(ctx context.Context, tx pgx.Tx, ev Event, eff effect, re
 // apply writes the event's change to the tenant's locked projection row and queues what the
 // change calls for: a refresh from Stripe when it ties with another event of its second, a
 // CRM push when the CRM's view changed.
-func (p *Processor) apply(ctx context.Context, tx pgx.Tx, ev Event, eff effect, res *Result) error {
-	before, err := lockAccount(ctx, tx, res.TenantID)
+func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch) error {
+	before, err := pre.lockedAccount(ctx, tx, res.TenantID)
 	if err != nil {
 		return err
 	}
@@ -293,37 +301,88 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	return after, nil
 }
 
-// claim records the event, its payload made safe for jsonb and its verified bytes as they
-// are; false when its id is already recorded. A concurrent delivery of the
-// same id waits here on the primary key until the first one commits (then it is a duplicate)
-// or rolls back (then it does the work).
-func claim(ctx context.Context, tx pgx.Tx, ev Event) (bool, error) {
-	tag, err := tx.Exec(ctx, `
+// queueClaim queues the recording of the event, its payload made safe for jsonb and its
+// verified bytes as they are; claimed says whether it was new (false when its id is already
+// recorded). A concurrent delivery of the same id waits here on the primary key until the
+// first one commits (then it is a duplicate) or rolls back (then it does the work).
+func queueClaim(b *pgx.Batch, ev Event, claimed *bool) {
+	b.Queue(`
 		insert into private.stripe_events (id, type, api_version, created, livemode, payload, raw_payload, outcome)
 		values ($1, $2, nullif($3, ''), $4, $5, $6::jsonb, $7, 'processed')
 		on conflict (id) do nothing`,
-		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload)
-	if err != nil {
-		return false, fmt.Errorf("record stripe event: %w", err)
+		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload,
+	).Exec(func(tag pgconn.CommandTag) error {
+		*claimed = tag.RowsAffected() == 1
+		return nil
+	})
+}
+
+// prefetch is what the claim's round trip also reads for an event of a known customer: the
+// customer's tenant, and that tenant's projection, locked (a statement after the lock sees
+// the subscriptions as the previous holder of the lock left them). Each part is only used
+// when the rules ask for it: the mapping is what lookupTenant reads first, and the account is
+// used when the event turns out to be that tenant's.
+type prefetch struct {
+	looked   bool      // the customer's mapping was read
+	mapped   uuid.UUID // the tenant the customer maps to (uuid.Nil: none)
+	account  Account   // the mapped tenant's projection, locked (when found)
+	locked   bool
+	lockErr  error
+	customer string
+}
+
+// queue adds the reads to the claim's batch.
+func (pre *prefetch) queue(b *pgx.Batch, customerID string) {
+	pre.customer = customerID
+	b.Queue(`select tenant_id from private.stripe_customers where customer_id = $1`, customerID).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&pre.mapped)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("look up stripe customer: %w", err)
+		}
+		pre.looked = true
+		return nil
+	})
+	const mappedTenant = `(select tenant_id from private.stripe_customers where customer_id = $1)`
+	b.Queue(`select `+accountColumns+` from private.billing_accounts where tenant_id = `+mappedTenant+` for update`, customerID).
+		QueryRow(func(row pgx.Row) error {
+			a, err := scanAccount(row)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return fmt.Errorf("lock billing account: %w", err)
+			default:
+				pre.account, pre.locked = a, true
+			}
+			return nil
+		})
+	b.Queue(subscriptionsQuery+mappedTenant, customerID).Query(func(rows pgx.Rows) error {
+		subs, err := collectSubscriptions(rows)
+		pre.account.Subscriptions, pre.lockErr = subs, err
+		return err
+	})
+}
+
+// lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row.
+func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID) (Account, error) {
+	if pre.locked && pre.lockErr == nil && pre.account.TenantID == tenantID {
+		return pre.account, nil
 	}
-	return tag.RowsAffected() == 1, nil
+	return lockAccount(ctx, tx, tenantID)
 }
 
 // finish records what became of the event: its outcome and tenant, applied_at when it was
 // applied, and crm_sync (whether a CRM push was queued for it, which reconcile reads to tell a
 // missing push from a change the CRM does not show).
-func finish(ctx context.Context, tx pgx.Tx, eventID string, res Result) error {
+// It is deferred: it goes to the database with the commit.
+func finish(_ context.Context, tx *db.Pipe, eventID string, res Result) error {
 	var tenant *uuid.UUID
 	if res.TenantID != uuid.Nil {
 		tenant = &res.TenantID
 	}
-	_, err := tx.Exec(ctx, `
+	tx.Defer(`
 		update private.stripe_events
 		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end, crm_sync = $4
-		where id = $1`, eventID, string(res.Outcome), tenant, res.CRMSync)
-	if err != nil {
-		return fmt.Errorf("record outcome of stripe event: %w", err)
-	}
+		where id = $1`, eventID, string(res.Outcome), tenant, res.CRMSync).Exec(func(pgconn.CommandTag) error { return nil })
 	return nil
 }
 
@@ -351,7 +410,11 @@ func ResolveTenant(ctx context.Context, q db.Querier, payload []byte) (uuid.UUID
 // records the customer's mapping when the tenant came from a checkout session we created or
 // from metadata our key wrote (so later events of that customer find it); bound says this
 // call recorded it.
-func resolveTenant(ctx context.Context, tx pgx.Tx, eff effect) (id uuid.UUID, found, bound bool, err error) {
+func resolveTenant(ctx context.Context, tx *db.Pipe, eff effect, pre *prefetch) (id uuid.UUID, found, bound bool, err error) {
+	if pre.locked && pre.customer == eff.customerID {
+		// The customer's mapping, read with the claim: an existing mapping wins.
+		return pre.account.TenantID, true, false, nil
+	}
 	id, record, err := lookupTenant(ctx, tx, eff)
 	if err != nil || id == uuid.Nil {
 		return uuid.Nil, false, false, err
@@ -414,12 +477,16 @@ func existingTenant(ctx context.Context, q db.Querier, s string) (uuid.UUID, err
 	return id, nil
 }
 
+// mapCustomerSQL records that $1 (a Stripe customer) belongs to tenant $2; an existing
+// mapping is kept.
+const mapCustomerSQL = `
+		insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)
+		on conflict (customer_id) do nothing`
+
 // mapCustomer records that customerID belongs to tenantID; an existing mapping is kept.
 // recorded says the mapping is new.
 func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID uuid.UUID) (recorded bool, err error) {
-	tag, err := q.Exec(ctx, `
-		insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)
-		on conflict (customer_id) do nothing`, customerID, tenantID)
+	tag, err := q.Exec(ctx, mapCustomerSQL, customerID, tenantID)
 	if err != nil {
 		return false, fmt.Errorf("record stripe customer: %w", err)
 	}
@@ -439,17 +506,28 @@ const accountColumns = `tenant_id,
 	failure_event_created, failure_event_id`
 
 // lockAccount returns the tenant's projection row, creating it, locked until the transaction
-// ends so events of one tenant apply one at a time.
+// ends so events of one tenant apply one at a time. Its three statements go in one round trip
+// (on a db.Pipe, with whatever was deferred before them); the read of the subscriptions comes
+// after the lock, so it sees them as the previous holder of the lock left them.
 func lockAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (Account, error) {
-	if _, err := tx.Exec(ctx, `insert into private.billing_accounts (tenant_id) values ($1) on conflict (tenant_id) do nothing`, tenantID); err != nil {
-		return Account{}, fmt.Errorf("create billing account: %w", err)
-	}
-	a, err := scanAccount(tx.QueryRow(ctx, `select `+accountColumns+` from private.billing_accounts where tenant_id = $1 for update`, tenantID))
-	if err != nil {
-		return Account{}, fmt.Errorf("lock billing account: %w", err)
-	}
+	var a Account
+	b := &pgx.Batch{}
+	b.Queue(`insert into private.billing_accounts (tenant_id) values ($1) on conflict (tenant_id) do nothing`, tenantID)
+	b.Queue(`select `+accountColumns+` from private.billing_accounts where tenant_id = $1 for update`, tenantID).
+		QueryRow(func(row pgx.Row) error {
+			var err error
+			if a, err = scanAccount(row); err != nil {
+				return fmt.Errorf("lock billing account: %w", err)
+			}
+			return nil
+		})
 	// The account's lock covers its subscriptions: only a holder of it writes them.
-	if a.Subscriptions, err = loadSubscriptions(ctx, tx, tenantID); err != nil {
+	b.Queue(subscriptionsQuery+`$1`, tenantID).Query(func(rows pgx.Rows) error {
+		var err error
+		a.Subscriptions, err = collectSubscriptions(rows)
+		return err
+	})
+	if err := db.SendBatch(ctx, tx, b); err != nil {
 		return Account{}, err
 	}
 	return a, nil
@@ -468,15 +546,23 @@ func LoadAccount(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Account
 	return a, nil
 }
 
-// loadSubscriptions reads the registers of every subscription of the tenant.
-func loadSubscriptions(ctx context.Context, q db.Querier, tenantID uuid.UUID) (map[string]SubscriptionState, error) {
-	rows, err := q.Query(ctx, `
+// subscriptionsQuery reads the registers of a tenant's subscriptions; the tenant follows.
+const subscriptionsQuery = `
 		select subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
 			plan_event_created, plan_event_id, status, status_event_created, status_event_id
-		from private.billing_subscriptions where tenant_id = $1`, tenantID)
+		from private.billing_subscriptions where tenant_id = `
+
+// loadSubscriptions reads the registers of every subscription of the tenant.
+func loadSubscriptions(ctx context.Context, q db.Querier, tenantID uuid.UUID) (map[string]SubscriptionState, error) {
+	rows, err := q.Query(ctx, subscriptionsQuery+`$1`, tenantID)
 	if err != nil {
 		return nil, fmt.Errorf("load billing subscriptions: %w", err)
 	}
+	return collectSubscriptions(rows)
+}
+
+// collectSubscriptions reads the rows of subscriptionsQuery.
+func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SubscriptionState, error) {
 		var (
 			s                    SubscriptionState
@@ -537,9 +623,11 @@ func scanAccount(row pgx.Row) (Account, error) {
 // saveAccount writes the registers of the subscription the change touched (none when
 // touched is empty), then every facet of a with its stamp, and the newest stamp as the row's
 // source.
+//
+// On a db.Pipe both writes are deferred: they go with the next statement or the commit.
 func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) error {
 	if s, ok := a.Subscriptions[touched]; ok {
-		_, err := tx.Exec(ctx, `
+		err := db.Defer(ctx, tx, `
 			insert into private.billing_subscriptions (tenant_id, subscription_id, price_id, plan, current_period_end,
 				cancel_at_period_end, plan_event_created, plan_event_id, status, status_event_created, status_event_id)
 			values ($1, $2, nullif($3, ''), nullif($4, ''), $5, $6, $7, nullif($8, ''), nullif($9, ''), $10, nullif($11, ''))
@@ -563,7 +651,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) erro
 	if !a.PaymentStamp.IsZero() {
 		amount = &a.LastPaymentAmount
 	}
-	_, err := tx.Exec(ctx, `
+	err := db.Defer(ctx, tx, `
 		update private.billing_accounts set
 			customer_id = nullif($2, ''), customer_event_created = $3, customer_event_id = nullif($4, ''),
 			customer_email = nullif($5, ''), email_event_created = $6, email_event_id = nullif($7, ''),

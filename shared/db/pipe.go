@@ -46,6 +46,30 @@ func (p *Pipe) Defer(sql string, args ...any) *pgx.QueuedQuery {
 	return p.pending.Queue(sql, args...)
 }
 
+// Defer sends sql now on a transaction, or defers it on a Pipe: for a write whose answer
+// nobody waits for, in code that runs on both.
+func Defer(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
+	if p, ok := tx.(*Pipe); ok {
+		p.Defer(sql, args...)
+		return nil
+	}
+	_, err := tx.Exec(ctx, sql, args...)
+	return err
+}
+
+// SendBatch sends b on tx and waits for it, its results read by its queries' callbacks; on a
+// Pipe, in the same round trip as what was deferred.
+func SendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
+	if p, ok := tx.(*Pipe); ok {
+		if p.pending == nil {
+			p.pending = &pgx.Batch{}
+		}
+		p.pending.QueuedQueries = append(p.pending.QueuedQueries, b.QueuedQueries...)
+		return p.Flush(ctx)
+	}
+	return tx.SendBatch(ctx, b).Close()
+}
+
 // Flush sends what was deferred and waits for it.
 func (p *Pipe) Flush(ctx context.Context) error {
 	if p.pending == nil || p.pending.Len() == 0 {

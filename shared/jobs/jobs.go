@@ -12,6 +12,8 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/portal-functions/portal-functions/shared/db"
 )
 
 // Integrations: one River queue each, so a HubSpot outage never holds up Zendesk pushes. The
@@ -117,12 +119,24 @@ type Inserter struct {
 
 // NewInserter builds an insert-only River client on pool (it never works jobs).
 func NewInserter(pool *pgxpool.Pool) (*Inserter, error) {
-	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Schema: Schema})
+	client, err := river.NewClient[pgx.Tx](quietDriver{riverpgxv5.New(pool)}, &river.Config{Schema: Schema})
 	if err != nil {
 		return nil, fmt.Errorf("river insert client: %w", err)
 	}
 	return &Inserter{client: client}, nil
 }
+
+// quietDriver is River's pgx driver without LISTEN/NOTIFY, for the insert-only client: River
+// follows an insert with a pg_notify to wake listening workers, but ours run poll-only
+// (Run's PollOnly: Lambda and Supavisor's transaction mode have no listeners), so the notify
+// was a statement and a round trip (and a notify-queue lock at commit) that nobody heard.
+type quietDriver struct{ *riverpgxv5.Driver }
+
+// SupportsListenNotify tells River not to notify on insert.
+func (quietDriver) SupportsListenNotify() bool { return false }
+
+// SupportsListener tells River not to listen.
+func (quietDriver) SupportsListener() bool { return false }
 
 // EnqueueCRMSync queues a CRM push of tenantID caused by sourceEvent, in tx, and marks the
 // tenant's CRM sync status pending in the same tx. A repeat of the same (tenant, source event)
@@ -168,13 +182,13 @@ func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, in
 // markPending records that a push of subject is queued. attempts restarts: it counts the
 // attempts at the newest change.
 func markPending(ctx context.Context, tx pgx.Tx, integration, subject string, tenantID uuid.UUID) error {
-	_, err := tx.Exec(ctx, `
+	const sql = `
 		insert into private.sync_status (integration, subject, tenant_id, state, attempts)
 		values ($1, $2, $3, 'pending', 0)
 		on conflict (integration, subject) do update
-		set state = 'pending', attempts = 0, updated_at = now()`,
-		integration, subject, tenantID)
-	if err != nil {
+		set state = 'pending', attempts = 0, updated_at = now()`
+	// Nobody waits for its answer: on a db.Pipe it goes with the transaction's next statement.
+	if err := db.Defer(ctx, tx, sql, integration, subject, tenantID); err != nil {
 		return fmt.Errorf("mark sync status pending: %w", err)
 	}
 	return nil
