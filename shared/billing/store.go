@@ -318,30 +318,19 @@ func queueClaim(b *pgx.Batch, ev Event, claimed *bool) {
 }
 
 // prefetch is what the claim's round trip also reads for an event of a known customer: the
-// customer's tenant, and that tenant's projection, locked (a statement after the lock sees
-// the subscriptions as the previous holder of the lock left them). Each part is only used
-// when the rules ask for it: the mapping is what lookupTenant reads first, and the account is
-// used when the event turns out to be that tenant's.
+// projection of the tenant the customer maps to, locked (the statement after the lock sees
+// the subscriptions as the previous holder of the lock left them). The row's tenant is the
+// customer's mapping, which lookupTenant reads first and which always wins; when there is no
+// row (no mapping, or the tenant's first event), the delivery resolves and locks as usual.
 type prefetch struct {
-	looked   bool      // the customer's mapping was read
-	mapped   uuid.UUID // the tenant the customer maps to (uuid.Nil: none)
-	account  Account   // the mapped tenant's projection, locked (when found)
-	locked   bool
-	lockErr  error
 	customer string
+	account  Account // the mapped tenant's projection, locked, when locked
+	locked   bool
 }
 
 // queue adds the reads to the claim's batch.
 func (pre *prefetch) queue(b *pgx.Batch, customerID string) {
 	pre.customer = customerID
-	b.Queue(`select tenant_id from private.stripe_customers where customer_id = $1`, customerID).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&pre.mapped)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("look up stripe customer: %w", err)
-		}
-		pre.looked = true
-		return nil
-	})
 	const mappedTenant = `(select tenant_id from private.stripe_customers where customer_id = $1)`
 	b.Queue(`select `+accountColumns+` from private.billing_accounts where tenant_id = `+mappedTenant+` for update`, customerID).
 		QueryRow(func(row pgx.Row) error {
@@ -357,14 +346,14 @@ func (pre *prefetch) queue(b *pgx.Batch, customerID string) {
 		})
 	b.Queue(subscriptionsQuery+mappedTenant, customerID).Query(func(rows pgx.Rows) error {
 		subs, err := collectSubscriptions(rows)
-		pre.account.Subscriptions, pre.lockErr = subs, err
+		pre.account.Subscriptions = subs
 		return err
 	})
 }
 
 // lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row.
 func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID) (Account, error) {
-	if pre.locked && pre.lockErr == nil && pre.account.TenantID == tenantID {
+	if pre.locked && pre.account.TenantID == tenantID {
 		return pre.account, nil
 	}
 	return lockAccount(ctx, tx, tenantID)
