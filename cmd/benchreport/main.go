@@ -36,6 +36,7 @@ type result struct {
 	Latency    map[string]float64 `json:"latency_ok"`
 	CPU        cpu                `json:"cpu"`
 	MeasuredAt string             `json:"measure_start"`
+	Pass       bool               `json:"pass"`
 }
 
 type cpu struct {
@@ -116,6 +117,33 @@ func render(dir string, systems, rates []string, countsFile, commit, before stri
 			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f |\n", r, s, res.OKRate,
 				ms(res.Latency["p50_ms"], res.OK), ms(res.Latency["p95_ms"], res.OK), ms(res.Latency["p99_ms"], res.OK),
 				errs(res.Errors), perDelivery(server/100, res.OKRate), perDeliveryOK(dbcpu[s][r], res.OKRate), res.CPU.Machine)
+		}
+	}
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "Knee: the highest offered rate each system sustained by the driver's verdict (p95 < 100 ms, no errors, at least 97 % of the offered rate), and what it kept at the highest rate measured past it:")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| system | knee (offered/s) | ok/s at the knee | highest rate measured past it | ok/s there | kept |")
+	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- | --- |")
+	for _, s := range systems {
+		knee, past := "", ""
+		for _, r := range rates {
+			res := table[s][r]
+			switch {
+			case res == nil:
+			case res.Pass && past == "":
+				knee = r
+			case !res.Pass:
+				past = r
+			}
+		}
+		switch {
+		case knee == "":
+			fmt.Fprintf(&b, "| %s | below the lowest rate measured | — | — | — | — |\n", s)
+		case past == "":
+			fmt.Fprintf(&b, "| %s | at least %s (the highest measured) | %.0f | — | — | — |\n", s, knee, table[s][knee].OKRate)
+		default:
+			k, p := table[s][knee].OKRate, table[s][past].OKRate
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %.0f | %.0f %% |\n", s, knee, k, past, p, p/k*100)
 		}
 	}
 	fmt.Fprintln(&b)

@@ -18,8 +18,8 @@ git archive "$before" | tar -x -C "$work/before-src"
 
 echo "counting round trips and statements at $before and $after"
 {
-  echo "== $before"; (cd "$work/before-src" && go test -count=1 -run '^TestDeliveryRoundTrips$' -v ./shared/billing/)
-  echo "== $after"; go test -count=1 -run '^TestDeliveryRoundTrips$' -v ./shared/billing/
+  echo "== $before"; (cd "$work/before-src" && go test -count=1 -run '^TestDeliveryRoundTrips$' -v ./shared/billing/) || true
+  echo "== $after"; go test -count=1 -run '^TestDeliveryRoundTrips$' -v ./shared/billing/ || true
 } >"$work/counts.txt" 2>&1
 
 rates=("$@"); [ ${#rates[@]} -gt 0 ] || rates=(200 800 1600 2400 3200)
