@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -16,6 +17,9 @@ type Acquirer interface {
 }
 
 var _ Acquirer = (*pgxpool.Pool)(nil)
+
+// rollbackTimeout bounds the rollback of a failed Pipe.
+const rollbackTimeout = 5 * time.Second
 
 // Pipe is a transaction that spends as few round trips as its work allows. Its begin goes
 // out with the first statements (PipeTx), writes whose answer nobody waits for are deferred
@@ -186,7 +190,9 @@ func (p *Pipe) Commit(ctx context.Context) error {
 	if err != nil && p.conn.Conn().PgConn().TxStatus() != 'I' {
 		// A deferred statement failed and the commit never ran: end the transaction here
 		// so the connection goes back to the pool instead of being closed.
-		_, _ = p.conn.Exec(context.WithoutCancel(ctx), "rollback")
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		_, _ = p.conn.Exec(rbCtx, "rollback")
+		cancel()
 	}
 	p.release(ctx)
 	return err
@@ -228,8 +234,12 @@ func PipeTx(ctx context.Context, pool Acquirer, first func(b *pgx.Batch), fn fun
 	p := &Pipe{Tx: br.Tx(), conn: conn}
 	defer func() {
 		if p.conn != nil {
-			// fn failed or panicked, or the first batch did: nothing of it may stay.
-			if rbErr := p.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
+			// fn failed or panicked, or the first batch did: nothing of it may stay. The
+			// rollback runs even when ctx is done (a cancelled one would close the
+			// connection instead), bounded so a dead server cannot hold it forever.
+			rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+			defer cancel()
+			if rbErr := p.Rollback(rbCtx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
 				err = Classify(rbErr)
 			}
 		}
