@@ -37,6 +37,7 @@ type result struct {
 	CPU        cpu                `json:"cpu"`
 	MeasuredAt string             `json:"measure_start"`
 	Pass       bool               `json:"pass"`
+	LagP99     float64            `json:"dispatch_lag_p99_ms"`
 }
 
 type cpu struct {
@@ -102,8 +103,8 @@ func render(dir string, systems, rates []string, countsFile, commit, before stri
 		when = t.UTC().Format("2006-01-02 15:04 UTC")
 	}
 	fmt.Fprintf(&b, "Run of %s; `project` is commit %s, `before` is commit %s (the code before issue 12).\n\n", when, commit, before)
-	fmt.Fprintln(&b, "| offered/s | system | ok/s | p50 ms | p95 ms | p99 ms | errors (kind=count) | server CPU ms/delivery | own Postgres backends CPU ms/delivery | machine busy % of one core |")
-	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintln(&b, "| offered/s | system | ok/s | p50 ms | p95 ms | p99 ms | errors (kind=count) | server CPU ms/delivery | own Postgres backends CPU ms/delivery | machine busy % of one core | driver's dispatch lag p99 ms |")
+	fmt.Fprintln(&b, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, r := range rates {
 		for _, s := range systems {
 			res := table[s][r]
@@ -114,9 +115,9 @@ func render(dir string, systems, rates []string, countsFile, commit, before stri
 			for _, v := range res.CPU.PID {
 				server += v
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f |\n", r, s, res.OKRate,
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %.0f | %.0f |\n", r, s, res.OKRate,
 				ms(res.Latency["p50_ms"], res.OK), ms(res.Latency["p95_ms"], res.OK), ms(res.Latency["p99_ms"], res.OK),
-				errs(res.Errors), perDelivery(server/100, res.OKRate), perDeliveryOK(dbcpu[s][r], res.OKRate), res.CPU.Machine)
+				errs(res.Errors), perDelivery(server/100, res.OKRate), perDeliveryOK(dbcpu[s][r], res.OKRate), res.CPU.Machine, res.LagP99)
 		}
 	}
 	fmt.Fprintln(&b)
