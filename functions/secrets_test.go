@@ -47,6 +47,9 @@ var failures = []failure{
 		if _, ok := env["ZENDESK_BASE_URL"]; ok {
 			env["ZENDESK_BASE_URL"] = zendeskfake.NewTest(t, "someone@example.test", "another-token").URL()
 		}
+		if _, ok := env["STRIPE_API_BASE"]; ok {
+			env["STRIPE_API_BASE"] = stripeRefusing(t)
+		}
 	}},
 	{name: "providers down", env: func(t *testing.T, env, _ map[string]string) {
 		closed := closedURL(t)
@@ -172,6 +175,9 @@ func seedSweep(t *testing.T, dbURL string) {
 		if err := ins.EnqueueCRMSync(ctx, tx, demo.TenantID, "evt_sweep"); err != nil {
 			return err
 		}
+		if err := ins.EnqueueBillingRefresh(ctx, tx, demo.TenantID, "sub_sweep", time.Now()); err != nil {
+			return err
+		}
 		return ins.EnqueueHelpdeskTicket(ctx, tx, demo.TenantID, demo.TicketID)
 	}))
 }
@@ -227,6 +233,19 @@ func closedURL(t *testing.T) string {
 	addr := l.Addr().String()
 	require.NoError(t, l.Close())
 	return "http://" + addr
+}
+
+// stripeRefusing answers every request as Stripe answers an API key it does not know: 401 with
+// an invalid_request_error (the billing refresh dead-letters its job and alerts).
+func stripeRefusing(t *testing.T) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"error":{"type":"invalid_request_error","message":"Invalid API Key provided."}}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // hangingURL is a server that accepts requests and answers none until the test ends.

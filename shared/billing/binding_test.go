@@ -11,6 +11,8 @@ import (
 
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/health"
+	"github.com/portal-functions/portal-functions/shared/sam"
+	"github.com/portal-functions/portal-functions/shared/telemetry/telemetrytest"
 )
 
 // A Payment Link (or Pricing Table) lets the payer set client_reference_id. An attacker who
@@ -191,6 +193,22 @@ func TestUnmatchedEventsAreMeasured(t *testing.T) {
 	g := b.unmatchedGauges(t)
 	require.Equal(t, float64(2), g[billing.MetricUnmatchedEvents])
 	require.InDelta(t, 7200, g[billing.MetricOldestUnmatchedAge], 60)
+
+	// template.yaml's alarm reads exactly this metric under exactly these dimensions.
+	p, err := sam.Open(".")
+	require.NoError(t, err)
+	watched := 0
+	for _, a := range p.Template.Alarms {
+		if a.MetricName == billing.MetricOldestUnmatchedAge {
+			dims := map[string]string{}
+			for k, v := range a.Dimensions {
+				dims[k] = v.Value
+			}
+			telemetrytest.RequireMetric(t, b.metrics.Lines(t), a.Namespace, a.MetricName, dims)
+			watched++
+		}
+	}
+	require.Equal(t, 1, watched)
 }
 
 // unmatchedGauges reads the unmatched-inbox metrics of the last run, checking their dimension

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"gopkg.in/yaml.v3"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
@@ -187,26 +186,16 @@ func TestAlarmsWatchTheMetricsTheFunctionsEmit(t *testing.T) {
 
 	// The unmatched-events alarm reads the gauge billing-refresh emits, by the name and the
 	// one dimension (Function) the code gives it, over the hour the issue names.
-	type dimension struct {
-		Name  string `yaml:"Name"`
-		Value string `yaml:"Value"`
+	var alarm sam.Alarm
+	for _, a := range b.Template.Alarms {
+		if a.LogicalID == "UnmatchedEventsAlarm" {
+			alarm = a
+		}
 	}
-	var doc struct {
-		Resources map[string]struct {
-			Properties struct {
-				MetricName string      `yaml:"MetricName"`
-				Namespace  string      `yaml:"Namespace"`
-				Statistic  string      `yaml:"Statistic"`
-				Threshold  float64     `yaml:"Threshold"`
-				Dimensions []dimension `yaml:"Dimensions"`
-			} `yaml:"Properties"`
-		} `yaml:"Resources"`
-	}
-	require.NoError(t, yaml.Unmarshal([]byte(tmpl), &doc))
-	alarm := doc.Resources["UnmatchedEventsAlarm"].Properties
 	require.Equal(t, billing.MetricOldestUnmatchedAge, alarm.MetricName)
 	require.Equal(t, telemetry.Namespace, alarm.Namespace)
-	require.Equal(t, []dimension{{"Function", billing.Refresh.Name}}, alarm.Dimensions)
+	require.Len(t, alarm.Dimensions, 1)
+	require.Equal(t, billing.Refresh.Name, alarm.Dimensions["Function"].Value)
 	require.Equal(t, "Maximum", alarm.Statistic)
 	require.Equal(t, time.Hour.Seconds(), alarm.Threshold)
 }

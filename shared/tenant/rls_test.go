@@ -71,6 +71,7 @@ func seed(t *testing.T, pool *pgxpool.Pool, tenantID, userID uuid.UUID) {
 		{`insert into private.stripe_events (id, type, created, payload, tenant_id, outcome)
 		  values ($1, 'invoice.paid', now(), '{}', $2, 'processed')`, []any{"evt_" + tenantID.String(), tenantID}},
 		{`insert into private.stripe_customers (customer_id, tenant_id) values ($1, $2)`, []any{"cus_" + tenantID.String(), tenantID}},
+		{`insert into private.checkout_sessions (session_id, tenant_id) values ($1, $2)`, []any{"cs_" + tenantID.String(), tenantID}},
 		{`insert into private.billing_accounts (tenant_id, status, plan) values ($1, 'active', 'pro')`, []any{tenantID}},
 		{`insert into private.billing_subscriptions (tenant_id, subscription_id, status, plan) values ($1, $2, 'active', 'pro')`,
 			[]any{tenantID, "sub_" + tenantID.String()}},
