@@ -259,10 +259,13 @@ func TestDeadLettersOutliveTheJobCleaner(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, map[string]int{"cancelled": 1, "discarded": 1, "completed": 1}, jobStates(t, b))
 
-	// A run long enough for its client to be elected leader and for the cleaner's first pass.
+	// Runs long enough for their client to be elected leader and for the cleaner's first pass
+	// (a few, since a loaded machine can delay both past one run).
 	cfg.UntilBudget, cfg.Budget = true, 4*time.Second
-	_, err = jobs.Run(ctx, b.pool, cfg)
-	require.NoError(t, err)
+	for i := 0; i < 5 && jobStates(t, b)["completed"] > 0; i++ {
+		_, err = jobs.Run(ctx, b.pool, cfg)
+		require.NoError(t, err)
+	}
 
 	require.Equal(t, map[string]int{"cancelled": 1, "discarded": 1}, jobStates(t, b),
 		"the month-old completed job is pruned, the dead letters stay")
