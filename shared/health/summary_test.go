@@ -197,7 +197,9 @@ func requireSummaryEqualsRecount(t *testing.T, pool *pgxpool.Pool) {
 		rows(`select (args->>'tenant_id') || '/' || `+integration+`,
 		             count(*) filter (where state in ('available', 'pending', 'retryable', 'running', 'scheduled')) || ' waiting, ' ||
 		             count(*) filter (where state in ('discarded', 'cancelled') and not metadata ? 'resolved_at') || ' dead'
-		      from private.river_job where kind in ('crm_sync', 'helpdesk_ticket') group by 1`),
+		      from private.river_job where kind in ('crm_sync', 'helpdesk_ticket') group by 1
+		      having count(*) filter (where state in ('available', 'pending', 'retryable', 'running', 'scheduled')) <> 0
+		          or count(*) filter (where state in ('discarded', 'cancelled') and not metadata ? 'resolved_at') <> 0`),
 		rows(`select tenant_id || '/' || integration, sum(waiting) || ' waiting, ' || sum(dead) || ' dead' from private.job_summary
 		      group by tenant_id, integration having sum(waiting) <> 0 or sum(dead) <> 0`),
 		"waiting and dead jobs")
