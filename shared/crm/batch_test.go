@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/hubspot"
 	"github.com/portal-functions/portal-functions/shared/hubspot/hubspotfake"
 )
@@ -20,14 +22,17 @@ func TestOneBadRecordFailsAlone(t *testing.T) {
 	t.Parallel()
 	fake := hubspotfake.NewTest(t)
 	fake.FailEmail("bad@acme.test", http.StatusBadRequest)
-	b := &batcher{hs: hubspot.New(hubspot.Config{BaseURL: fake.URL(), AccessToken: fake.AccessToken()}), window: time.Hour, max: 3}
-	rec := func(tenant, email string) record {
+	pool := dbtest.New(t)
+	b := &batcher{db: pool, hs: hubspot.New(hubspot.Config{BaseURL: fake.URL(), AccessToken: fake.AccessToken()}), window: time.Hour, max: 3}
+	good, bad := uuid.New(), uuid.New()
+	rec := func(tenant uuid.UUID, email string) record {
 		return record{
-			company: hubspot.CompanyInput{TenantID: tenant, Properties: map[string]string{PropCompanyName: tenant}},
-			contact: &hubspot.ContactInput{Email: email, Properties: map[string]string{PropPlan: "pro"}},
+			tenantID: tenant,
+			company:  hubspot.CompanyInput{TenantID: tenant.String(), Properties: map[string]string{PropCompanyName: tenant.String()}},
+			contact:  &hubspot.ContactInput{Email: email, Properties: map[string]string{PropPlan: "pro"}},
 		}
 	}
-	recs := []record{rec("t-good", "good@acme.test"), rec("t-bad", "bad@acme.test"), rec("t-good", "Good@acme.test")}
+	recs := []record{rec(good, "good@acme.test"), rec(bad, "bad@acme.test"), rec(good, "Good@acme.test")}
 	errs := make([]error, len(recs))
 	var wg sync.WaitGroup
 	for i, r := range recs {

@@ -79,7 +79,7 @@ func enqueue(t testing.TB, b bundle, tenantID uuid.UUID, event string) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
-		return b.inserter.EnqueueCRMSync(ctx, tx, tenantID, event)
+		return b.inserter.EnqueueCRMSync(ctx, tx, tenantID, event, 0)
 	}))
 }
 
@@ -322,7 +322,7 @@ func BenchmarkCRMPush(b *testing.B) {
 	require.NoError(b, err)
 	require.NoError(b, db.Tx(ctx, bb.pool, func(tx pgx.Tx) error {
 		for _, id := range ids {
-			if err := bb.inserter.EnqueueCRMSync(ctx, tx, id, "evt_bench"); err != nil {
+			if err := bb.inserter.EnqueueCRMSync(ctx, tx, id, "evt_bench", 0); err != nil {
 				return err
 			}
 		}

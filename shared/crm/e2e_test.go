@@ -167,6 +167,12 @@ func TestSignedPaymentEventReachesHubSpotOnce(t *testing.T) {
 	sum, err := e.push(context.Background(), scheduledEvent(t))
 	require.NoError(t, err)
 	require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, sum)
+	// The change saved crm_version 1, and HubSpot was sent it.
+	var projected, sent int64
+	require.NoError(t, e.pool.QueryRow(context.Background(), `
+		select b.crm_version, (select p.sent_version from private.crm_pushes p where p.tenant_id = b.tenant_id)
+		from private.billing_accounts b where b.tenant_id = $1`, tenantID).Scan(&projected, &sent))
+	require.Equal(t, []int64{1, 1}, []int64{projected, sent})
 
 	for range 10 { // Stripe retries after the push: still one upsert
 		code, outcome := e.deliver(payload)

@@ -73,6 +73,12 @@ var (
 	// ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was
 	// queued).
 	ErrTenantNotFound = errors.New("crm: tenant not found")
+	// errOvertaken means a record was not sent, or is no longer what HubSpot shows, because a
+	// newer version of the tenant's projection exists: its job runs again and reads it.
+	errOvertaken = errors.New("crm: a newer version of the projection exists")
+	// errSharesRecord marks, inside a batch, a job whose tenant's newest record is another
+	// job's: it takes that job's result.
+	errSharesRecord = errors.New("crm: shares another job's record")
 	// errMissingResult means HubSpot's answer had fewer records than inputs (never expected;
 	// the job is retried).
 	errMissingResult = errors.New("crm: hubspot returned no result for this record")
@@ -83,7 +89,10 @@ var (
 // current projection: the same definition the webhook uses to decide that a change needs a
 // push, so the CRM cannot show a field whose change queues nothing.
 type Projection struct {
-	TenantID      uuid.UUID
+	TenantID uuid.UUID
+	// Version is the billing projection's crm_version (0 before any billing change): read
+	// before the rest, so the state read is at least as new as the version says.
+	Version       int64
 	Name          string
 	Email         string // the billing email (CRMView.Email), else tenants.contact_email
 	Plan          string
@@ -100,8 +109,9 @@ func LoadProjection(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Proj
 	p := Projection{TenantID: tenantID}
 	var contact string
 	err := q.QueryRow(ctx, `
-		select name, coalesce(contact_email, ''), coalesce(crm_owner_email, '')
-		from public.tenants where id = $1`, tenantID).Scan(&p.Name, &contact, &p.OwnerEmail)
+		select t.name, coalesce(t.contact_email, ''), coalesce(t.crm_owner_email, ''),
+		    coalesce((select b.crm_version from private.billing_accounts b where b.tenant_id = t.id), 0)
+		from public.tenants t where t.id = $1`, tenantID).Scan(&p.Name, &contact, &p.OwnerEmail, &p.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Projection{}, fmt.Errorf("load projection of tenant %s: %w", tenantID, ErrTenantNotFound)
 	}

@@ -111,6 +111,9 @@ type Server struct {
 	now      func() time.Time
 	url      string
 	portalID int
+	// beforeWrite, when set, is called with each authenticated upsert's inputs as it arrives,
+	// before anything is written (see SetBeforeWrite).
+	beforeWrite func(objectType string, inputs []RecordedUpsert)
 }
 
 // object is one stored CRM record; key is its unique id value, normalised.
@@ -205,6 +208,16 @@ func (s *Server) FailEmail(email string, status int) {
 		return
 	}
 	s.failing[key] = status
+}
+
+// SetBeforeWrite makes every following upsert call f with its object type and inputs when it
+// arrives, before it is written, outside the fake's lock: f can hold one call (to make two
+// batches overlap at HubSpot, or one land after another) or give it a latency of its own.
+// nil removes it.
+func (s *Server) SetBeforeWrite(f func(objectType string, inputs []RecordedUpsert)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beforeWrite = f
 }
 
 // Upserts returns every upsert input received by an authenticated request in ModeUp, in
@@ -408,15 +421,23 @@ func (s *Server) serveUpsert(w http.ResponseWriter, body []byte, objectType stri
 		s.writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", "Invalid input JSON on line 1: "+err.Error())
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.stores[objectType]
+	recorded := make([]RecordedUpsert, 0, len(req.Inputs))
 	for _, in := range req.Inputs {
-		s.upserts = append(s.upserts, RecordedUpsert{
+		recorded = append(recorded, RecordedUpsert{
 			At: startedAt, ObjectType: objectType, IDProperty: in.IDProperty, ID: in.ID,
 			Properties: maps.Clone(in.Properties), ObjectWriteTraceID: in.ObjectWriteTraceID,
 		})
 	}
+	s.mu.Lock()
+	hook := s.beforeWrite
+	s.mu.Unlock()
+	if hook != nil {
+		hook(objectType, slices.Clone(recorded))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stores[objectType]
+	s.upserts = append(s.upserts, recorded...)
 
 	if len(req.Inputs) == 0 {
 		s.writeErrorLocked(w, http.StatusBadRequest, "VALIDATION_ERROR", "inputs must contain at least one input", nil)
