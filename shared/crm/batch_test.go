@@ -46,7 +46,7 @@ func TestOneBadRecordFailsAlone(t *testing.T) {
 	require.ErrorAs(t, errs[1], &he)
 	require.Equal(t, "VALIDATION_ERROR", he.Category)
 	require.False(t, he.Retryable())
-	require.Equal(t, 2, fake.Calls(), "one companies call and one contacts call for the three jobs")
+	require.Equal(t, 3, fake.Calls(), "one companies call, one contacts call and one associations call for the three jobs")
 	require.Len(t, fake.Upserts(), 4, "two companies, two contacts: the shared records are sent once")
 	_, ok := fake.Contact("good@acme.test")
 	require.True(t, ok)

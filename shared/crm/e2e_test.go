@@ -194,13 +194,15 @@ func TestSignedPaymentEventReachesHubSpotOnce(t *testing.T) {
 	require.Len(t, contacts, 1, "one contact upsert for one change")
 	require.Len(t, companies, 1, "one company upsert for one change")
 	require.Equal(t, "founder@acme.test", contacts[0].ID)
-	for _, u := range []hubspotfake.RecordedUpsert{contacts[0], companies[0]} {
-		require.Equal(t, "pro", u.Properties[crm.PropPlan], u.ObjectType)
-		require.Equal(t, "active", u.Properties[crm.PropBillingStatus], u.ObjectType)
-		require.Equal(t, "customer", u.Properties[crm.PropLifecycleStage], u.ObjectType)
-		require.Equal(t, "2026-12-27", u.Properties[crm.PropPeriodEnd], u.ObjectType)
-		require.Equal(t, tenantID.String(), u.Properties[crm.PropTenantID], u.ObjectType)
-	}
+	u := companies[0]
+	require.Equal(t, "pro", u.Properties[crm.PropPlan])
+	require.Equal(t, "active", u.Properties[crm.PropBillingStatus])
+	require.Equal(t, "customer", u.Properties[crm.PropLifecycleStage])
+	require.Equal(t, "2026-12-27", u.Properties[crm.PropPeriodEnd])
+	require.Equal(t, tenantID.String(), u.Properties[crm.PropTenantID])
+	require.Equal(t, map[string]string{crm.PropEmail: "founder@acme.test"}, contacts[0].Properties,
+		"the contact carries nothing tenant-specific")
+	require.Equal(t, []string{tenantID.String()}, e.fake.CompaniesOf("founder@acme.test"))
 	state, lastError := syncStatus(t, e.bundle, tenantID)
 	require.Equal(t, "synced", state)
 	require.Empty(t, lastError)

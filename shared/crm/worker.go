@@ -21,10 +21,12 @@ import (
 )
 
 // Upserter is what the worker needs from HubSpot: batch upserts of companies (by our tenant
-// id) and contacts (by email). *hubspot.Client is one; tests use it against hubspotfake.
+// id) and contacts (by email), and the batch default association of contacts with companies.
+// *hubspot.Client is one; tests use it against hubspotfake.
 type Upserter interface {
 	UpsertCompanies(ctx context.Context, inputs []hubspot.CompanyInput) (hubspot.BatchResult, error)
 	UpsertContacts(ctx context.Context, inputs []hubspot.ContactInput) (hubspot.BatchResult, error)
+	AssociateContactsWithCompanies(ctx context.Context, pairs []hubspot.Association) ([]error, error)
 }
 
 var _ Upserter = (*hubspot.Client)(nil)
@@ -243,28 +245,47 @@ func (b *batcher) send(batch []*request) {
 	}
 }
 
-// push upserts the batch's companies, then the contacts of the jobs whose company was written
-// (a job whose company failed is retried whole, so its contact is not sent twice).
+// push upserts the batch's companies (the tenants' billing facts), then the contacts of the
+// jobs whose company was written (a job whose company failed is retried whole, so its contact
+// is not sent twice), then associates each contact with its tenant's company by the record
+// ids HubSpot returned. A contact shared by two tenants (one email) is upserted once and
+// associated with both companies: it carries nothing tenant-specific, so neither overwrites
+// the other.
 func (b *batcher) push(ctx context.Context, batch []*request, errs []error) {
-	companies := dedupe(batch, errs, func(r record) (string, hubspot.CompanyInput, bool) {
+	companies := dedupe(batch, errs, func(_ int, r record) (string, hubspot.CompanyInput, bool) {
 		return r.company.TenantID, r.company, true
 	})
 	if len(companies.inputs) == 0 {
 		return
 	}
 	res, err := b.hs.UpsertCompanies(ctx, companies.inputs)
-	companies.settle(batch, errs, "companies", res, err)
+	companyIDs := companies.settle(batch, errs, "companies", res, err)
 
-	contacts := dedupe(batch, errs, func(r record) (string, hubspot.ContactInput, bool) {
+	contacts := dedupe(batch, errs, func(_ int, r record) (string, hubspot.ContactInput, bool) {
 		if r.contact == nil {
 			return "", hubspot.ContactInput{}, false
 		}
 		return strings.ToLower(strings.TrimSpace(r.contact.Email)), *r.contact, true
 	})
-	if len(contacts.inputs) > 0 {
-		res, err = b.hs.UpsertContacts(ctx, contacts.inputs)
-		contacts.settle(batch, errs, "contacts", res, err)
+	if len(contacts.inputs) == 0 {
+		return
 	}
+	res, err = b.hs.UpsertContacts(ctx, contacts.inputs)
+	contactIDs := contacts.settle(batch, errs, "contacts", res, err)
+
+	pairs := dedupe(batch, errs, func(i int, r record) (string, hubspot.Association, bool) {
+		a := hubspot.Association{ContactID: contactIDs[i], CompanyID: companyIDs[i]}
+		return a.ContactID + "/" + a.CompanyID, a, r.contact != nil && a.ContactID != "" && a.CompanyID != ""
+	})
+	if len(pairs.inputs) == 0 {
+		return
+	}
+	pairErrs, err := b.hs.AssociateContactsWithCompanies(ctx, pairs.inputs)
+	res = hubspot.BatchResult{Records: make([]hubspot.RecordResult, len(pairErrs))}
+	for i, e := range pairErrs {
+		res.Records[i].Err = e
+	}
+	pairs.settle(batch, errs, "associations", res, err)
 }
 
 // newestPerTenant picks, per tenant, the request whose record has the highest version (the
@@ -342,12 +363,12 @@ type inputs[T any] struct {
 }
 
 // dedupe collects one input per key from the requests that have not failed yet.
-func dedupe[T any](batch []*request, errs []error, pick func(record) (string, T, bool)) inputs[T] {
+func dedupe[T any](batch []*request, errs []error, pick func(int, record) (string, T, bool)) inputs[T] {
 	out := inputs[T]{owner: make([]int, len(batch))}
 	index := map[string]int{}
 	for i, r := range batch {
 		out.owner[i] = -1
-		key, in, ok := pick(r.rec)
+		key, in, ok := pick(i, r.rec)
 		if !ok || errs[i] != nil {
 			continue
 		}
@@ -362,8 +383,10 @@ func dedupe[T any](batch []*request, errs []error, pick func(record) (string, T,
 	return out
 }
 
-// settle records each request's result of the call that carried its input.
-func (in inputs[T]) settle(batch []*request, errs []error, what string, res hubspot.BatchResult, err error) {
+// settle records each request's result of the call that carried its input, and returns the
+// HubSpot record id each request's input got ("" when none).
+func (in inputs[T]) settle(batch []*request, errs []error, what string, res hubspot.BatchResult, err error) []string {
+	ids := make([]string, len(batch))
 	for i := range batch {
 		j := in.owner[i]
 		switch {
@@ -373,7 +396,8 @@ func (in inputs[T]) settle(batch []*request, errs []error, what string, res hubs
 		case j >= len(res.Records):
 			errs[i] = fmt.Errorf("upsert %s: %w", what, errMissingResult)
 		default:
-			errs[i] = res.Records[j].Err
+			errs[i], ids[i] = res.Records[j].Err, res.Records[j].ObjectID
 		}
 	}
+	return ids
 }

@@ -1,5 +1,6 @@
-// Package hubspotfake is a local stand-in for HubSpot's CRM v3 batch upsert endpoints, for
-// tests and for the dev server, where the real HubSpot cannot be reached.
+// Package hubspotfake is a local stand-in for HubSpot's CRM v3 batch upsert endpoints and
+// the v4 batch default association of contacts with companies, for tests and for the dev
+// server, where the real HubSpot cannot be reached.
 //
 // It follows HubSpot's documented contract: bearer-token auth (401 INVALID_AUTHENTICATION),
 // contacts upserted by email and companies by the unique portal_tenant_id property, HubSpot's
@@ -114,6 +115,8 @@ type Server struct {
 	// beforeWrite, when set, is called with each authenticated upsert's inputs as it arrives,
 	// before anything is written (see SetBeforeWrite).
 	beforeWrite func(objectType string, inputs []RecordedUpsert)
+	// associations: contact record id -> company record ids (default contact-to-company).
+	associations map[string]map[string]bool
 }
 
 // object is one stored CRM record; key is its unique id value, normalised.
@@ -155,10 +158,11 @@ func New() *Server {
 				byKey: map[string]*object{},
 			},
 		},
-		nextID:   100001,
-		props:    newPropertyStore(),
-		now:      time.Now,
-		portalID: PortalID,
+		nextID:       100001,
+		props:        newPropertyStore(),
+		now:          time.Now,
+		portalID:     PortalID,
+		associations: map[string]map[string]bool{},
 	}
 }
 
@@ -257,7 +261,8 @@ func (s *Server) Company(tenantID string) (Company, bool) {
 	return Company{ID: o.id, TenantID: o.key, Properties: maps.Clone(o.properties), CreatedAt: o.createdAt, UpdatedAt: o.updatedAt}, true
 }
 
-// ServeHTTP answers HubSpot's batch upsert endpoints.
+// ServeHTTP answers HubSpot's batch upsert endpoints and the batch default association of
+// contacts with companies.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Read the whole body first: only then does net/http watch the connection, so the
 	// latency wait ends as soon as the client hangs up.
@@ -283,6 +288,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	objectType, ok := upsertPath(r.URL.Path)
+	if r.URL.Path == AssociationPath {
+		objectType, ok = "associations", true
+	}
 	if !ok {
 		s.writeError(w, http.StatusNotFound, "OBJECT_NOT_FOUND", "No route found for "+r.Method+" "+r.URL.Path)
 		return
@@ -300,6 +308,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if mode == ModeRateLimited {
 		s.writeRateLimited(w)
+		return
+	}
+	if objectType == "associations" {
+		s.serveAssociate(w, body)
 		return
 	}
 	s.serveUpsert(w, body, objectType)
