@@ -3,6 +3,7 @@ package crm
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -50,4 +51,40 @@ func TestOneBadRecordFailsAlone(t *testing.T) {
 	require.Len(t, fake.Upserts(), 4, "two companies, two contacts: the shared records are sent once")
 	_, ok := fake.Contact("good@acme.test")
 	require.True(t, ok)
+}
+
+// TestSharedEmailInOneBatch: two tenants whose payer typed the same email, in one batch (it
+// fills up at two): each company gets its own facts, the contact is upserted once and
+// associated with both companies, and both jobs succeed.
+func TestSharedEmailInOneBatch(t *testing.T) {
+	t.Parallel()
+	fake := hubspotfake.NewTest(t)
+	b := &batcher{db: dbtest.New(t), hs: hubspot.New(hubspot.Config{BaseURL: fake.URL(), AccessToken: fake.AccessToken()}), window: time.Hour, max: 2}
+	a, c := uuid.New(), uuid.New()
+	rec := func(tenant uuid.UUID, plan, email string) record {
+		return record{
+			tenantID: tenant,
+			company:  hubspot.CompanyInput{TenantID: tenant.String(), Properties: map[string]string{PropPlan: plan}},
+			contact:  &hubspot.ContactInput{Email: email, Properties: map[string]string{PropEmail: email}},
+		}
+	}
+	recs := []record{rec(a, "starter", "shared@acme.test"), rec(c, "pro", "Shared@acme.test")}
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i, r := range recs {
+		wg.Go(func() { errs[i] = b.upsert(context.Background(), r) })
+	}
+	wg.Wait()
+
+	require.NoError(t, errs[0])
+	require.NoError(t, errs[1])
+	require.Equal(t, 3, fake.Calls(), "one call each for companies, contacts and associations")
+	for id, plan := range map[uuid.UUID]string{a: "starter", c: "pro"} {
+		company, ok := fake.Company(id.String())
+		require.True(t, ok)
+		require.Equal(t, plan, company.Properties[PropPlan])
+	}
+	want := []string{a.String(), c.String()}
+	slices.Sort(want)
+	require.Equal(t, want, fake.CompaniesOf("shared@acme.test"))
 }

@@ -406,8 +406,8 @@ func TestTenantsSharingAnEmailKeepTheirOwnCompanies(t *testing.T) {
 			enqueue(t, b, a, "evt_a")
 			if oneBatch {
 				enqueue(t, b, c, "evt_c")
+				// One batch when River fetches both at once (TestSharedEmailInOneBatch forces it).
 				require.Equal(t, jobs.Summary{Worked: 2, Succeeded: 2}, run(t, b, b.cfg))
-				require.Equal(t, 3, b.fake.Calls(), "companies, contacts and associations: one call each")
 			} else {
 				require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, run(t, b, b.cfg))
 				enqueue(t, b, c, "evt_c")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -44,7 +45,11 @@ type e2e struct {
 	fixture map[string]map[string]any
 }
 
-func setupE2E(t testing.TB) e2e {
+func setupE2E(t testing.TB) e2e { return setupE2EWith(t, nil, io.Discard) }
+
+// setupE2EWith is setupE2E with more environment for both functions and their logs (warnings
+// and up) written to logs.
+func setupE2EWith(t testing.TB, extraEnv map[string]string, logs io.Writer) e2e {
 	t.Helper()
 	b := setup(t)
 	env := map[string]string{
@@ -52,10 +57,11 @@ func setupE2E(t testing.TB) e2e {
 		"HUBSPOT_ACCESS_TOKEN":  b.fake.AccessToken(),
 		"HUBSPOT_BASE_URL":      b.fake.URL(),
 	}
+	maps.Copy(env, extraEnv)
 	deps := func(name string) function.Deps {
 		return function.Deps{
 			Name: name, Pool: b.pool, HTTPClient: &http.Client{Timeout: 5 * time.Second},
-			Logger:  telemetry.NewLogger(io.Discard, name, slog.LevelError),
+			Logger:  telemetry.NewLogger(logs, name, slog.LevelWarn),
 			Metrics: telemetry.NewMetrics(io.Discard, name),
 			Lookup:  func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 		}

@@ -117,8 +117,15 @@ func TicketSubject(ticketID uuid.UUID) string { return "ticket:" + ticketID.Stri
 // Inserter enqueues jobs inside the caller's transaction. Safe for concurrent use; build one per
 // process.
 type Inserter struct {
-	client *river.Client[pgx.Tx]
+	client   *river.Client[pgx.Tx]
+	onInsert func(ctx context.Context, queue string)
 }
+
+// OnInsert makes every enqueue that inserts a job (not a duplicate) call f with the request's
+// context and the job's queue, inside the caller's transaction: the nudge package marks the
+// request there, and nudges the queue's pusher after the transaction committed. Set it before
+// the Inserter is shared.
+func (i *Inserter) OnInsert(f func(ctx context.Context, queue string)) { i.onInsert = f }
 
 // NewInserter builds an insert-only River client on pool (it never works jobs).
 func NewInserter(pool *pgxpool.Pool) (*Inserter, error) {
@@ -179,6 +186,9 @@ func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, in
 	}
 	if err := markPending(ctx, tx, integration, subject, tenantID); err != nil {
 		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
+	}
+	if i.onInsert != nil {
+		i.onInsert(ctx, integration)
 	}
 	return nil
 }
