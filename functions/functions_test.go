@@ -146,7 +146,7 @@ var (
 	buildErr  error
 )
 
-func binaries(t *testing.T, b *sam.Project) string {
+func binaries(t testing.TB, b *sam.Project) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "functions-test-")

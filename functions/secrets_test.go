@@ -176,7 +176,7 @@ func seedSweep(t *testing.T, dbURL string) {
 	ins, err := jobs.NewInserter(pool)
 	require.NoError(t, err)
 	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error {
-		if err := ins.EnqueueCRMSync(ctx, tx, demo.TenantID, "evt_sweep"); err != nil {
+		if err := ins.EnqueueCRMSync(ctx, tx, demo.TenantID, "evt_sweep", 0); err != nil {
 			return err
 		}
 		if err := ins.EnqueueBillingRefresh(ctx, tx, demo.TenantID, "sub_sweep", time.Now()); err != nil {

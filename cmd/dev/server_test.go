@@ -149,6 +149,12 @@ func TestDevServesTheTemplateRoutesAndStopsCleanly(t *testing.T) {
 		}
 	}
 
+	// The HubSpot stand-in's associations (contact to company) are listed for the developer.
+	status, body = b.do(t, http.MethodGet, controlPrefix+"/hubspot/associations", "")
+	require.Equal(t, http.StatusOK, status, string(body))
+	var assocs []map[string]string
+	require.NoError(t, json.Unmarshal(body, &assocs), "%s", body)
+
 	require.NoError(t, b.stop(), "Ctrl-C ends the run without an error")
 	_, err := http.Get(b.base + "/v1/account")
 	require.Error(t, err, "nothing listens after the stop")

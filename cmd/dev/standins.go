@@ -135,6 +135,7 @@ func startStandins(ctx context.Context, root string, logger *slog.Logger, envs s
 	mux.Handle(controlPrefix, control)
 	mux.Handle(controlPrefix+"/", control)
 	mux.HandleFunc("GET "+controlPrefix+"/hubspot/upserts", s.upserts)
+	mux.HandleFunc("GET "+controlPrefix+"/hubspot/associations", s.associations)
 	s.handler = mux
 	return s, nil
 }
@@ -169,6 +170,21 @@ func (s *standins) upserts(w http.ResponseWriter, _ *http.Request) {
 	out := make([]Upsert, 0, len(recorded))
 	for _, u := range recorded {
 		out = append(out, Upsert{At: u.At, ObjectType: u.ObjectType, ID: u.ID})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+// associations lists the contact-to-company associations the HubSpot stand-in holds (404 when
+// HubSpot is not a stand-in): which companies (tenants) each contact belongs to.
+func (s *standins) associations(w http.ResponseWriter, _ *http.Request) {
+	if s.hub == nil {
+		http.Error(w, "hubspot is not a local stand-in here", http.StatusNotFound)
+		return
+	}
+	out := s.hub.Associations()
+	if out == nil {
+		out = []hubspotfake.Association{}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -207,4 +209,25 @@ func postWebhook(ctx context.Context, client *http.Client, o options, body []byt
 	_, _ = io.Copy(io.Discard, res.Body)
 	_ = res.Body.Close()
 	return res.StatusCode, nil
+}
+
+// runDeployedCRM measures the same delay in the shape Lambda runs: make dev works the queues
+// continuously in process, while in AWS crm-push runs when the webhook's nudge (an
+// asynchronous Lambda invoke) starts it. It runs functions' BenchmarkCRMNudge (both built
+// bootstraps under the Lambda RIE, the nudge through aws-sdk-go-v2 to a local stand-in of
+// Lambda's Invoke API, two crm-push instances, HubSpot answering in 50 ms, 100 payments at
+// 50/s) and prints its figures.
+func runDeployedCRM(ctx context.Context) error {
+	fmt.Println("\nload: CRM delay in the deployed shape (payment-webhook -> nudge -> crm-push, under the Lambda RIE)")
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^$", "-bench", "^BenchmarkCRMNudge$", "-benchtime", "1x", "./functions/")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("deployed-shape benchmark: %w\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "commit -> HubSpot") || strings.HasPrefix(line, "BenchmarkCRMNudge") {
+			fmt.Println(strings.TrimSpace(line))
+		}
+	}
+	return nil
 }

@@ -79,6 +79,7 @@ func main() {
 	token := flag.String("token", "", "the demo owner's access token (default: minted from env.json; a make dev with -ephemeral-standins prints its own, since its issuer differs)")
 	label := flag.String("label", "", "reads: name the run (e.g. the branch served), so runs against two servers keep two blocks in -benchmarks")
 	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on")
+	deployed := flag.Bool("deployed-shape", true, "crm: also measure the deployed shape (webhook and crm-push bootstraps under the Lambda RIE, the nudge through a local Lambda Invoke stand-in)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -90,7 +91,9 @@ func main() {
 	case *scenario == "mix":
 		err = run(ctx, o, *benchmarks)
 	case *scenario == "crm":
-		err = runCRM(ctx, o)
+		if err = runCRM(ctx, o); err == nil && *deployed {
+			err = runDeployedCRM(ctx)
+		}
 	case *scenario == "reads":
 		err = runReads(ctx, o, *rates, *benchmarks, *label)
 	case *scenario == "growth":

@@ -169,7 +169,7 @@ func setupDeadCRM(t *testing.T, b bundle, tenants ...uuid.UUID) {
 	require.NoError(t, err)
 	for i, tenant := range tenants {
 		require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error {
-			return ins.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_dead_%d", i))
+			return ins.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_dead_%d", i), 0)
 		}))
 	}
 	_, err = pool.Exec(ctx, `update private.river_job set state = 'discarded', finalized_at = now(),

@@ -102,6 +102,9 @@ func setupHubSpot(ctx context.Context, e setupEnv, hc *http.Client, apply bool) 
 	hs := hubspot.New(hubspot.Config{BaseURL: e.HubSpotBase, AccessToken: e.HubSpotToken.Reveal(), HTTPClient: hc})
 	var steps []step
 	for _, object := range []string{crm.ObjectContacts, crm.ObjectCompanies} {
+		if !slices.ContainsFunc(crm.CustomProperties, func(cp crm.CustomProperty) bool { return slices.Contains(cp.Objects, object) }) {
+			continue // no portal_* property on this object type (contacts carry none): no group either
+		}
 		target := object + " group " + crm.PropertyGroup
 		_, found, err := hs.GetPropertyGroup(ctx, object, crm.PropertyGroup)
 		switch {

@@ -77,11 +77,12 @@ func TestSetupCreatesWhatIsMissingOnceAndSaysWhatToFix(t *testing.T) {
 	code, out, errOut := b.run(t, "--webhook-url", stripeMockEndpoint)
 	require.Equal(t, exitAttention, code, errOut)
 	require.Contains(t, out, "DRY RUN")
-	// Two groups, five contact properties, four company ones (one exists, of the wrong type).
-	require.Len(t, lines(out, "hubspot", "change"), 2+5+4, out)
+	// The companies' group and four company properties (one exists, of the wrong type); contacts
+	// carry no portal_* property.
+	require.Len(t, lines(out, "hubspot", "change"), 1+4, out)
 	require.Len(t, lines(out, "storage", "change"), 1, out)
 	require.Contains(t, out, "public -> private; file size limit 5242880 -> 10485760")
-	_, ok := b.hubspot.Property(crm.ObjectContacts, crm.PropPlan)
+	_, ok := b.hubspot.Property(crm.ObjectCompanies, crm.PropPlan)
 	require.False(t, ok, "a dry run changes nothing")
 	bucket, _ := b.storage.Bucket("ticket-attachments")
 	require.True(t, bucket.Public)
@@ -98,14 +99,14 @@ func TestSetupCreatesWhatIsMissingOnceAndSaysWhatToFix(t *testing.T) {
 
 	code, out, errOut = b.run(t, "--apply", "--webhook-url", stripeMockEndpoint)
 	require.Equal(t, exitAttention, code, errOut)
-	require.Len(t, lines(out, "hubspot", "changed"), 2+5+4, out)
+	require.Len(t, lines(out, "hubspot", "changed"), 1+4, out)
 	require.Len(t, lines(out, "storage", "changed"), 1, out)
 	tenant, ok := b.hubspot.Property(crm.ObjectCompanies, crm.PropTenantID)
 	require.True(t, ok)
 	require.True(t, tenant.HasUniqueValue, "companies are upserted by portal_tenant_id")
 	require.Equal(t, crm.PropertyGroup, tenant.GroupName)
-	contactTenant, _ := b.hubspot.Property(crm.ObjectContacts, crm.PropTenantID)
-	require.False(t, contactTenant.HasUniqueValue)
+	_, ok = b.hubspot.Property(crm.ObjectContacts, crm.PropTenantID)
+	require.False(t, ok, "contacts carry nothing tenant-specific")
 	size, types := ticket.AttachmentLimits()
 	bucket, _ = b.storage.Bucket("ticket-attachments")
 	require.False(t, bucket.Public)
@@ -117,7 +118,7 @@ func TestSetupCreatesWhatIsMissingOnceAndSaysWhatToFix(t *testing.T) {
 	require.Empty(t, lines(out, "hubspot", "change"), "idempotent: "+out)
 	require.Empty(t, lines(out, "storage", "change"), out)
 	require.Len(t, fixes(out), 3, "what needs a person is said again")
-	require.Contains(t, out, "ok 12, change 0, changed 0, fix by hand 3, failed 0")
+	require.Contains(t, out, "ok 6, change 0, changed 0, fix by hand 3, failed 0")
 }
 
 // A missing bucket is created; without a provider's credentials, setup says which to set

@@ -97,7 +97,7 @@ type enqueuerFake struct {
 	EnqueueCRMSyncFunc func() error
 }
 
-func (f enqueuerFake) EnqueueCRMSync(context.Context, pgx.Tx, uuid.UUID, string) error {
+func (f enqueuerFake) EnqueueCRMSync(context.Context, pgx.Tx, uuid.UUID, string, int64) error {
 	return f.EnqueueCRMSyncFunc()
 }
 

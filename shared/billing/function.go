@@ -11,6 +11,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/nudge"
 	"github.com/portal-functions/portal-functions/shared/tenant"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
@@ -68,13 +69,20 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 	if err != nil {
 		return nil, fmt.Errorf("job inserter: %w", err)
 	}
+	// After a delivery that queued a CRM push commits, crm-push is nudged (when
+	// CRM_PUSH_FUNCTION names it) so the push starts now rather than on its schedule.
+	crmPush, err := nudge.FromEnv(deps.Lookup, "CRM_PUSH_FUNCTION", deps.HTTPClient, deps.Logger)
+	if err != nil {
+		return nil, err
+	}
+	inserter.OnInsert(nudge.Mark)
 	mux := http.NewServeMux()
 	mux.Handle(WebhookRoute, NewWebhookHandler(v, NewProcessor(deps.Pool, inserter), WebhookOptions{
 		Metrics:    deps.Metrics,
 		Rejections: deps.Pool,
 		Livemode:   cfg.Livemode,
 	}))
-	return web.Route(mux), nil
+	return nudge.Middleware(crmPush, jobs.QueueCRM)(web.Route(mux)), nil
 }
 
 // CheckoutConfig is checkout-create's environment.

@@ -16,7 +16,7 @@ import (
 // Enqueuer queues follow-up jobs inside the caller's transaction (shared/jobs.Inserter), so a
 // job exists exactly when the change that caused it committed.
 type Enqueuer interface {
-	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error
+	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string, version int64) error
 	EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error
 	EnqueueBillingRefresh(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, subscriptionID string, tied time.Time) error
 }
@@ -288,12 +288,18 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	if !changed {
 		return after, nil
 	}
-	if err := saveAccount(ctx, tx, after, c.SubscriptionID); err != nil {
+	crmChanged := !after.CRMView().Equal(before.CRMView())
+	// The job is queued for version 0 ("any push of the newest state"): saveAccount's write is
+	// pipelined, so its new crm_version is not read back here; the pusher still sends only the
+	// newest version, under the tenant's push lock.
+	const crmVersion = 0
+	err := saveAccount(ctx, tx, after, c.SubscriptionID, crmChanged)
+	if err != nil {
 		return after, err
 	}
 	res.Updated = true
-	if !after.CRMView().Equal(before.CRMView()) {
-		if err := q.EnqueueCRMSync(ctx, tx, before.TenantID, source); err != nil {
+	if crmChanged {
+		if err := q.EnqueueCRMSync(ctx, tx, before.TenantID, source, crmVersion); err != nil {
 			return after, fmt.Errorf("enqueue crm sync: %w", err)
 		}
 		res.CRMSync = true
@@ -611,10 +617,11 @@ func scanAccount(row pgx.Row) (Account, error) {
 
 // saveAccount writes the registers of the subscription the change touched (none when
 // touched is empty), then every facet of a with its stamp, and the newest stamp as the row's
-// source.
+// source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
+// the same statement.
 //
 // On a db.Pipe both writes are deferred: they go with the next statement or the commit.
-func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) error {
+func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmChanged bool) error {
 	if s, ok := a.Subscriptions[touched]; ok {
 		err := db.Defer(ctx, tx, `
 			insert into private.billing_subscriptions (tenant_id, subscription_id, price_id, plan, current_period_end,
@@ -653,6 +660,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) erro
 			last_failure_at = $24, last_failure_reason = nullif($25, ''), last_failure_invoice_id = nullif($26, ''),
 			failure_event_created = $27, failure_event_id = nullif($28, ''),
 			source_event_created = $29, source_event_id = nullif($30, ''),
+			crm_version = crm_version + case when $31 then 1 else 0 end,
 			updated_at = now()
 		where tenant_id = $1`,
 		a.TenantID,
@@ -665,7 +673,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string) erro
 		a.LastInvoiceID, stampTime(a.PaymentStamp), a.PaymentStamp.EventID,
 		timeOrNil(a.LastFailureAt), a.LastFailureReason, a.LastFailureInvoiceID,
 		stampTime(a.FailureStamp), a.FailureStamp.EventID,
-		stampTime(src), src.EventID)
+		stampTime(src), src.EventID, crmChanged)
 	if err != nil {
 		return fmt.Errorf("save billing account: %w", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func enqueue(t testing.TB, b bundle, tenantID uuid.UUID, event string) {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
-		return b.inserter.EnqueueCRMSync(ctx, tx, tenantID, event)
+		return b.inserter.EnqueueCRMSync(ctx, tx, tenantID, event, 0)
 	}))
 }
 
@@ -129,17 +130,17 @@ func TestCRMJobPushesTheCurrentProjectionOnce(t *testing.T) {
 	require.Equal(t, map[string]int{"founder@acme.test": 1}, contactUpserts(b))
 	contact, ok := b.fake.Contact("founder@acme.test")
 	require.True(t, ok)
-	require.Equal(t, "pro", contact.Properties[crm.PropPlan])
-	require.Equal(t, "active", contact.Properties[crm.PropBillingStatus])
-	require.Equal(t, "customer", contact.Properties[crm.PropLifecycleStage])
-	require.Equal(t, tenantID.String(), contact.Properties[crm.PropTenantID])
-	require.Equal(t, "owner@founder.test", contact.Properties[crm.PropOwnerEmail])
-	require.Equal(t, "2026-12-27", contact.Properties[crm.PropPeriodEnd])
+	require.Empty(t, contact.Properties[crm.PropPlan], "billing facts are the company's")
 	company, ok := b.fake.Company(tenantID.String())
 	require.True(t, ok, "the tenant's company is upserted by portal_tenant_id")
 	require.Equal(t, "Tenant founder@acme.test", company.Properties[crm.PropCompanyName])
 	require.Equal(t, "pro", company.Properties[crm.PropPlan])
+	require.Equal(t, "active", company.Properties[crm.PropBillingStatus])
 	require.Equal(t, "customer", company.Properties[crm.PropLifecycleStage])
+	require.Equal(t, tenantID.String(), company.Properties[crm.PropTenantID])
+	require.Equal(t, "owner@founder.test", company.Properties[crm.PropOwnerEmail])
+	require.Equal(t, "2026-12-27", company.Properties[crm.PropPeriodEnd])
+	require.Equal(t, []string{tenantID.String()}, b.fake.CompaniesOf("founder@acme.test"), "the contact is associated with its company")
 	state, _ := syncStatus(t, b, tenantID)
 	require.Equal(t, "synced", state)
 }
@@ -165,9 +166,11 @@ func TestProjectionEmailFallsBackToTheTenantsContact(t *testing.T) {
 		if tc.wantPush == "" {
 			continue
 		}
-		contact, ok := b.fake.Contact(tc.wantPush)
+		_, ok := b.fake.Contact(tc.wantPush)
 		require.True(t, ok, tc.name)
-		require.Equal(t, tc.wantStage, contact.Properties[crm.PropLifecycleStage], tc.name)
+		company, ok := b.fake.Company(tenantID.String())
+		require.True(t, ok, tc.name)
+		require.Equal(t, tc.wantStage, company.Properties[crm.PropLifecycleStage], tc.name)
 	}
 	require.Len(t, contactUpserts(b), 1, "the tenant without an email has no contact")
 	require.Len(t, b.fake.Upserts(), 3, "two companies (one per tenant) and one contact")
@@ -322,7 +325,7 @@ func BenchmarkCRMPush(b *testing.B) {
 	require.NoError(b, err)
 	require.NoError(b, db.Tx(ctx, bb.pool, func(tx pgx.Tx) error {
 		for _, id := range ids {
-			if err := bb.inserter.EnqueueCRMSync(ctx, tx, id, "evt_bench"); err != nil {
+			if err := bb.inserter.EnqueueCRMSync(ctx, tx, id, "evt_bench", 0); err != nil {
 				return err
 			}
 		}
@@ -376,7 +379,7 @@ func TestProjectionIsBillingsCRMView(t *testing.T) {
 		require.Equal(t, view.Email, p.Email, tc.status)
 		require.NotNil(t, p.CurrentPeriodEnd, tc.status)
 		require.True(t, view.CurrentPeriodEnd.Equal(*p.CurrentPeriodEnd), tc.status)
-		require.Equal(t, tc.hubspot, p.Properties()[crm.PropLifecycleStage], tc.status)
+		require.Equal(t, tc.hubspot, p.CompanyProperties()[crm.PropLifecycleStage], tc.status)
 	}
 	// A tenant that never checked out has no billing row: billing's view of an empty account.
 	id := newTenant(t, b, "new@acme.test", "", "")
@@ -386,4 +389,50 @@ func TestProjectionIsBillingsCRMView(t *testing.T) {
 	require.Equal(t, "lead", p.LifecycleStage())
 	require.Equal(t, "new@acme.test", p.Email, "the tenant's contact until billing knows an email")
 	require.Nil(t, p.CurrentPeriodEnd)
+}
+
+// Two tenants whose payers typed the same email into Checkout, pushed in one batch and in
+// separate batches: each company ends with its own billing facts, the one contact carries
+// none of them and is associated with both companies, and both jobs complete with their
+// version sent (no update lost).
+func TestTenantsSharingAnEmailKeepTheirOwnCompanies(t *testing.T) {
+	t.Parallel()
+	for _, oneBatch := range []bool{true, false} {
+		t.Run(fmt.Sprintf("one batch %v", oneBatch), func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			a := newTenant(t, b, "shared@acme.test", "starter", "trialing")
+			c := newTenant(t, b, "Shared@acme.test", "pro", "active")
+			enqueue(t, b, a, "evt_a")
+			if oneBatch {
+				enqueue(t, b, c, "evt_c")
+				// One batch when River fetches both at once (TestSharedEmailInOneBatch forces it).
+				require.Equal(t, jobs.Summary{Worked: 2, Succeeded: 2}, run(t, b, b.cfg))
+			} else {
+				require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, run(t, b, b.cfg))
+				enqueue(t, b, c, "evt_c")
+				require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, run(t, b, b.cfg))
+			}
+
+			for id, want := range map[uuid.UUID][2]string{a: {"starter", "trialing"}, c: {"pro", "active"}} {
+				company, ok := b.fake.Company(id.String())
+				require.True(t, ok)
+				require.Equal(t, want[0], company.Properties[crm.PropPlan], "tenant %s", id)
+				require.Equal(t, want[1], company.Properties[crm.PropBillingStatus], "tenant %s", id)
+				require.Equal(t, id.String(), company.Properties[crm.PropTenantID])
+			}
+			contact, ok := b.fake.Contact("shared@acme.test")
+			require.True(t, ok)
+			for _, prop := range []string{crm.PropTenantID, crm.PropPlan, crm.PropBillingStatus, crm.PropLifecycleStage, crm.PropOwnerEmail, crm.PropPeriodEnd} {
+				require.Empty(t, contact.Properties[prop], "the shared contact carries no tenant's %s", prop)
+			}
+			want := []string{a.String(), c.String()}
+			slices.Sort(want)
+			require.Equal(t, want, b.fake.CompaniesOf("shared@acme.test"), "the contact is associated with both companies")
+			var sent int
+			require.NoError(t, b.pool.QueryRow(context.Background(),
+				`select count(*) from private.crm_pushes where tenant_id in ($1, $2)`, a, c).Scan(&sent))
+			require.Equal(t, 2, sent, "both tenants' versions were sent")
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -44,7 +45,11 @@ type e2e struct {
 	fixture map[string]map[string]any
 }
 
-func setupE2E(t testing.TB) e2e {
+func setupE2E(t testing.TB) e2e { return setupE2EWith(t, nil, io.Discard) }
+
+// setupE2EWith is setupE2E with more environment for both functions and their logs (warnings
+// and up) written to logs.
+func setupE2EWith(t testing.TB, extraEnv map[string]string, logs io.Writer) e2e {
 	t.Helper()
 	b := setup(t)
 	env := map[string]string{
@@ -52,10 +57,11 @@ func setupE2E(t testing.TB) e2e {
 		"HUBSPOT_ACCESS_TOKEN":  b.fake.AccessToken(),
 		"HUBSPOT_BASE_URL":      b.fake.URL(),
 	}
+	maps.Copy(env, extraEnv)
 	deps := func(name string) function.Deps {
 		return function.Deps{
 			Name: name, Pool: b.pool, HTTPClient: &http.Client{Timeout: 5 * time.Second},
-			Logger:  telemetry.NewLogger(io.Discard, name, slog.LevelError),
+			Logger:  telemetry.NewLogger(logs, name, slog.LevelWarn),
 			Metrics: telemetry.NewMetrics(io.Discard, name),
 			Lookup:  func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 		}
@@ -167,6 +173,12 @@ func TestSignedPaymentEventReachesHubSpotOnce(t *testing.T) {
 	sum, err := e.push(context.Background(), scheduledEvent(t))
 	require.NoError(t, err)
 	require.Equal(t, jobs.Summary{Worked: 1, Succeeded: 1}, sum)
+	// The change saved crm_version 1, and HubSpot was sent it.
+	var projected, sent int64
+	require.NoError(t, e.pool.QueryRow(context.Background(), `
+		select b.crm_version, (select p.sent_version from private.crm_pushes p where p.tenant_id = b.tenant_id)
+		from private.billing_accounts b where b.tenant_id = $1`, tenantID).Scan(&projected, &sent))
+	require.Equal(t, []int64{1, 1}, []int64{projected, sent})
 
 	for range 10 { // Stripe retries after the push: still one upsert
 		code, outcome := e.deliver(payload)
@@ -188,13 +200,15 @@ func TestSignedPaymentEventReachesHubSpotOnce(t *testing.T) {
 	require.Len(t, contacts, 1, "one contact upsert for one change")
 	require.Len(t, companies, 1, "one company upsert for one change")
 	require.Equal(t, "founder@acme.test", contacts[0].ID)
-	for _, u := range []hubspotfake.RecordedUpsert{contacts[0], companies[0]} {
-		require.Equal(t, "pro", u.Properties[crm.PropPlan], u.ObjectType)
-		require.Equal(t, "active", u.Properties[crm.PropBillingStatus], u.ObjectType)
-		require.Equal(t, "customer", u.Properties[crm.PropLifecycleStage], u.ObjectType)
-		require.Equal(t, "2026-12-27", u.Properties[crm.PropPeriodEnd], u.ObjectType)
-		require.Equal(t, tenantID.String(), u.Properties[crm.PropTenantID], u.ObjectType)
-	}
+	u := companies[0]
+	require.Equal(t, "pro", u.Properties[crm.PropPlan])
+	require.Equal(t, "active", u.Properties[crm.PropBillingStatus])
+	require.Equal(t, "customer", u.Properties[crm.PropLifecycleStage])
+	require.Equal(t, "2026-12-27", u.Properties[crm.PropPeriodEnd])
+	require.Equal(t, tenantID.String(), u.Properties[crm.PropTenantID])
+	require.Equal(t, map[string]string{crm.PropEmail: "founder@acme.test"}, contacts[0].Properties,
+		"the contact carries nothing tenant-specific")
+	require.Equal(t, []string{tenantID.String()}, e.fake.CompaniesOf("founder@acme.test"))
 	state, lastError := syncStatus(t, e.bundle, tenantID)
 	require.Equal(t, "synced", state)
 	require.Empty(t, lastError)

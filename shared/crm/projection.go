@@ -21,13 +21,12 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
-// HubSpot properties this package writes. email, company (a contact's company name), name (a
-// company's name) and lifecyclestage are HubSpot's own; the portal_* ones are custom properties
-// that must exist in the HubSpot portal on contacts and companies (type single-line text, group
-// "Portal"; on companies portal_tenant_id must have unique values: companies are upserted by it).
+// HubSpot properties this package writes. On contacts: email only (HubSpot's own). On
+// companies: name and lifecyclestage (HubSpot's own) and the portal_* custom properties, which
+// must exist in the HubSpot portal on companies (type single-line text, group "Portal";
+// portal_tenant_id with unique values: companies are upserted by it).
 const (
 	PropEmail          = "email"
-	PropCompany        = "company"
 	PropCompanyName    = "name"
 	PropLifecycleStage = "lifecyclestage"
 	PropTenantID       = "portal_tenant_id"
@@ -59,13 +58,15 @@ type CustomProperty struct {
 // PropertyGroup is the HubSpot property group the custom properties are shown under.
 const PropertyGroup = "portal"
 
-// CustomProperties are the portal_* properties, all single-line text.
+// CustomProperties are the portal_* properties, all single-line text, all on companies: the
+// tenant's billing facts are its company's; a contact (keyed by an email two tenants may
+// share) carries none of them.
 var CustomProperties = []CustomProperty{
-	{Name: PropTenantID, Label: "Portal tenant id", Objects: []string{ObjectContacts, ObjectCompanies}, UniqueOn: ObjectCompanies},
-	{Name: PropPlan, Label: "Portal plan", Objects: []string{ObjectContacts, ObjectCompanies}},
-	{Name: PropBillingStatus, Label: "Portal billing status", Objects: []string{ObjectContacts, ObjectCompanies}},
-	{Name: PropOwnerEmail, Label: "Portal account owner email", Objects: []string{ObjectContacts, ObjectCompanies}},
-	{Name: PropPeriodEnd, Label: "Portal current period end", Objects: []string{ObjectContacts, ObjectCompanies}},
+	{Name: PropTenantID, Label: "Portal tenant id", Objects: []string{ObjectCompanies}, UniqueOn: ObjectCompanies},
+	{Name: PropPlan, Label: "Portal plan", Objects: []string{ObjectCompanies}},
+	{Name: PropBillingStatus, Label: "Portal billing status", Objects: []string{ObjectCompanies}},
+	{Name: PropOwnerEmail, Label: "Portal account owner email", Objects: []string{ObjectCompanies}},
+	{Name: PropPeriodEnd, Label: "Portal current period end", Objects: []string{ObjectCompanies}},
 }
 
 // Errors of this package, declared together.
@@ -73,6 +74,12 @@ var (
 	// ErrTenantNotFound means the job's tenant no longer exists (deleted since the job was
 	// queued).
 	ErrTenantNotFound = errors.New("crm: tenant not found")
+	// errOvertaken means a record was not sent, or is no longer what HubSpot shows, because a
+	// newer version of the tenant's projection exists: its job runs again and reads it.
+	errOvertaken = errors.New("crm: a newer version of the projection exists")
+	// errSharesRecord marks, inside a batch, a job whose tenant's newest record is another
+	// job's: it takes that job's result.
+	errSharesRecord = errors.New("crm: shares another job's record")
 	// errMissingResult means HubSpot's answer had fewer records than inputs (never expected;
 	// the job is retried).
 	errMissingResult = errors.New("crm: hubspot returned no result for this record")
@@ -83,7 +90,10 @@ var (
 // current projection: the same definition the webhook uses to decide that a change needs a
 // push, so the CRM cannot show a field whose change queues nothing.
 type Projection struct {
-	TenantID      uuid.UUID
+	TenantID uuid.UUID
+	// Version is the billing projection's crm_version (0 before any billing change): read
+	// before the rest, so the state read is at least as new as the version says.
+	Version       int64
 	Name          string
 	Email         string // the billing email (CRMView.Email), else tenants.contact_email
 	Plan          string
@@ -100,8 +110,9 @@ func LoadProjection(ctx context.Context, q db.Querier, tenantID uuid.UUID) (Proj
 	p := Projection{TenantID: tenantID}
 	var contact string
 	err := q.QueryRow(ctx, `
-		select name, coalesce(contact_email, ''), coalesce(crm_owner_email, '')
-		from public.tenants where id = $1`, tenantID).Scan(&p.Name, &contact, &p.OwnerEmail)
+		select t.name, coalesce(t.contact_email, ''), coalesce(t.crm_owner_email, ''),
+		    coalesce((select b.crm_version from private.billing_accounts b where b.tenant_id = t.id), 0)
+		from public.tenants t where t.id = $1`, tenantID).Scan(&p.Name, &contact, &p.OwnerEmail, &p.Version)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Projection{}, fmt.Errorf("load projection of tenant %s: %w", tenantID, ErrTenantNotFound)
 	}
@@ -143,30 +154,24 @@ func (p Projection) LifecycleStage() string {
 	}
 }
 
-// Properties are the HubSpot contact properties for the projection. Every property is always
-// sent ("" clears it in HubSpot), so a value removed in Postgres is removed in the CRM too.
+// Properties are the HubSpot contact properties for the projection: the email alone. The
+// contact is the person (keyed by the email a payer typed into Stripe Checkout, which another
+// tenant may share), so it carries nothing tenant-specific: the tenant's facts are its
+// company's, and the contact is associated with every company it belongs to.
 func (p Projection) Properties() map[string]string {
-	props := p.shared()
-	props[PropEmail] = p.Email
-	props[PropCompany] = p.Name
-	return props
+	return map[string]string{PropEmail: p.Email}
 }
 
-// CompanyProperties are the HubSpot company properties for the projection (the tenant as a
-// company, upserted by portal_tenant_id); like Properties, every one is always sent.
+// CompanyProperties are the HubSpot company properties for the projection: the tenant as a
+// company, upserted by portal_tenant_id, carrying its billing facts. Every property is always
+// sent ("" clears it in HubSpot), so a value removed in Postgres is removed in the CRM too.
 func (p Projection) CompanyProperties() map[string]string {
-	props := p.shared()
-	props[PropCompanyName] = p.Name
-	return props
-}
-
-// shared are the properties the contact and the company both carry.
-func (p Projection) shared() map[string]string {
 	periodEnd := ""
 	if p.CurrentPeriodEnd != nil {
 		periodEnd = p.CurrentPeriodEnd.UTC().Format("2006-01-02")
 	}
 	return map[string]string{
+		PropCompanyName:    p.Name,
 		PropLifecycleStage: p.LifecycleStage(),
 		PropTenantID:       p.TenantID.String(),
 		PropPlan:           p.Plan,

@@ -54,11 +54,11 @@ func setup(t *testing.T) bundle {
 	require.NoError(t, err)
 	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error {
 		for _, e := range []string{"evt_a1", "evt_a2"} {
-			if err := ins.EnqueueCRMSync(ctx, tx, b.a, e); err != nil {
+			if err := ins.EnqueueCRMSync(ctx, tx, b.a, e, 0); err != nil {
 				return err
 			}
 		}
-		if err := ins.EnqueueCRMSync(ctx, tx, b.b, "evt_b1"); err != nil {
+		if err := ins.EnqueueCRMSync(ctx, tx, b.b, "evt_b1", 0); err != nil {
 			return err
 		}
 		return ins.EnqueueHelpdeskTicket(ctx, tx, b.b, uuid.New())

@@ -76,7 +76,7 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 				}
 				tickets.Store(ticket, tn)
 				err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
-					if err := ins.EnqueueCRMSync(ctx, tx, tn, fmt.Sprintf("evt_%d", rand.IntN(60))); err != nil {
+					if err := ins.EnqueueCRMSync(ctx, tx, tn, fmt.Sprintf("evt_%d", rand.IntN(60)), 0); err != nil {
 						return err
 					}
 					return ins.EnqueueHelpdeskTicket(ctx, tx, tn, ticket)

@@ -1,5 +1,6 @@
-// Package hubspot is a small HubSpot CRM v3 client for the one thing this project needs from
-// HubSpot: pushing contacts (by email) and companies (by our tenant id) with batch upserts.
+// Package hubspot is a small HubSpot CRM client for the one thing this project needs from
+// HubSpot: pushing contacts (by email) and companies (by our tenant id) with batch upserts (v3),
+// and associating each contact with its companies (v4 batch default association).
 //
 // It speaks plain net/http with a private-app access token, because the official SDKs bring
 // far more surface than two endpoints need. Every batch asks for HubSpot's multi-status

@@ -46,6 +46,9 @@ type CRMSyncArgs struct {
 	TenantID uuid.UUID `json:"tenant_id" river:"unique"`
 	// SourceEvent names what caused the push (a Stripe event id, "reconcile:<run>"...).
 	SourceEvent string `json:"source_event" river:"unique"`
+	// Version is the projection's crm_version the job was queued for: the job is done only
+	// once HubSpot has been sent this version or a newer one. Not part of the unique key.
+	Version int64 `json:"version,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -114,8 +117,15 @@ func TicketSubject(ticketID uuid.UUID) string { return "ticket:" + ticketID.Stri
 // Inserter enqueues jobs inside the caller's transaction. Safe for concurrent use; build one per
 // process.
 type Inserter struct {
-	client *river.Client[pgx.Tx]
+	client   *river.Client[pgx.Tx]
+	onInsert func(ctx context.Context, queue string)
 }
+
+// OnInsert makes every enqueue that inserts a job (not a duplicate) call f with the request's
+// context and the job's queue, inside the caller's transaction: the nudge package marks the
+// request there, and nudges the queue's pusher after the transaction committed. Set it before
+// the Inserter is shared.
+func (i *Inserter) OnInsert(f func(ctx context.Context, queue string)) { i.onInsert = f }
 
 // NewInserter builds an insert-only River client on pool (it never works jobs).
 func NewInserter(pool *pgxpool.Pool) (*Inserter, error) {
@@ -138,17 +148,18 @@ func (quietDriver) SupportsListenNotify() bool { return false }
 // SupportsListener tells River not to listen.
 func (quietDriver) SupportsListener() bool { return false }
 
-// EnqueueCRMSync queues a CRM push of tenantID caused by sourceEvent, in tx, and marks the
-// tenant's CRM sync status pending in the same tx. A repeat of the same (tenant, source event)
-// is a no-op, whatever state the first job reached (except dead-lettered, which is re-queued).
-func (i *Inserter) EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error {
+// EnqueueCRMSync queues a CRM push of tenantID caused by sourceEvent, for the projection's
+// crm_version version (saved in tx), and marks the tenant's CRM sync status pending in the
+// same tx. A repeat of the same (tenant, source event) is a no-op, whatever state the first job
+// reached (except dead-lettered, which is re-queued).
+func (i *Inserter) EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string, version int64) error {
 	if tenantID == uuid.Nil {
 		return fmt.Errorf("enqueue crm sync: %w", ErrNoTenant)
 	}
 	if sourceEvent == "" {
 		return fmt.Errorf("enqueue crm sync for tenant %s: %w", tenantID, ErrNoSourceEvent)
 	}
-	return i.insert(ctx, tx, CRMSyncArgs{TenantID: tenantID, SourceEvent: sourceEvent}, QueueCRM, tenantID, CRMSubject(tenantID))
+	return i.insert(ctx, tx, CRMSyncArgs{TenantID: tenantID, SourceEvent: sourceEvent, Version: version}, QueueCRM, tenantID, CRMSubject(tenantID))
 }
 
 // EnqueueHelpdeskTicket queues the helpdesk push of ticketID, in tx, and marks the ticket's
@@ -175,6 +186,9 @@ func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, in
 	}
 	if err := markPending(ctx, tx, integration, subject, tenantID); err != nil {
 		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
+	}
+	if i.onInsert != nil {
+		i.onInsert(ctx, integration)
 	}
 	return nil
 }
@@ -224,6 +238,22 @@ func Permanent(err error) error {
 		err = errors.New("permanent failure")
 	}
 	return &PermanentError{Err: err}
+}
+
+// AgainError says the job's work is not done yet through no fault of the provider (the record
+// it sent was overtaken by a newer one): the job runs again at once (snooze 0), without using
+// up an attempt or counting as a failure.
+type AgainError struct{ Err error }
+
+func (e *AgainError) Error() string { return "again: " + e.Err.Error() }
+func (e *AgainError) Unwrap() error { return e.Err }
+
+// Again asks for the job to run again at once, because err says its work is not finished.
+func Again(err error) error {
+	if err == nil {
+		err = errors.New("not finished")
+	}
+	return &AgainError{Err: err}
 }
 
 // RetryAfterError is a failure the provider told us when to retry (429 Retry-After): the job is

@@ -63,14 +63,14 @@ func TestEnqueueCRMSyncIsUniquePerSourceEvent(t *testing.T) {
 
 	for range 10 {
 		require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
-			return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_1")
+			return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_1", 0)
 		}))
 	}
 	require.Equal(t, 1, countJobs(t, b.pool, jobs.KindCRMSync), "ten enqueues of one event are one job")
 	require.Equal(t, "pending", syncState(t, b.pool, jobs.QueueCRM, jobs.CRMSubject(b.tenantID)))
 
 	require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
-		return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_2")
+		return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_2", 0)
 	}))
 	require.Equal(t, 2, countJobs(t, b.pool, jobs.KindCRMSync), "a newer event is its own job")
 
@@ -114,8 +114,8 @@ func TestEnqueueRejectsMissingIDs(t *testing.T) {
 		enqueue func(tx pgx.Tx) error
 		want    error
 	}{
-		{"crm without tenant", func(tx pgx.Tx) error { return b.inserter.EnqueueCRMSync(ctx, tx, uuid.Nil, "evt") }, jobs.ErrNoTenant},
-		{"crm without event", func(tx pgx.Tx) error { return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "") }, jobs.ErrNoSourceEvent},
+		{"crm without tenant", func(tx pgx.Tx) error { return b.inserter.EnqueueCRMSync(ctx, tx, uuid.Nil, "evt", 0) }, jobs.ErrNoTenant},
+		{"crm without event", func(tx pgx.Tx) error { return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "", 0) }, jobs.ErrNoSourceEvent},
 		{"ticket without id", func(tx pgx.Tx) error { return b.inserter.EnqueueHelpdeskTicket(ctx, tx, b.tenantID, uuid.Nil) }, jobs.ErrNoTicket},
 	}
 	for _, tc := range tests {

@@ -145,6 +145,7 @@ func (o *observer) finish(ctx context.Context, job *rivertype.JobRow, workErr er
 		riverErr  error
 		permanent *PermanentError
 		retry     *RetryAfterError
+		again     *AgainError
 	)
 	switch {
 	case workErr == nil:
@@ -153,6 +154,8 @@ func (o *observer) finish(ctx context.Context, job *rivertype.JobRow, workErr er
 		outcome, riverErr = OutcomeDeadLettered, river.JobCancel(workErr)
 	case errors.As(workErr, &retry):
 		outcome, riverErr = OutcomeSnoozed, river.JobSnooze(retry.Wait)
+	case errors.As(workErr, &again):
+		outcome, riverErr = OutcomeSnoozed, river.JobSnooze(0)
 	case o.stopping.Load() && (errors.Is(workErr, context.Canceled) || ctx.Err() != nil):
 		// Interrupted by the end of the run, not a failure of the push: run it again at once
 		// next time, without using up an attempt.

@@ -312,7 +312,7 @@ func TestQueueAlarmsReadWhatTheRunsEmit(t *testing.T) {
 		require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) error {
 			switch q.queue {
 			case jobs.QueueCRM:
-				return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_alarm")
+				return b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, "evt_alarm", 0)
 			case jobs.QueueBilling:
 				return b.inserter.EnqueueBillingRefresh(ctx, tx, b.tenantID, "sub_alarm", time.Now())
 			}

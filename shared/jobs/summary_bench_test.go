@@ -52,7 +52,7 @@ func BenchmarkEnqueueKeepingTheSummary(b *testing.B) {
 			defer toggle(true)
 			for b.Loop() {
 				err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
-					return ins.EnqueueCRMSync(ctx, tx, tenantID, "evt_"+uuid.NewString())
+					return ins.EnqueueCRMSync(ctx, tx, tenantID, "evt_"+uuid.NewString(), 0)
 				})
 				if err != nil {
 					b.Fatal(err)

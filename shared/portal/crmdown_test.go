@@ -48,7 +48,7 @@ func TestSupportPathWorksWhileTheCRMIsDown(t *testing.T) {
 	ins, err := jobs.NewInserter(b.env.Pool)
 	require.NoError(t, err)
 	require.NoError(t, db.Tx(ctx, b.env.Pool, func(tx pgx.Tx) error {
-		return ins.EnqueueCRMSync(ctx, tx, b.a.TenantID, "evt_crm_down")
+		return ins.EnqueueCRMSync(ctx, tx, b.a.TenantID, "evt_crm_down", 0)
 	}))
 	var crmCfg crm.PushConfig
 	require.NoError(t, config.LoadFrom(deps.Lookup, &crmCfg))

@@ -46,7 +46,7 @@ func seedDeliveries(t *testing.T, b bundle) {
 	require.NoError(t, db.Tx(ctx, b.env.Pool, func(tx pgx.Tx) error {
 		for tenant, events := range map[uuid.UUID][]string{b.a.TenantID: {"evt_a1"}, b.b.TenantID: {"evt_b1", "evt_b2"}} {
 			for _, e := range events {
-				if err := ins.EnqueueCRMSync(ctx, tx, tenant, e); err != nil {
+				if err := ins.EnqueueCRMSync(ctx, tx, tenant, e, 0); err != nil {
 					return err
 				}
 			}

@@ -3,7 +3,6 @@ package reconcile
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -12,11 +11,13 @@ import (
 )
 
 type crmCandidate struct {
-	EventID   string
-	TenantID  uuid.UUID
-	AppliedAt time.Time
-	// Covered: a waiting job of the tenant, or a push completed after the change.
+	EventID  string
+	TenantID uuid.UUID
+	// Covered: a waiting job of the tenant (it will push the current projection), or HubSpot
+	// has been sent the projection's current version.
 	Covered bool
+	// Version is the projection's current crm_version, which a new push is queued for.
+	Version int64
 	// OwnState is the state of this event's newest job ("" when it never had one).
 	OwnState string
 }
@@ -24,29 +25,27 @@ type crmCandidate struct {
 // crmSyncs enqueues a CRM push for each tenant whose billing change has no push that will
 // carry it. A change needs a push when applying it queued one (stripe_events.crm_sync), or —
 // where that was not recorded — when its event is still the last writer of something the CRM
-// shows (email, plan, status). It is carried by its own job (any state but dead-lettered), by
-// any job of the tenant still waiting (a push sends the CURRENT projection), or by a push that
-// completed after the change was applied (River prunes completed jobs; sync status remembers).
+// shows (email, plan, status). It is carried by any job of the tenant still waiting (a push
+// sends the CURRENT projection), or when HubSpot has been sent the projection's current
+// crm_version (private.crm_pushes): versions, not job times, because a job that completed after
+// the change may have sent an older state (two pushes overlapping at HubSpot).
 //
 // One job per tenant carries all its uncarried changes: it is enqueued for the newest of them,
 // unique per (tenant, source event) exactly as the webhook enqueues it, so a live delivery
-// racing this run makes the same job, not a second one.
+// racing this run makes the same job, not a second one. When that event's own job completed
+// without HubSpot holding the current version, the new job's source is the event at the
+// version ("reconcile:<event>@v<version>"), so it is not taken for the completed one.
 func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error {
 	tenant, from, to := scopeArgs(o.Scope)
 	rows, err := r.pool.Query(ctx, `
-		select e.id, e.tenant_id, e.applied_at,
+		select e.id, e.tenant_id,
 		    exists (
 		        select 1 from private.river_job j
 		        where j.kind = 'crm_sync'
 		          and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text)
-		          and (j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')
-		               or (j.state = 'completed' and j.finalized_at >= e.applied_at)
-		               or (j.state = 'completed' and j.args @> jsonb_build_object('source_event', e.id)))
-		    ) or exists (
-		        select 1 from private.sync_status s
-		        where s.integration = 'crm' and s.subject = 'tenant:' || e.tenant_id::text
-		          and s.last_success_at >= e.applied_at
-		    ),
+		          and j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')
+		    ) or coalesce(p.sent_version >= coalesce(b.crm_version, 0), false),
+		    coalesce(b.crm_version, 0),
 		    coalesce((
 		        select j.state::text from private.river_job j
 		        where j.kind = 'crm_sync'
@@ -55,6 +54,7 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		    ), '')
 		from private.stripe_events e
 		left join private.billing_accounts b on b.tenant_id = e.tenant_id
+		left join private.crm_pushes p on p.tenant_id = e.tenant_id
 		where e.outcome = 'processed' and e.tenant_id is not null and e.applied_at is not null
 		  and (e.crm_sync
 		       or (e.crm_sync is null and e.id in (b.email_event_id, b.subscription_event_id, b.status_event_id))
@@ -70,7 +70,7 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 	}
 	cands, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (crmCandidate, error) {
 		var c crmCandidate
-		err := row.Scan(&c.EventID, &c.TenantID, &c.AppliedAt, &c.Covered, &c.OwnState)
+		err := row.Scan(&c.EventID, &c.TenantID, &c.Covered, &c.Version, &c.OwnState)
 		return c, err
 	})
 	if err != nil {
@@ -79,7 +79,7 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 	// Rows come newest first per tenant: the first uncarried one gets the job, the rest ride on it.
 	newest := map[uuid.UUID]string{}
 	for _, c := range cands {
-		if c.Covered || c.OwnState != "" && c.OwnState != "discarded" && c.OwnState != "cancelled" {
+		if c.Covered {
 			rep.fine(KindCRMSync)
 			continue
 		}
@@ -90,12 +90,18 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 			continue
 		}
 		newest[c.TenantID] = c.EventID
-		it.Reason = "push missing"
-		if c.OwnState != "" {
+		source := c.EventID
+		switch c.OwnState {
+		case "":
+			it.Reason = "push missing"
+		case "discarded", "cancelled":
 			it.Reason = "push dead-lettered (" + c.OwnState + ")"
+		default:
+			it.Reason = fmt.Sprintf("HubSpot was last sent an older version than %d", c.Version)
+			source = fmt.Sprintf("reconcile:%s@v%d", c.EventID, c.Version)
 		}
 		r.enqueue(ctx, o, rep, it, func(tx pgx.Tx) error {
-			return r.enqueuer.EnqueueCRMSync(ctx, tx, c.TenantID, c.EventID)
+			return r.enqueuer.EnqueueCRMSync(ctx, tx, c.TenantID, source, c.Version)
 		})
 	}
 	return nil

@@ -39,7 +39,7 @@ type EventApplier interface {
 
 // Enqueuer is the queue (jobs.Inserter): unique inserts in the caller's transaction.
 type Enqueuer interface {
-	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string) error
+	EnqueueCRMSync(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, sourceEvent string, version int64) error
 	EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantID, ticketID uuid.UUID) error
 }
 

@@ -157,7 +157,7 @@ func breakHistory(t *testing.T, b bundle, day time.Time) brokenHistory {
 	// Tenant B: a change whose push was dead-lettered, one with a live push, one that changed
 	// nothing the CRM shows (no push was ever due).
 	b.event(t, h.evDead, h.b, day.Add(1*time.Hour), true)
-	b.enqueue(t, func(tx pgx.Tx) error { return b.ins.EnqueueCRMSync(ctx, tx, h.b, h.evDead) })
+	b.enqueue(t, func(tx pgx.Tx) error { return b.ins.EnqueueCRMSync(ctx, tx, h.b, h.evDead, 0) })
 	b.deadLetter(t, jobs.KindCRMSync, map[string]string{"source_event": h.evDead})
 	b.event(t, h.evNoop, h.b, day.Add(3*time.Hour), false)
 	// A change outside the date range: a range-scoped run must not touch it.
@@ -178,7 +178,7 @@ func breakHistory(t *testing.T, b bundle, day time.Time) brokenHistory {
 	// A third tenant's change whose push is still waiting: fine.
 	c := b.tenant(t, "Initech")
 	b.event(t, h.evFine, c, day.Add(4*time.Hour), true)
-	b.enqueue(t, func(tx pgx.Tx) error { return b.ins.EnqueueCRMSync(ctx, tx, c, h.evFine) })
+	b.enqueue(t, func(tx pgx.Tx) error { return b.ins.EnqueueCRMSync(ctx, tx, c, h.evFine, 0) })
 	return h
 }
 
@@ -281,20 +281,40 @@ func TestRunRefusesUnscopedAndOverWide(t *testing.T) {
 	require.Equal(t, jobsBefore, b.allJobs(t), "a refused run changes nothing")
 }
 
-// A CRM push completed after the change (River has since pruned the job, sync status remembers)
-// counts as carried.
-func TestRunTrustsASuccessfulPushAfterTheChange(t *testing.T) {
+// Reconcile compares versions, not job times: a push that completed after the change but sent
+// an older version of the projection (two pushes overlapped at HubSpot) does not carry it, and
+// a push of the current version does, even when River has pruned its job.
+func TestRunComparesCRMVersionsNotJobTimes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
 	a := b.tenant(t, "Initech")
-	ev := fmt.Sprintf("evt_pruned_%s", uuid.NewString()[:8])
+	ev := fmt.Sprintf("evt_overtaken_%s", uuid.NewString()[:8])
 	b.event(t, ev, a, time.Now().Add(-time.Hour), true)
-	_, err := b.pool.Exec(ctx, `
-		insert into private.sync_status (integration, subject, tenant_id, state, last_success_at)
-		values ('crm', $1, $2, 'synced', now() + interval '1 second')`, jobs.CRMSubject(a), a)
+	_, err := b.pool.Exec(ctx, `insert into private.billing_accounts (tenant_id, crm_version) values ($1, 3)`, a)
 	require.NoError(t, err)
-	rep, err := b.rec.Run(ctx, reconcile.Options{Scope: reconcile.Scope{TenantID: a}})
+	b.enqueue(t, func(tx pgx.Tx) error { return b.ins.EnqueueCRMSync(ctx, tx, a, ev, 3) })
+	_, err = b.pool.Exec(ctx, `update private.river_job set state = 'completed', finalized_at = now() + interval '1 second'
+		where args @> jsonb_build_object('source_event', $1::text)`, ev)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `insert into private.crm_pushes (tenant_id, sent_version) values ($1, 2)`, a)
+	require.NoError(t, err)
+
+	rep, err := b.rec.Run(ctx, reconcile.Options{Scope: reconcile.Scope{TenantID: a}, Apply: true})
+	require.NoError(t, err)
+	require.Equal(t, 1, count(rep, reconcile.KindCRMSync).Enqueued, "%+v", rep.Items)
+	var version int64
+	require.NoError(t, b.pool.QueryRow(ctx, `select (args->>'version')::bigint from private.river_job
+		where state = 'available' and args @> jsonb_build_object('tenant_id', $1::text, 'source_event', $2::text)`,
+		a.String(), "reconcile:"+ev+"@v3").Scan(&version))
+	require.EqualValues(t, 3, version, "the new push is queued for the current version")
+
+	// Once HubSpot has been sent version 3 (and River pruned every job), nothing is missing.
+	_, err = b.pool.Exec(ctx, `delete from private.river_job`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `update private.crm_pushes set sent_version = 3 where tenant_id = $1`, a)
+	require.NoError(t, err)
+	rep, err = b.rec.Run(ctx, reconcile.Options{Scope: reconcile.Scope{TenantID: a}})
 	require.NoError(t, err)
 	require.Equal(t, reconcile.Count{Kind: reconcile.KindCRMSync, Found: 1, Fine: 1}, count(rep, reconcile.KindCRMSync))
 }

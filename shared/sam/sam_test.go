@@ -109,6 +109,9 @@ func TestSecretsAreNoEchoParameters(t *testing.T) {
 	for _, f := range b.Template.Functions {
 		for name, v := range f.Env {
 			require.Equal(t, "!Ref", v.Tag, "%s %s must come from a parameter", f.LogicalID, name)
+			if _, err := b.Template.Function(v.Value); err == nil && !secret.MatchString(name) {
+				continue // another function's name (the pusher a request nudges)
+			}
 			p, ok := b.Template.Parameters[v.Value]
 			require.True(t, ok, "%s %s refers to unknown parameter %s", f.LogicalID, name, v.Value)
 			if secret.MatchString(name) {

@@ -11,6 +11,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/idempotency"
 	"github.com/portal-functions/portal-functions/shared/jobs"
+	"github.com/portal-functions/portal-functions/shared/nudge"
 	"github.com/portal-functions/portal-functions/shared/storage"
 )
 
@@ -37,18 +38,24 @@ var CreateFunction = function.HTTP[Config]{
 		if err != nil {
 			return nil, fmt.Errorf("job inserter: %w", err)
 		}
+		// After a ticket commits, support-push is nudged (when SUPPORT_PUSH_FUNCTION names it).
+		supportPush, err := nudge.FromEnv(deps.Lookup, "SUPPORT_PUSH_FUNCTION", deps.HTTPClient, deps.Logger)
+		if err != nil {
+			return nil, err
+		}
+		ins.OnInsert(nudge.Mark)
 		st, err := storage.New(storage.Config{SupabaseURL: cfg.SupabaseURL, ServiceRoleKey: cfg.ServiceRoleKey,
 			Bucket: cfg.Bucket, Timeout: cfg.StorageTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("storage client: %w", err)
 		}
-		return NewHandler(Deps{
+		return nudge.Middleware(supportPush, jobs.QueueHelpdesk)(NewHandler(Deps{
 			Pool:        deps.Pool,
 			Verifier:    v,
 			Idempotency: idempotency.New(deps.Pool),
 			Jobs:        ins,
 			Uploads:     st,
-		}), nil
+		})), nil
 	},
 }
 

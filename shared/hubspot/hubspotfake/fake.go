@@ -1,5 +1,6 @@
-// Package hubspotfake is a local stand-in for HubSpot's CRM v3 batch upsert endpoints, for
-// tests and for the dev server, where the real HubSpot cannot be reached.
+// Package hubspotfake is a local stand-in for HubSpot's CRM v3 batch upsert endpoints and
+// the v4 batch default association of contacts with companies, for tests and for the dev
+// server, where the real HubSpot cannot be reached.
 //
 // It follows HubSpot's documented contract: bearer-token auth (401 INVALID_AUTHENTICATION),
 // contacts upserted by email and companies by the unique portal_tenant_id property, HubSpot's
@@ -111,6 +112,11 @@ type Server struct {
 	now      func() time.Time
 	url      string
 	portalID int
+	// beforeWrite, when set, is called with each authenticated upsert's inputs as it arrives,
+	// before anything is written (see SetBeforeWrite).
+	beforeWrite func(objectType string, inputs []RecordedUpsert)
+	// associations: contact record id -> company record ids (default contact-to-company).
+	associations map[string]map[string]bool
 }
 
 // object is one stored CRM record; key is its unique id value, normalised.
@@ -152,10 +158,11 @@ func New() *Server {
 				byKey: map[string]*object{},
 			},
 		},
-		nextID:   100001,
-		props:    newPropertyStore(),
-		now:      time.Now,
-		portalID: PortalID,
+		nextID:       100001,
+		props:        newPropertyStore(),
+		now:          time.Now,
+		portalID:     PortalID,
+		associations: map[string]map[string]bool{},
 	}
 }
 
@@ -207,6 +214,16 @@ func (s *Server) FailEmail(email string, status int) {
 	s.failing[key] = status
 }
 
+// SetBeforeWrite makes every following upsert call f with its object type and inputs when it
+// arrives, before it is written, outside the fake's lock: f can hold one call (to make two
+// batches overlap at HubSpot, or one land after another) or give it a latency of its own.
+// nil removes it.
+func (s *Server) SetBeforeWrite(f func(objectType string, inputs []RecordedUpsert)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.beforeWrite = f
+}
+
 // Upserts returns every upsert input received by an authenticated request in ModeUp, in
 // order, including inputs HubSpot would refuse.
 func (s *Server) Upserts() []RecordedUpsert {
@@ -244,7 +261,8 @@ func (s *Server) Company(tenantID string) (Company, bool) {
 	return Company{ID: o.id, TenantID: o.key, Properties: maps.Clone(o.properties), CreatedAt: o.createdAt, UpdatedAt: o.updatedAt}, true
 }
 
-// ServeHTTP answers HubSpot's batch upsert endpoints.
+// ServeHTTP answers HubSpot's batch upsert endpoints and the batch default association of
+// contacts with companies.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Read the whole body first: only then does net/http watch the connection, so the
 	// latency wait ends as soon as the client hangs up.
@@ -270,6 +288,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	objectType, ok := upsertPath(r.URL.Path)
+	if r.URL.Path == AssociationPath {
+		objectType, ok = "associations", true
+	}
 	if !ok {
 		s.writeError(w, http.StatusNotFound, "OBJECT_NOT_FOUND", "No route found for "+r.Method+" "+r.URL.Path)
 		return
@@ -287,6 +308,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if mode == ModeRateLimited {
 		s.writeRateLimited(w)
+		return
+	}
+	if objectType == "associations" {
+		s.serveAssociate(w, body)
 		return
 	}
 	s.serveUpsert(w, body, objectType)
@@ -408,15 +433,23 @@ func (s *Server) serveUpsert(w http.ResponseWriter, body []byte, objectType stri
 		s.writeError(w, http.StatusBadRequest, "VALIDATION_ERROR", "Invalid input JSON on line 1: "+err.Error())
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.stores[objectType]
+	recorded := make([]RecordedUpsert, 0, len(req.Inputs))
 	for _, in := range req.Inputs {
-		s.upserts = append(s.upserts, RecordedUpsert{
+		recorded = append(recorded, RecordedUpsert{
 			At: startedAt, ObjectType: objectType, IDProperty: in.IDProperty, ID: in.ID,
 			Properties: maps.Clone(in.Properties), ObjectWriteTraceID: in.ObjectWriteTraceID,
 		})
 	}
+	s.mu.Lock()
+	hook := s.beforeWrite
+	s.mu.Unlock()
+	if hook != nil {
+		hook(objectType, slices.Clone(recorded))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stores[objectType]
+	s.upserts = append(s.upserts, recorded...)
 
 	if len(req.Inputs) == 0 {
 		s.writeErrorLocked(w, http.StatusBadRequest, "VALIDATION_ERROR", "inputs must contain at least one input", nil)
