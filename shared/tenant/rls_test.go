@@ -77,6 +77,11 @@ func seed(t *testing.T, pool *pgxpool.Pool, tenantID, userID uuid.UUID) {
 			[]any{tenantID, "sub_" + tenantID.String()}},
 		{`insert into private.sync_status (integration, subject, tenant_id, state)
 		  values ('crm', $1, $2, 'failed')`, []any{"tenant:" + tenantID.String(), tenantID}},
+		{`insert into private.job_summary (tenant_id, integration, waiting, dead) values ($1, 'crm', 1, 1)
+		  on conflict do nothing`, []any{tenantID}},
+		{`insert into private.job_attempts (tenant_id, integration, bucket, succeeded, failed)
+		  values ($1, 'crm', date_bin('5 minutes', now(), '2000-01-01'), 1, 1) on conflict do nothing`, []any{tenantID}},
+		{`insert into private.crm_pushes (tenant_id, sent_version) values ($1, 1)`, []any{tenantID}},
 	}
 	for _, s := range stmts {
 		_, err := pool.Exec(ctx, s.sql, s.args...)
