@@ -87,6 +87,10 @@ type Account struct {
 	// Subscriptions are every subscription of the tenant the events named, by id (rows of
 	// private.billing_subscriptions).
 	Subscriptions map[string]SubscriptionState
+
+	// CRMVersion counts the changes the CRM shows (private.billing_accounts.crm_version): a
+	// CRM push is queued for the version its change made, and completes once HubSpot holds it.
+	CRMVersion int64
 }
 
 // SubscriptionState is one of a tenant's subscriptions as its own events describe it: the plan

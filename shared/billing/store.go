@@ -289,17 +289,20 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 		return after, nil
 	}
 	crmChanged := !after.CRMView().Equal(before.CRMView())
-	// The job is queued for version 0 ("any push of the newest state"): saveAccount's write is
-	// pipelined, so its new crm_version is not read back here; the pusher still sends only the
-	// newest version, under the tenant's push lock.
-	const crmVersion = 0
+	if crmChanged {
+		// saveAccount raises the row's crm_version by one (pipelined, not read back): the
+		// locked row's version plus one is the version this change makes, and the job is
+		// queued for it. after carries it, so a change applied next in this transaction (an
+		// unmatched backlog) counts on from it.
+		after.CRMVersion = before.CRMVersion + 1
+	}
 	err := saveAccount(ctx, tx, after, c.SubscriptionID, crmChanged)
 	if err != nil {
 		return after, err
 	}
 	res.Updated = true
 	if crmChanged {
-		if err := q.EnqueueCRMSync(ctx, tx, before.TenantID, source, crmVersion); err != nil {
+		if err := q.EnqueueCRMSync(ctx, tx, before.TenantID, source, after.CRMVersion); err != nil {
 			return after, fmt.Errorf("enqueue crm sync: %w", err)
 		}
 		res.CRMSync = true
@@ -498,7 +501,7 @@ const accountColumns = `tenant_id,
 	last_payment_at, last_payment_amount, last_payment_currency, last_invoice_id,
 	payment_event_created, payment_event_id,
 	last_failure_at, last_failure_reason, last_failure_invoice_id,
-	failure_event_created, failure_event_id`
+	failure_event_created, failure_event_id, crm_version`
 
 // lockAccount returns the tenant's projection row, creating it, locked until the transaction
 // ends so events of one tenant apply one at a time. Its three statements go in one round trip
@@ -596,7 +599,7 @@ func scanAccount(row pgx.Row) (Account, error) {
 		&sub, &price, &plan, &periodEnd, &a.CancelAtPeriodEnd, &subs.created, &subs.id,
 		&status, &stat.created, &stat.id,
 		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
-		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id)
+		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &a.CRMVersion)
 	if err != nil {
 		return Account{}, err
 	}

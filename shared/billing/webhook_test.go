@@ -176,6 +176,13 @@ func TestSuccessfulPaymentUpdatesBillingOnceAndQueuesOneCRMSync(t *testing.T) {
 	require.Equal(t, "payer@acme.test", acct.CustomerEmail)
 	require.Equal(t, "price_pro_plan", acct.Plan)
 	require.Equal(t, 1, b.count(t, `select count(*) from private.sync_status where integration = 'crm' and tenant_id = $1 and state = 'pending'`, b.tenantID))
+	// Each CRM job is queued for the version its change made, the payment's being the newest:
+	// the pusher completes a job only once HubSpot holds that version.
+	require.Positive(t, acct.CRMVersion)
+	require.Equal(t, 1, b.count(t, `select count(*) from private.river_job where kind = 'crm_sync'
+		and args->>'source_event' = $1 and (args->>'version')::bigint = $2`, paidID, acct.CRMVersion))
+	require.Equal(t, jobsBefore+1, b.count(t, `select count(distinct (args->>'version')::bigint) from private.river_job
+		where kind = 'crm_sync' and args->>'tenant_id' = $1 and (args->>'version')::bigint between 1 and $2`, b.tenantID.String(), acct.CRMVersion))
 
 	// A renewal that changes nothing the CRM shows updates billing but queues no CRM job.
 	renewal := b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, t0.Add(2*time.Minute),
