@@ -27,6 +27,8 @@ func nudgeEnv(url string) map[string]string {
 		"AWS_ACCESS_KEY_ID":       "AKIDLOCAL",
 		"AWS_SECRET_ACCESS_KEY":   "local-secret",
 		"AWS_SESSION_TOKEN":       "local-session",
+		// Lambda's Runtime API is set: the nudge is sent before the response, as in Lambda.
+		"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001",
 	}
 }
 

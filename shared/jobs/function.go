@@ -9,6 +9,7 @@ import (
 
 	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
+	"github.com/portal-functions/portal-functions/shared/nudge"
 )
 
 // QueueFunction is a scheduled worker function: it works one queue with the workers its
@@ -59,7 +60,8 @@ func (q QueueFunction[C]) LoadRunConfig(deps function.Deps) (RunConfig, error) {
 }
 
 // Function is the Lambda form: every scheduled event (EventBridge) works the queue until
-// nothing is due or the invocation's time is nearly up, and answers what it did.
+// nothing is due or the invocation's time is nearly up, and answers what it did. A nudge's
+// event (package nudge) keeps it polling for the nudge's cover first.
 func (q QueueFunction[C]) Function() function.Invoked[C, events.EventBridgeEvent, Summary] {
 	return function.Invoked[C, events.EventBridgeEvent, Summary]{
 		Name: q.Name,
@@ -68,7 +70,11 @@ func (q QueueFunction[C]) Function() function.Invoked[C, events.EventBridgeEvent
 			if err != nil {
 				return nil, err
 			}
-			return func(ctx context.Context, _ events.EventBridgeEvent) (Summary, error) {
+			return func(ctx context.Context, ev events.EventBridgeEvent) (Summary, error) {
+				run := run
+				// A run a nudge started polls for the nudge's cover, so the jobs of the
+				// requests that skipped theirs inside it do not wait for the schedule.
+				run.Linger = nudge.Linger(ev.DetailType, ev.Detail)
 				if q.Measure != nil {
 					if err := q.Measure(ctx, deps); err != nil && deps.Logger != nil {
 						deps.Logger.ErrorContext(ctx, "measure before the queue run", "function", q.Name, "error", err.Error())

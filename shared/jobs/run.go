@@ -53,6 +53,10 @@ type RunConfig struct {
 	// UntilBudget keeps working until the budget is spent even when the queue is empty (the
 	// dev server's continuous worker); by default a run ends as soon as nothing is due.
 	UntilBudget bool
+	// Linger keeps a run polling for at least this long after its start even when nothing is
+	// due: a run started by a nudge (nudge.Linger) covers the jobs that requests committed
+	// after the nudge without sending their own.
+	Linger time.Duration
 	// MaxWorkers is how many jobs run at once (DefaultMaxWorkers).
 	MaxWorkers int
 	// Backoff is the queue's retry schedule (DefaultBackoff when zero).
@@ -124,6 +128,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg RunConfig) (Summary, error
 	defer ticker.Stop()
 	var loopErr error
 	lastMaintain := time.Now()
+	lingerUntil := start.Add(cfg.Linger)
 loop:
 	for time.Now().Before(workUntil) {
 		select {
@@ -131,7 +136,9 @@ loop:
 			break loop
 		case <-ticker.C:
 		}
-		if cfg.UntilBudget {
+		if cfg.UntilBudget || time.Now().Before(lingerUntil) {
+			// River's own fetcher picks up what is committed meanwhile; the loop only keeps
+			// due retries moving, as the leader would.
 			if time.Since(lastMaintain) < time.Second {
 				continue
 			}

@@ -2,21 +2,30 @@
 // payment reaches HubSpot (or a ticket Zendesk) in about a second instead of at the pusher's
 // next scheduled minute.
 //
-// A nudge is an asynchronous Lambda invoke (InvocationType Event) of the pusher with an
-// empty event: it carries no data, because River is the record of what to push; the pusher
-// works its queue as it does on its schedule, which stays as the safety net. It is sent after
-// the request's transaction committed (the middleware sends it once the handler returns, so
-// the job is visible to the worker it starts) and is best effort: a failed or slow nudge never
-// fails the request, is bounded by a short timeout, and is logged once.
+// A nudge is an asynchronous Lambda invoke (InvocationType Event) of the pusher: it carries no
+// data, because River is the record of what to push; the pusher works its queue as it does on
+// its schedule, which stays as the safety net. It is sent after the request's transaction
+// committed (the middleware sends it once the handler returns, so the job is visible to the
+// worker it starts) and is best effort: a failed or slow nudge never fails the request, is
+// bounded by a short timeout, and is logged once.
+//
+// Its cost to the request is bounded by coalescing: an instance sends at most one nudge per
+// Window (and never two at once); requests inside the window skip it and pay nothing. No job
+// of a skipped request waits for the schedule, because the pusher a nudge starts keeps
+// polling its queue for the nudge's whole cover (Window plus the nudge's timeout, carried in
+// the event: Linger), and it starts after the nudge was sent: every job committed before the
+// cover ends is visible to one of its polls.
 package nudge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,16 +34,38 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
 
-// DefaultTimeout bounds one nudge: an asynchronous invoke is answered (202) in a few
-// milliseconds once Lambda has queued the event; past this the request stops waiting.
-const DefaultTimeout = 100 * time.Millisecond
+// Defaults of a Nudger.
+const (
+	// DefaultTimeout bounds one nudge: an asynchronous invoke is answered (202) in tens of
+	// milliseconds once Lambda has queued the event; past this the request stops waiting.
+	DefaultTimeout = 100 * time.Millisecond
+	// DefaultWindow is how long after a nudge an instance's requests skip theirs (the
+	// pusher it started still polls). At 50 requests a second on one instance, one request
+	// in 50 pays for a nudge.
+	DefaultWindow = time.Second
+	// MaxWindow bounds NUDGE_WINDOW: a pusher lingers for the window, within its budget.
+	MaxWindow = 30 * time.Second
+	// lingerMargin is added to a nudge's cover: a few of the pusher's polls (50 ms apart).
+	lingerMargin = 250 * time.Millisecond
+)
 
-// Payload is the event a nudged pusher receives: an EventBridge-shaped event, so the pusher's
-// handler (built for its schedule) takes it unchanged.
-var Payload = []byte(`{"source":"portal-functions","detail-type":"nudge","detail":{}}`)
+// DetailType is the detail-type of a nudge's event; the pusher's schedule sends
+// "Scheduled Event".
+const DetailType = "nudge"
 
-// ErrNoFunction is a Nudger built without a target function.
-var ErrNoFunction = errors.New("nudge: no target function")
+// Detail is a nudge event's detail: how long after the nudge was sent requests of its
+// instance relied on it (skipped theirs), so the pusher it starts polls at least that long.
+type Detail struct {
+	CoverMS int64 `json:"cover_ms"`
+}
+
+// Errors of the package.
+var (
+	// ErrNoFunction is a Nudger built without a target function.
+	ErrNoFunction = errors.New("nudge: no target function")
+	// ErrWindow is a NUDGE_WINDOW that is not a duration between 0 and MaxWindow.
+	ErrWindow = errors.New("nudge: NUDGE_WINDOW must be a duration between 0s and 30s")
+)
 
 // Invoker is what a Nudger needs from Lambda: *lambda.Client is one.
 type Invoker interface {
@@ -43,14 +74,23 @@ type Invoker interface {
 
 var _ Invoker = (*lambda.Client)(nil)
 
-// Nudger invokes one pusher function asynchronously.
+// Nudger invokes one pusher function asynchronously, at most once per window.
 type Nudger struct {
 	invoker  Invoker
 	function string
 	timeout  time.Duration
+	window   time.Duration
+	detach   bool
+	now      func() time.Time
 	logger   *slog.Logger
+	payload  []byte
 	sent     atomic.Int64
 	failed   atomic.Int64
+	skipped  atomic.Int64
+
+	mu       sync.Mutex
+	last     time.Time // when the window's nudge was sent (zero: none, or it failed)
+	inFlight bool
 }
 
 // Options configure a Nudger; only Function is required.
@@ -59,6 +99,15 @@ type Options struct {
 	Function string
 	// Timeout bounds one nudge (DefaultTimeout).
 	Timeout time.Duration
+	// Window is how long after a nudge requests skip theirs (DefaultWindow); negative: every
+	// request nudges.
+	Window time.Duration
+	// Detach sends the middleware's nudge from a goroutine after the response, never on the
+	// request's time: for a process that outlives its requests (a net/http server). Under
+	// Lambda it must stay false: the environment freezes once the handler returns.
+	Detach bool
+	// Now reads the clock (time.Now when nil); tests move it.
+	Now func() time.Time
 	// Logger receives one line per failed nudge (discarded when nil).
 	Logger *slog.Logger
 }
@@ -71,10 +120,47 @@ func New(inv Invoker, o Options) (*Nudger, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
+	switch {
+	case o.Window == 0:
+		o.Window = DefaultWindow
+	case o.Window < 0:
+		o.Window = 0
+	case o.Window > MaxWindow:
+		return nil, ErrWindow
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Nudger{invoker: inv, function: o.Function, timeout: o.Timeout, logger: o.Logger}, nil
+	payload, err := json.Marshal(map[string]any{
+		"source": "portal-functions", "detail-type": DetailType,
+		"detail": Detail{CoverMS: (o.Window + o.Timeout).Milliseconds()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nudge payload: %w", err)
+	}
+	return &Nudger{invoker: inv, function: o.Function, timeout: o.Timeout, window: o.Window, detach: o.Detach,
+		now: o.Now, logger: o.Logger, payload: payload}, nil
+}
+
+// Payload is the event a nudge sends: EventBridge-shaped, so the pusher's handler (built for
+// its schedule) takes it unchanged, with the cover in its detail.
+func (n *Nudger) Payload() []byte { return n.payload }
+
+// Linger is how long a pusher started by an event of detailType and detail keeps polling its
+// queue after it started: the nudge's cover plus a few polls, at most MaxWindow plus that; 0
+// for any other event (its schedule: it stops as soon as nothing is due).
+func Linger(detailType string, detail json.RawMessage) time.Duration {
+	if detailType != DetailType {
+		return 0
+	}
+	var d Detail
+	if json.Unmarshal(detail, &d) != nil || d.CoverMS <= 0 {
+		return lingerMargin
+	}
+	return min(time.Duration(d.CoverMS)*time.Millisecond, MaxWindow+time.Minute) + lingerMargin
 }
 
 // NewLambdaClient builds the Lambda client from the function's own environment, as Lambda sets
@@ -108,6 +194,8 @@ func NewLambdaClient(lookup func(string) (string, bool), httpClient *http.Client
 
 // FromEnv builds the Nudger of the function named by the variable fnVar (nil, nil when it is
 // unset: no nudge, the schedule alone works the queue, as in tests and `make dev`).
+// NUDGE_WINDOW sets its window (DefaultWindow; "0s": every request nudges). Outside Lambda
+// (no AWS_LAMBDA_RUNTIME_API: a net/http server) its nudges are sent after the response.
 func FromEnv(lookup func(string) (string, bool), fnVar string, httpClient *http.Client, logger *slog.Logger) (*Nudger, error) {
 	if lookup == nil {
 		lookup = os.LookupEnv
@@ -116,22 +204,37 @@ func FromEnv(lookup func(string) (string, bool), fnVar string, httpClient *http.
 	if !ok || fn == "" {
 		return nil, nil
 	}
-	n, err := New(NewLambdaClient(lookup, httpClient), Options{Function: fn, Logger: logger})
+	o := Options{Function: fn, Logger: logger}
+	if v, ok := lookup("NUDGE_WINDOW"); ok && v != "" {
+		w, err := time.ParseDuration(v)
+		if err != nil || w < 0 || w > MaxWindow {
+			return nil, ErrWindow
+		}
+		o.Window = w
+		if w == 0 {
+			o.Window = -1
+		}
+	}
+	if _, inLambda := lookup("AWS_LAMBDA_RUNTIME_API"); !inLambda {
+		o.Detach = true
+	}
+	n, err := New(NewLambdaClient(lookup, httpClient), o)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fnVar, err)
 	}
 	return n, nil
 }
 
-// Nudge invokes the pusher asynchronously, waiting at most the Nudger's timeout. An error is
-// logged here, once, and returned for the caller's information only.
+// Nudge invokes the pusher asynchronously now, whatever the window, waiting at most the
+// Nudger's timeout. An error is logged here, once, and returned for the caller's information
+// only.
 func (n *Nudger) Nudge(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.timeout)
 	defer cancel()
 	_, err := n.invoker.Invoke(ctx, &lambda.InvokeInput{
 		FunctionName:   aws.String(n.function),
 		InvocationType: types.InvocationTypeEvent,
-		Payload:        Payload,
+		Payload:        n.payload,
 	})
 	if err != nil {
 		n.failed.Add(1)
@@ -143,8 +246,35 @@ func (n *Nudger) Nudge(ctx context.Context) error {
 	return nil
 }
 
-// Counts says how many nudges were sent and how many failed since the Nudger was built.
-func (n *Nudger) Counts() (sent, failed int64) { return n.sent.Load(), n.failed.Load() }
+// Coalesced nudges unless a nudge of this Nudger is in flight or was sent less than the
+// window ago (then it returns false at once: that nudge's pusher polls long enough to see
+// the caller's job). A failed nudge opens no window, so the next request nudges again.
+func (n *Nudger) Coalesced(ctx context.Context) (sent bool, err error) {
+	n.mu.Lock()
+	now := n.now()
+	if n.inFlight || (!n.last.IsZero() && now.Sub(n.last) < n.window) {
+		n.mu.Unlock()
+		n.skipped.Add(1)
+		return false, nil
+	}
+	n.inFlight, n.last = true, now
+	n.mu.Unlock()
+
+	err = n.Nudge(ctx)
+	n.mu.Lock()
+	n.inFlight = false
+	if err != nil {
+		n.last = time.Time{}
+	}
+	n.mu.Unlock()
+	return err == nil, err
+}
+
+// Counts says how many nudges were sent, how many failed and how many requests skipped theirs
+// inside a window, since the Nudger was built.
+func (n *Nudger) Counts() (sent, failed, skipped int64) {
+	return n.sent.Load(), n.failed.Load(), n.skipped.Load()
+}
 
 type markKey struct{}
 
@@ -162,9 +292,9 @@ type marks struct {
 	marked atomic.Bool
 }
 
-// Middleware nudges n once after a request that marked queue (Mark) has been handled with a
-// status below 400, that is after its transaction committed. A nil Nudger passes requests
-// through.
+// Middleware nudges n (Coalesced) after a request that marked queue (Mark) has been handled
+// with a status below 400, that is after its transaction committed. A Detach Nudger nudges
+// from a goroutine, after the response has been written. A nil Nudger passes requests through.
 func Middleware(n *Nudger, queue string) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		if n == nil {
@@ -174,9 +304,14 @@ func Middleware(n *Nudger, queue string) func(http.Handler) http.Handler {
 			m := &marks{queue: queue}
 			sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 			next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), markKey{}, m)))
-			if m.marked.Load() && sw.status < 400 {
-				_ = n.Nudge(r.Context())
+			if !m.marked.Load() || sw.status >= 400 {
+				return
 			}
+			if n.detach {
+				go func() { _, _ = n.Coalesced(context.WithoutCancel(r.Context())) }()
+				return
+			}
+			_, _ = n.Coalesced(r.Context())
 		})
 	}
 }

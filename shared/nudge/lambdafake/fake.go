@@ -6,7 +6,8 @@
 // It answers as Lambda does: 202 with an empty body once the event is queued, 404
 // ResourceNotFoundException for a function it does not know, 403 for a request that is not
 // SigV4-signed, 400 InvalidParameterValueException for a body over 256 KB (the asynchronous
-// payload limit). Each function's events are run by at most Concurrency workers at a time,
+// payload limit). SetLatency makes it answer as slowly as the real service (an asynchronous
+// invoke is answered in tens of milliseconds). Each function's events are run by at most Concurrency workers at a time,
 // as reserved concurrency bounds a function's instances: a burst waits in the function's
 // queue instead of starting one worker per event.
 package lambdafake
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // MaxAsyncPayload is Lambda's limit on an asynchronous invocation's event (256 KB).
@@ -42,6 +44,7 @@ type Function struct {
 type Server struct {
 	fns      map[string]*queue
 	accepted atomic.Int64
+	latency  atomic.Int64 // time.Duration before each answer
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -82,6 +85,9 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
+// SetLatency makes every answer wait d first (0: answer at once).
+func (s *Server) SetLatency(d time.Duration) { s.latency.Store(int64(d)) }
+
 // Accepted is how many events were queued (answered 202).
 func (s *Server) Accepted() int64 { return s.accepted.Load() }
 
@@ -95,6 +101,13 @@ func (s *Server) Ran(name string) int64 {
 
 // ServeHTTP answers POST /2015-03-31/functions/{FunctionName}/invocations.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d := time.Duration(s.latency.Load()); d > 0 {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(d):
+		}
+	}
 	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/2015-03-31/functions/")
 	name, ok2 := strings.CutSuffix(rest, "/invocations")
 	if !ok || !ok2 || r.Method != http.MethodPost {
