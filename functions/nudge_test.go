@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,42 +23,57 @@ import (
 	"github.com/portal-functions/portal-functions/shared/nudge/lambdafake"
 	"github.com/portal-functions/portal-functions/shared/rie"
 	"github.com/portal-functions/portal-functions/shared/sam"
+	"github.com/portal-functions/portal-functions/shared/zendesk/zendeskfake"
 )
 
-// deployedShape is payment-webhook and crm-push as Lambda runs them: each built bootstrap under
-// the Lambda RIE, on one database, the webhook's nudge going through aws-sdk-go-v2 (endpoint
-// override) to a local stand-in of Lambda's Invoke API that invokes crm-push's emulators (two:
-// its reserved concurrency), and crm-push talking to the HubSpot stand-in.
-type deployedShape struct {
-	webhook *rie.Emulator
-	hub     *hubspotfake.Server
-	lambda  *lambdafake.Server
-	env     map[string]string
-	signer  demo.Signer
-	sample  events.APIGatewayV2HTTPRequest
-	dbURL   string
+// Provider and AWS latencies of the deployed-shape runs: the issue's HubSpot and Zendesk
+// answer in 50 ms; Lambda answers an asynchronous Invoke (202) in tens of milliseconds.
+const (
+	providerLatency = 50 * time.Millisecond
+	invokeLatency   = 20 * time.Millisecond
+)
+
+// shape is a request function and its pusher as Lambda runs them: each built bootstrap under
+// the Lambda RIE, on one database, the request function's nudge going through aws-sdk-go-v2
+// (endpoint override) to a local stand-in of Lambda's Invoke API that invokes the pusher's
+// emulators (two: its reserved concurrency).
+type shape struct {
+	front  *rie.Emulator
+	lambda *lambdafake.Server
+	env    map[string]string
+	dbURL  string
 }
 
-func startDeployedShape(t testing.TB, b *sam.Project, nudged bool) *deployedShape {
+// shapeOptions say which pair to run and how.
+type shapeOptions struct {
+	front, pusher string // logical ids in template.yaml
+	pusherName    string // the name the nudge invokes
+	nudgeVar      string // CRM_PUSH_FUNCTION or SUPPORT_PUSH_FUNCTION
+	nudged        bool   // false: the front function without its nudge (a baseline)
+	window        string // NUDGE_WINDOW ("" for the default)
+	// provider points the pusher's environment at its provider's stand-in.
+	provider func(env map[string]string)
+	// frontEnv adjusts the front function's environment (its own stand-ins).
+	frontEnv func(env map[string]string)
+}
+
+func startShape(t testing.TB, b *sam.Project, o shapeOptions) *shape {
 	t.Helper()
 	bin := binaries(t, b)
-	wf, err := b.Template.Function("PaymentWebhookFunction")
+	ff, err := b.Template.Function(o.front)
 	require.NoError(t, err)
-	cf, err := b.Template.Function("CrmPushFunction")
+	pf, err := b.Template.Function(o.pusher)
 	require.NoError(t, err)
-	d := &deployedShape{dbURL: seededDatabase(t)}
-	d.hub = hubspotfake.NewTest(t)
-	d.hub.SetLatency(50 * time.Millisecond) // the issue's HubSpot
+	s := &shape{dbURL: seededDatabase(t)}
 
-	crmEnv := b.Env.For(cf)
-	crmEnv["DATABASE_URL"] = d.dbURL
-	crmEnv["HUBSPOT_BASE_URL"] = d.hub.URL()
-	d.hub.SetAccessToken(crmEnv["HUBSPOT_ACCESS_TOKEN"])
+	pusherEnv := b.Env.For(pf)
+	pusherEnv["DATABASE_URL"] = s.dbURL
+	o.provider(pusherEnv)
 	var pushers []*rie.Emulator
 	for range 2 {
 		em, err := rie.Start(context.Background(), rie.Options{
-			RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(cf.Folder())), Env: crmEnv,
-			FunctionName: "crm-push", Timeout: time.Duration(cf.Timeout) * time.Second, MemoryMB: cf.MemorySize,
+			RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(pf.Folder())), Env: pusherEnv,
+			FunctionName: o.pusherName, Timeout: time.Duration(pf.Timeout) * time.Second, MemoryMB: pf.MemorySize,
 		})
 		require.NoError(t, err)
 		t.Cleanup(em.Stop)
@@ -66,29 +83,72 @@ func startDeployedShape(t testing.TB, b *sam.Project, nudged bool) *deployedShap
 	for _, em := range pushers {
 		free <- em
 	}
-	d.lambda = lambdafake.New(lambdafake.Function{Name: "crm-push", Concurrency: len(pushers), Run: func(ctx context.Context, payload []byte) {
+	s.lambda = lambdafake.New(lambdafake.Function{Name: o.pusherName, Concurrency: len(pushers), Run: func(ctx context.Context, payload []byte) {
 		em := <-free
 		defer func() { free <- em }()
 		_, _ = em.Invoke(ctx, payload)
 	}})
-	lambdaSrv := httptest.NewServer(d.lambda)
+	s.lambda.SetLatency(invokeLatency)
+	lambdaSrv := httptest.NewServer(s.lambda)
 	t.Cleanup(lambdaSrv.Close)
-	t.Cleanup(d.lambda.Close)
+	t.Cleanup(s.lambda.Close)
 
-	d.env = b.Env.For(wf)
-	d.env["DATABASE_URL"] = d.dbURL
-	if nudged {
-		d.env["CRM_PUSH_FUNCTION"] = "arn:aws:lambda:eu-west-1:123456789012:function:crm-push"
-		d.env["AWS_ENDPOINT_URL_LAMBDA"] = lambdaSrv.URL
-		d.env["AWS_REGION"] = "eu-west-1"
-		d.env["AWS_ACCESS_KEY_ID"], d.env["AWS_SECRET_ACCESS_KEY"], d.env["AWS_SESSION_TOKEN"] = "AKIDLOCAL", "local", "local"
+	s.env = b.Env.For(ff)
+	s.env["DATABASE_URL"] = s.dbURL
+	if o.frontEnv != nil {
+		o.frontEnv(s.env)
 	}
-	d.webhook, err = rie.Start(context.Background(), rie.Options{
-		RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(wf.Folder())), Env: d.env,
-		FunctionName: wf.LogicalID, Timeout: time.Duration(wf.Timeout) * time.Second, MemoryMB: wf.MemorySize,
+	if o.nudged {
+		s.env[o.nudgeVar] = "arn:aws:lambda:eu-west-1:123456789012:function:" + o.pusherName
+		s.env["AWS_ENDPOINT_URL_LAMBDA"] = lambdaSrv.URL
+		s.env["AWS_REGION"] = "eu-west-1"
+		s.env["AWS_ACCESS_KEY_ID"], s.env["AWS_SECRET_ACCESS_KEY"], s.env["AWS_SESSION_TOKEN"] = "AKIDLOCAL", "local", "local"
+		if o.window != "" {
+			s.env["NUDGE_WINDOW"] = o.window
+		}
+	}
+	s.front, err = rie.Start(context.Background(), rie.Options{
+		RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(ff.Folder())), Env: s.env,
+		FunctionName: ff.LogicalID, Timeout: time.Duration(ff.Timeout) * time.Second, MemoryMB: ff.MemorySize,
 	})
 	require.NoError(t, err)
-	t.Cleanup(d.webhook.Stop)
+	t.Cleanup(s.front.Stop)
+	return s
+}
+
+// call invokes the front function with an API Gateway event and returns its answer and how
+// long it took (the RIE's answer: the function's response).
+func (s *shape) call(t testing.TB, payload []byte, wantStatus int) (events.APIGatewayV2HTTPResponse, time.Duration) {
+	t.Helper()
+	res, err := s.front.Invoke(context.Background(), payload)
+	require.NoError(t, err, s.front.Output())
+	var out events.APIGatewayV2HTTPResponse
+	require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
+	require.Equal(t, wantStatus, out.StatusCode, "%s\n%s", out.Body, s.front.Output())
+	return out, res.Elapsed
+}
+
+// crmShape is payment-webhook nudging crm-push, crm-push talking to the HubSpot stand-in.
+type crmShape struct {
+	*shape
+	hub    *hubspotfake.Server
+	signer demo.Signer
+	sample events.APIGatewayV2HTTPRequest
+}
+
+func startCRMShape(t testing.TB, b *sam.Project, nudged bool, window string) *crmShape {
+	t.Helper()
+	hub := hubspotfake.NewTest(t)
+	hub.SetLatency(providerLatency)
+	d := &crmShape{hub: hub}
+	d.shape = startShape(t, b, shapeOptions{
+		front: "PaymentWebhookFunction", pusher: "CrmPushFunction", pusherName: "crm-push", nudgeVar: "CRM_PUSH_FUNCTION",
+		nudged: nudged, window: window,
+		provider: func(env map[string]string) {
+			env["HUBSPOT_BASE_URL"] = hub.URL()
+			hub.SetAccessToken(env["HUBSPOT_ACCESS_TOKEN"])
+		},
+	})
 	d.signer = demo.Signer{WebhookSecret: d.env["STRIPE_WEBHOOK_SECRET"]}
 	raw, err := os.ReadFile(filepath.Join(b.Root, "events", "payment-webhook-subscription-updated.json"))
 	require.NoError(t, err)
@@ -110,7 +170,7 @@ func seededDatabase(t testing.TB) string {
 
 // tenantEvent makes tenant i (a new tenant with its own Stripe customer) and the signed API
 // Gateway event of a subscription change of it, built from the sample event.
-func (d *deployedShape) tenantEvent(t testing.TB, i int) (tenantID string, payload []byte) {
+func (d *crmShape) tenantEvent(t testing.TB, i int) (tenantID string, payload []byte) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, d.dbURL)
@@ -138,21 +198,15 @@ func (d *deployedShape) tenantEvent(t testing.TB, i int) (tenantID string, paylo
 	return tenantID, payload
 }
 
-// deliver invokes the webhook and returns when it answered 200.
-func (d *deployedShape) deliver(t testing.TB, payload []byte) time.Duration {
+// deliver invokes the webhook and returns how long it took to answer 200.
+func (d *crmShape) deliver(t testing.TB, payload []byte) time.Duration {
 	t.Helper()
-	start := time.Now()
-	res, err := d.webhook.Invoke(context.Background(), payload)
-	elapsed := time.Since(start)
-	require.NoError(t, err, d.webhook.Output())
-	var out events.APIGatewayV2HTTPResponse
-	require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
-	require.Equal(t, 200, out.StatusCode, "%s\n%s", out.Body, d.webhook.Output())
-	return elapsed
+	_, took := d.call(t, payload, 200)
+	return took
 }
 
 // upsertedAt is when HubSpot received the tenant's company upsert (zero: not yet).
-func (d *deployedShape) upsertedAt(tenantID string) time.Time {
+func (d *crmShape) upsertedAt(tenantID string) time.Time {
 	for _, u := range d.hub.Upserts() {
 		if u.ObjectType == "companies" && u.ID == tenantID {
 			return u.At
@@ -161,33 +215,173 @@ func (d *deployedShape) upsertedAt(tenantID string) time.Time {
 	return time.Time{}
 }
 
+// supportShape is ticket-create nudging support-push, support-push talking to the Zendesk
+// stand-in.
+type supportShape struct {
+	*shape
+	desk   *zendeskfake.TestServer
+	signer demo.Signer
+	sample events.APIGatewayV2HTTPRequest
+}
+
+func startSupportShape(t testing.TB, b *sam.Project, nudged bool) *supportShape {
+	t.Helper()
+	sf, err := b.Template.Function("SupportPushFunction")
+	require.NoError(t, err)
+	pushEnv := b.Env.For(sf)
+	desk := zendeskfake.NewTest(t, pushEnv["ZENDESK_EMAIL"], pushEnv["ZENDESK_API_TOKEN"])
+	desk.SetLatency(providerLatency)
+	supabase := httptest.NewServer(demo.NewSupabase(pushEnv["SUPABASE_SERVICE_ROLE_KEY"]))
+	t.Cleanup(supabase.Close)
+	d := &supportShape{desk: desk}
+	d.shape = startShape(t, b, shapeOptions{
+		front: "TicketCreateFunction", pusher: "SupportPushFunction", pusherName: "support-push", nudgeVar: "SUPPORT_PUSH_FUNCTION",
+		nudged: nudged,
+		provider: func(env map[string]string) {
+			env["ZENDESK_BASE_URL"] = desk.URL()
+			env["SUPABASE_URL"] = supabase.URL
+		},
+		frontEnv: func(env map[string]string) { env["SUPABASE_URL"] = supabase.URL },
+	})
+	d.signer = demo.Signer{JWTSecret: d.env["SUPABASE_JWT_SECRET"], SupabaseURL: d.env["SUPABASE_URL"], TokenTTL: 10 * time.Minute}
+	raw, err := os.ReadFile(filepath.Join(b.Root, "events", "ticket-create.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &d.sample))
+	return d
+}
+
+// ticketEvent is the demo owner's POST /v1/tickets number i (no attachments, its own
+// Idempotency-Key), with a freshly minted token.
+func (d *supportShape) ticketEvent(t testing.TB, i int) []byte {
+	t.Helper()
+	ev := d.sample
+	ev.Headers = map[string]string{}
+	for k, v := range d.sample.Headers {
+		ev.Headers[k] = v
+	}
+	ev.Body = fmt.Sprintf(`{"subject":"Nudged ticket %d","body":"Please call us back about invoice %d.","category":"billing","priority":"normal"}`, i, i)
+	ev.Headers["idempotency-key"] = fmt.Sprintf("nudge-ticket-%d-%d", i, time.Now().UnixNano())
+	ev.Headers["content-length"] = strconv.Itoa(len(ev.Body))
+	raw, err := json.Marshal(ev)
+	require.NoError(t, err)
+	payload, _, err := d.signer.Refresh(raw)
+	require.NoError(t, err)
+	return payload
+}
+
+// create invokes ticket-create and returns the new ticket's id and how long the 201 took.
+func (d *supportShape) create(t testing.TB, payload []byte) (string, time.Duration) {
+	t.Helper()
+	out, took := d.call(t, payload, 201)
+	var created struct {
+		ID string `json:"id"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out.Body), &created), out.Body)
+	return created.ID, took
+}
+
+// createdAt is when Zendesk created the ticket whose external_id is ours (zero: not yet).
+func (d *supportShape) createdAt(ticketID string) time.Time {
+	if tk, ok := d.desk.Ticket(ticketID); ok {
+		return tk.CreatedAt
+	}
+	return time.Time{}
+}
+
 // Under the RIE, a payment webhook's commit nudges crm-push (both the built bootstraps), which
 // pushes the change to HubSpot without its schedule ever firing.
 func TestNudgeStartsCrmPushUnderTheRIE(t *testing.T) {
 	t.Parallel()
-	d := startDeployedShape(t, setup(t), true)
+	d := startCRMShape(t, setup(t), true, "")
 	tenantID, payload := d.tenantEvent(t, 1)
 	d.deliver(t, payload)
 	require.EqualValues(t, 1, d.lambda.Accepted(), "the webhook nudged crm-push once")
 	require.Eventually(t, func() bool { return !d.upsertedAt(tenantID).IsZero() }, 30*time.Second, 20*time.Millisecond,
-		"the nudged crm-push pushed the change\nwebhook:\n%s", d.webhook.Output())
+		"the nudged crm-push pushed the change\nwebhook:\n%s", d.front.Output())
 }
 
-// BenchmarkCRMNudge measures the deployed shape under the RIE: 100 payments for distinct
-// tenants at 50/s, HubSpot answering in 50 ms; the delay from each webhook's 200 (its commit)
-// to HubSpot receiving the company upsert (p50, p95), and the webhook's own latency with the
-// nudge against the same webhook without it (p95 of each, and the difference).
+// Under the RIE, a ticket's commit nudges support-push (both the built bootstraps), which
+// creates it in Zendesk without its schedule ever firing.
+func TestNudgeStartsSupportPushUnderTheRIE(t *testing.T) {
+	t.Parallel()
+	d := startSupportShape(t, setup(t), true)
+	id, _ := d.create(t, d.ticketEvent(t, 1))
+	require.EqualValues(t, 1, d.lambda.Accepted(), "ticket-create nudged support-push once")
+	require.Eventually(t, func() bool { return !d.createdAt(id).IsZero() }, 30*time.Second, 20*time.Millisecond,
+		"the nudged support-push created the ticket\nticket-create:\n%s", d.front.Output())
+}
+
+// A payment that commits inside the window of an earlier nudge sends none, and still reaches
+// HubSpot without a schedule tick: the crm-push that nudge started keeps polling for the
+// nudge's cover. The second payment is sent once the first has been pushed (so a crm-push
+// that stopped as soon as its queue was empty would be gone); a long window keeps it inside
+// the cover however slow this machine is.
+func TestJobsInsideTheNudgeWindowReachHubSpotWithoutTheSchedule(t *testing.T) {
+	t.Parallel()
+	d := startCRMShape(t, setup(t), true, "30s")
+	first, payload1 := d.tenantEvent(t, 1)
+	second, payload2 := d.tenantEvent(t, 2)
+	d.deliver(t, payload1)
+	require.Eventually(t, func() bool { return !d.upsertedAt(first).IsZero() }, 15*time.Second, 20*time.Millisecond,
+		"the nudged crm-push pushed the first payment\nwebhook:\n%s", d.front.Output())
+	time.Sleep(time.Second) // several of crm-push's polls find its queue empty
+	d.deliver(t, payload2)
+	require.EqualValues(t, 1, d.lambda.Accepted(), "the second payment, inside the window, sent no nudge")
+	require.Eventually(t, func() bool { return !d.upsertedAt(second).IsZero() }, 15*time.Second, 20*time.Millisecond,
+		"the crm-push of the first nudge pushed the second payment\nwebhook:\n%s", d.front.Output())
+}
+
+// pct is the q-th percentile of ds (nearest rank).
+func pct(ds []time.Duration, q int) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)-1)*q/100]
+}
+
+// ms is d in milliseconds, for b.ReportMetric.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// paced runs the baseline and the nudged sends side by side, each calling its function for i
+// in [0, n) once per tick at rate ticks a second (a tick is skipped while a call runs late:
+// one Lambda instance serves one request at a time), so both share the machine's state, and
+// returns how long the nudged side took.
+func paced(n, rate int, baseline, nudged func(i int)) time.Duration {
+	var took time.Duration
+	var wg sync.WaitGroup
+	for k, send := range []func(int){baseline, nudged} {
+		wg.Go(func() {
+			start := time.Now()
+			tick := time.NewTicker(time.Second / time.Duration(rate))
+			defer tick.Stop()
+			for i := range n {
+				<-tick.C
+				send(i)
+			}
+			if k == 1 {
+				took = time.Since(start)
+			}
+		})
+	}
+	wg.Wait()
+	return took
+}
+
+// BenchmarkCRMNudge measures the deployed shape under the RIE: 200 payments for distinct
+// tenants at 50/s, HubSpot answering in 50 ms and Lambda's Invoke in 20 ms; the delay from
+// each webhook's 200 (its commit) to HubSpot receiving the company upsert (p50, p95), and the
+// webhook's own latency with the nudge against the same webhook without it, their deliveries
+// interleaved (p50 and p95 of each, and how many requests sent a nudge).
 func BenchmarkCRMNudge(b *testing.B) {
 	p, err := sam.Open(".")
 	require.NoError(b, err)
-	const n, rate = 100, 50
-	plain := startDeployedShape(b, p, false)
-	d := startDeployedShape(b, p, true)
+	const n, rate = 200, 50
+	plain := startCRMShape(b, p, false, "")
+	d := startCRMShape(b, p, true, "")
 	type item struct {
 		tenant  string
 		payload []byte
 	}
-	mk := func(sh *deployedShape, base int) []item {
+	mk := func(sh *crmShape, base int) []item {
 		out := make([]item, n)
 		for i := range out {
 			out[i].tenant, out[i].payload = sh.tenantEvent(b, base+i)
@@ -197,41 +391,78 @@ func BenchmarkCRMNudge(b *testing.B) {
 	plainItems, items := mk(plain, 0), mk(d, 1000)
 	for i := 0; i < b.N; i++ {
 		var without, with []time.Duration
-		tick := time.NewTicker(time.Second / rate)
-		for _, it := range plainItems {
-			<-tick.C
-			without = append(without, plain.deliver(b, it.payload))
-		}
 		committed := map[string]time.Time{}
-		for _, it := range items {
-			<-tick.C
-			with = append(with, d.deliver(b, it.payload))
-			committed[it.tenant] = time.Now()
-		}
-		tick.Stop()
-		var delays []time.Duration
-		deadline := time.Now().Add(2 * time.Minute)
-		for len(delays) < n && time.Now().Before(deadline) {
-			delays = delays[:0]
-			for tenant, at := range committed {
-				if up := d.upsertedAt(tenant); !up.IsZero() {
-					delays = append(delays, up.Sub(at))
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		require.Len(b, delays, n, "every payment reached HubSpot")
-		pct := func(ds []time.Duration, q int) time.Duration {
-			s := slices.Clone(ds)
-			slices.Sort(s)
-			return s[(len(s)-1)*q/100]
-		}
-		b.ReportMetric(float64(pct(delays, 50).Milliseconds()), "delay_p50_ms")
-		b.ReportMetric(float64(pct(delays, 95).Milliseconds()), "delay_p95_ms")
-		b.ReportMetric(float64(pct(without, 95).Microseconds())/1000, "webhook_p95_ms_without_nudge")
-		b.ReportMetric(float64(pct(with, 95).Microseconds())/1000, "webhook_p95_ms_with_nudge")
-		b.ReportMetric(float64(d.lambda.Accepted()), "nudges")
-		b.Logf("commit -> HubSpot upsert: p50 %s p95 %s max %s; webhook p95 %s without nudge, %s with; %d nudges, %d crm-push runs",
-			pct(delays, 50), pct(delays, 95), pct(delays, 100), pct(without, 95), pct(with, 95), d.lambda.Accepted(), d.lambda.Ran("crm-push"))
+		took := paced(n, rate, func(i int) {
+			without = append(without, plain.deliver(b, plainItems[i].payload))
+		}, func(i int) {
+			with = append(with, d.deliver(b, items[i].payload))
+			committed[items[i].tenant] = time.Now()
+		})
+		delays := waitFor(b, committed, d.upsertedAt)
+		report(b, "commit -> HubSpot upsert", delays, without, with, d.shape, "crm-push", took)
 	}
+}
+
+// BenchmarkSupportNudge is BenchmarkCRMNudge for tickets: 200 POST /v1/tickets at 50/s,
+// Zendesk answering in 50 ms; the delay from each 201 (its commit) to Zendesk creating the
+// ticket, and ticket-create's latency with and without the nudge.
+func BenchmarkSupportNudge(b *testing.B) {
+	p, err := sam.Open(".")
+	require.NoError(b, err)
+	const n, rate = 200, 50
+	plain := startSupportShape(b, p, false)
+	d := startSupportShape(b, p, true)
+	for i := 0; i < b.N; i++ {
+		var without, with []time.Duration
+		committed := map[string]time.Time{}
+		plainEvents, evs := make([][]byte, n), make([][]byte, n)
+		for i := range n {
+			plainEvents[i], evs[i] = plain.ticketEvent(b, i), d.ticketEvent(b, i)
+		}
+		took := paced(n, rate, func(i int) {
+			_, t := plain.create(b, plainEvents[i])
+			without = append(without, t)
+		}, func(i int) {
+			id, t := d.create(b, evs[i])
+			with = append(with, t)
+			committed[id] = time.Now()
+		})
+		delays := waitFor(b, committed, d.createdAt)
+		report(b, "commit -> Zendesk ticket", delays, without, with, d.shape, "support-push", took)
+	}
+}
+
+// waitFor waits (at most two minutes) until at returns a time for every key of committed and
+// returns each key's delay from its commit.
+func waitFor(b *testing.B, committed map[string]time.Time, at func(string) time.Time) []time.Duration {
+	var delays []time.Duration
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(delays) < len(committed) && time.Now().Before(deadline) {
+		delays = delays[:0]
+		for key, c := range committed {
+			if got := at(key); !got.IsZero() {
+				delays = append(delays, got.Sub(c))
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Len(b, delays, len(committed), "every commit reached the provider")
+	return delays
+}
+
+// report prints one run's figures: the delays, both sides' answers, and the nudged side's
+// achieved rate.
+func report(b *testing.B, what string, delays, without, with []time.Duration, s *shape, pusher string, took time.Duration) {
+	b.ReportMetric(ms(pct(delays, 50)), "delay_p50_ms")
+	b.ReportMetric(ms(pct(delays, 95)), "delay_p95_ms")
+	b.ReportMetric(ms(pct(without, 50)), "p50_ms_without_nudge")
+	b.ReportMetric(ms(pct(with, 50)), "p50_ms_with_nudge")
+	b.ReportMetric(ms(pct(without, 95)), "p95_ms_without_nudge")
+	b.ReportMetric(ms(pct(with, 95)), "p95_ms_with_nudge")
+	b.ReportMetric(float64(s.lambda.Accepted()), "nudges")
+	b.Logf("%s: p50 %s p95 %s max %s over %d (%.1f/s achieved); answer p50/p95 %s/%s without nudge, %s/%s with (p95 %+.1f ms); %d nudges for %d requests, %d %s runs",
+		what, pct(delays, 50).Round(time.Millisecond), pct(delays, 95).Round(time.Millisecond), pct(delays, 100).Round(time.Millisecond), len(delays), float64(len(with))/took.Seconds(),
+		pct(without, 50).Round(100*time.Microsecond), pct(without, 95).Round(100*time.Microsecond),
+		pct(with, 50).Round(100*time.Microsecond), pct(with, 95).Round(100*time.Microsecond), ms(pct(with, 95))-ms(pct(without, 95)),
+		s.lambda.Accepted(), len(with), s.lambda.Ran(pusher), pusher)
 }
