@@ -26,6 +26,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:3000", "where the API listens (loopback only)")
 	noWorkers := flag.Bool("no-workers", false, "do not run the queue workers")
 	ephemeral := flag.Bool("ephemeral-standins", false, "put the provider stand-ins on free ports (beside another make dev)")
+	latency := flag.Duration("standin-latency", 0, "the HubSpot and Zendesk stand-ins answer every call after this long (e.g. 50ms, the CRM load scenario's HubSpot)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -36,7 +37,7 @@ func main() {
 		dbURL = DefaultDatabaseURL
 	}
 	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers,
-		EphemeralStandins: *ephemeral, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+		EphemeralStandins: *ephemeral, StandinLatency: *latency, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
@@ -51,7 +52,9 @@ type options struct {
 	// EphemeralStandins puts the provider stand-ins on free ports instead of env.json's fixed
 	// ones (and points the functions at them), so a test can run beside a `make dev`.
 	EphemeralStandins bool
-	Out               interface{ Write([]byte) (int, error) }
+	// StandinLatency delays every answer of the HubSpot and Zendesk stand-ins (0: none).
+	StandinLatency time.Duration
+	Out            interface{ Write([]byte) (int, error) }
 	// Ready, when set, is called with the server's base URL once it serves.
 	Ready func(baseURL string)
 }

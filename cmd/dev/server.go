@@ -93,6 +93,12 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		s.pool.Close()
 		return nil, err
 	}
+	if s.stands.hub != nil {
+		s.stands.hub.SetLatency(o.StandinLatency)
+	}
+	if s.stands.desk != nil {
+		s.stands.desk.SetLatency(o.StandinLatency)
+	}
 	// Listen before building the handlers: checkout returns the browser to this server's
 	// portal (PORTAL_URL), so its address must be known.
 	s.listener, err = net.Listen("tcp", o.Addr)

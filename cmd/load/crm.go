@@ -35,16 +35,16 @@ type crmTenant struct {
 // webhook's 200) and the CRM showing it (the HubSpot stand-in receiving the company upsert),
 // with webhooks arriving at a fixed rate, each for a tenant of its own. It seeds those tenants
 // in make dev's database, sends a payment failure for each, then reads the stand-in's received
-// upserts from make dev's control API.
-func runCRM(ctx context.Context, o options) error {
+// upserts from make dev's control API, and returns the p95 delay.
+func runCRM(ctx context.Context, o options) (p95 time.Duration, err error) {
 	p, err := sam.Open(".")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	env := p.Env["PaymentWebhookFunction"]
 	event, err := sampleEvent(filepath.Join(p.Root, "events", "payment-webhook-payment-failed.json"))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	total := min(int(o.rate*o.duration.Seconds()), o.max)
 	run := time.Now().Format("150405")
@@ -57,11 +57,11 @@ func runCRM(ctx context.Context, o options) error {
 		dbURL = env["DATABASE_URL"]
 	}
 	if err := seedTenants(ctx, dbURL, tenants); err != nil {
-		return err
+		return 0, err
 	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	if _, err := receivedUpserts(ctx, client, o); err != nil {
-		return err
+		return 0, err
 	}
 
 	fmt.Printf("load: CRM delay, %d payment failures at %.0f/s against %s, each for a new tenant\n", total, o.rate, o.target)
@@ -75,13 +75,13 @@ func runCRM(ctx context.Context, o options) error {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return 0, ctx.Err()
 			case <-time.After(d):
 			}
 		}
 		var ev map[string]any
 		if err := json.Unmarshal(event, &ev); err != nil {
-			return fmt.Errorf("parse the payment failure sample's Stripe event: %w", err)
+			return 0, fmt.Errorf("parse the payment failure sample's Stripe event: %w", err)
 		}
 		ev["id"] = fmt.Sprintf("evt_crm_load_%s_%d", run, i)
 		ev["created"] = time.Now().Unix()
@@ -89,7 +89,7 @@ func runCRM(ctx context.Context, o options) error {
 		obj["id"], obj["customer"], obj["customer_email"] = fmt.Sprintf("in_crm_load_%s_%d", run, i), tn.customer, tn.email
 		body, err := json.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
+			return 0, fmt.Errorf("encode event: %w", err)
 		}
 		wg.Add(1)
 		go func() {
@@ -112,7 +112,7 @@ func runCRM(ctx context.Context, o options) error {
 	for {
 		got, err := receivedUpserts(ctx, client, o)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		delays = delays[:0]
 		for i, tn := range tenants {
@@ -125,7 +125,7 @@ func runCRM(ctx context.Context, o options) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -139,6 +139,28 @@ func runCRM(ctx context.Context, o options) error {
 	for _, f := range failed {
 		fmt.Println("failed webhook:", f)
 	}
+	if len(delays) == 0 {
+		return 0, nil
+	}
+	return pct(delays, 95), nil
+}
+
+// runBothCRMShapes times the CRM delay in make dev's shape (continuous in-process workers),
+// then, unless deployed is false, in the deployed shape, and ends with the p95 of each.
+func runBothCRMShapes(ctx context.Context, o options, deployed bool) error {
+	dev, err := runCRM(ctx, o)
+	if err != nil {
+		return err
+	}
+	summary := fmt.Sprintf("\np95 commit -> CRM upsert: make dev's continuous workers %s", dev)
+	if deployed {
+		d, err := runDeployedCRM(ctx)
+		if err != nil {
+			return err
+		}
+		summary += "; deployed shape (webhook + nudged crm-push) " + d
+	}
+	fmt.Println(summary)
 	return nil
 }
 
@@ -215,19 +237,27 @@ func postWebhook(ctx context.Context, client *http.Client, o options, body []byt
 // continuously in process, while in AWS crm-push runs when the webhook's nudge (an
 // asynchronous Lambda invoke) starts it. It runs functions' BenchmarkCRMNudge (both built
 // bootstraps under the Lambda RIE, the nudge through aws-sdk-go-v2 to a local stand-in of
-// Lambda's Invoke API, two crm-push instances, HubSpot answering in 50 ms, 100 payments at
-// 50/s) and prints its figures.
-func runDeployedCRM(ctx context.Context) error {
+// Lambda's Invoke API answering in 20 ms, two crm-push instances, HubSpot answering in 50 ms,
+// 200 payments at 50/s), prints its figures and returns its p95 delay in milliseconds.
+func runDeployedCRM(ctx context.Context) (string, error) {
 	fmt.Println("\nload: CRM delay in the deployed shape (payment-webhook -> nudge -> crm-push, under the Lambda RIE)")
 	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^$", "-bench", "^BenchmarkCRMNudge$", "-benchtime", "1x", "./functions/")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("deployed-shape benchmark: %w\n%s", err, out)
+		return "", fmt.Errorf("deployed-shape benchmark: %w\n%s", err, out)
 	}
+	p95 := "?"
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.Contains(line, "commit -> HubSpot") || strings.HasPrefix(line, "BenchmarkCRMNudge") {
 			fmt.Println(strings.TrimSpace(line))
 		}
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "BenchmarkCRMNudge") {
+			for i := 1; i < len(f); i++ {
+				if f[i] == "delay_p95_ms" {
+					p95 = f[i-1] + "ms"
+				}
+			}
+		}
 	}
-	return nil
+	return p95, nil
 }

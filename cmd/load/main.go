@@ -91,9 +91,7 @@ func main() {
 	case *scenario == "mix":
 		err = run(ctx, o, *benchmarks)
 	case *scenario == "crm":
-		if err = runCRM(ctx, o); err == nil && *deployed {
-			err = runDeployedCRM(ctx)
-		}
+		err = runBothCRMShapes(ctx, o, *deployed)
 	case *scenario == "reads":
 		err = runReads(ctx, o, *rates, *benchmarks, *label)
 	case *scenario == "growth":
