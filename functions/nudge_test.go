@@ -31,6 +31,9 @@ import (
 const (
 	providerLatency = 50 * time.Millisecond
 	invokeLatency   = 20 * time.Millisecond
+	// benchInstances is how many instances of the front function a benchmark runs: enough
+	// for 50 requests a second to arrive on time (Lambda would start them).
+	benchInstances = 3
 )
 
 // shape is a request function and its pusher as Lambda runs them: each built bootstrap under
@@ -38,7 +41,8 @@ const (
 // (endpoint override) to a local stand-in of Lambda's Invoke API that invokes the pusher's
 // emulators (two: its reserved concurrency).
 type shape struct {
-	front  *rie.Emulator
+	front  *rie.Emulator      // the first instance (whose output a failing test shows)
+	free   chan *rie.Emulator // instances not serving a request
 	lambda *lambdafake.Server
 	env    map[string]string
 	dbURL  string
@@ -51,6 +55,7 @@ type shapeOptions struct {
 	nudgeVar      string // CRM_PUSH_FUNCTION or SUPPORT_PUSH_FUNCTION
 	nudged        bool   // false: the front function without its nudge (a baseline)
 	window        string // NUDGE_WINDOW ("" for the default)
+	instances     int    // of the front function (1 when zero); each coalesces its own nudges
 	// provider points the pusher's environment at its provider's stand-in.
 	provider func(env map[string]string)
 	// frontEnv adjusts the front function's environment (its own stand-ins).
@@ -107,24 +112,34 @@ func startShape(t testing.TB, b *sam.Project, o shapeOptions) *shape {
 			s.env["NUDGE_WINDOW"] = o.window
 		}
 	}
-	s.front, err = rie.Start(context.Background(), rie.Options{
-		RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(ff.Folder())), Env: s.env,
-		FunctionName: ff.LogicalID, Timeout: time.Duration(ff.Timeout) * time.Second, MemoryMB: ff.MemorySize,
-	})
-	require.NoError(t, err)
-	t.Cleanup(s.front.Stop)
+	s.free = make(chan *rie.Emulator, max(o.instances, 1))
+	for range max(o.instances, 1) {
+		em, err := rie.Start(context.Background(), rie.Options{
+			RIE: filepath.Join(bin, "aws-lambda-rie"), Bootstrap: filepath.Join(bin, filepath.Base(ff.Folder())), Env: s.env,
+			FunctionName: ff.LogicalID, Timeout: time.Duration(ff.Timeout) * time.Second, MemoryMB: ff.MemorySize,
+		})
+		require.NoError(t, err)
+		t.Cleanup(em.Stop)
+		if s.front == nil {
+			s.front = em
+		}
+		s.free <- em
+	}
 	return s
 }
 
-// call invokes the front function with an API Gateway event and returns its answer and how
-// long it took (the RIE's answer: the function's response).
+// call invokes a free instance of the front function with an API Gateway event (waiting for
+// one, as Lambda would start one) and returns its answer and how long the instance took (the
+// RIE's answer: the function's response).
 func (s *shape) call(t testing.TB, payload []byte, wantStatus int) (events.APIGatewayV2HTTPResponse, time.Duration) {
 	t.Helper()
-	res, err := s.front.Invoke(context.Background(), payload)
-	require.NoError(t, err, s.front.Output())
+	em := <-s.free
+	defer func() { s.free <- em }()
+	res, err := em.Invoke(context.Background(), payload)
+	require.NoError(t, err, em.Output())
 	var out events.APIGatewayV2HTTPResponse
 	require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
-	require.Equal(t, wantStatus, out.StatusCode, "%s\n%s", out.Body, s.front.Output())
+	require.Equal(t, wantStatus, out.StatusCode, "%s\n%s", out.Body, em.Output())
 	return out, res.Elapsed
 }
 
@@ -136,14 +151,14 @@ type crmShape struct {
 	sample events.APIGatewayV2HTTPRequest
 }
 
-func startCRMShape(t testing.TB, b *sam.Project, nudged bool, window string) *crmShape {
+func startCRMShape(t testing.TB, b *sam.Project, nudged bool, window string, instances int) *crmShape {
 	t.Helper()
 	hub := hubspotfake.NewTest(t)
 	hub.SetLatency(providerLatency)
 	d := &crmShape{hub: hub}
 	d.shape = startShape(t, b, shapeOptions{
 		front: "PaymentWebhookFunction", pusher: "CrmPushFunction", pusherName: "crm-push", nudgeVar: "CRM_PUSH_FUNCTION",
-		nudged: nudged, window: window,
+		nudged: nudged, window: window, instances: instances,
 		provider: func(env map[string]string) {
 			env["HUBSPOT_BASE_URL"] = hub.URL()
 			hub.SetAccessToken(env["HUBSPOT_ACCESS_TOKEN"])
@@ -224,7 +239,7 @@ type supportShape struct {
 	sample events.APIGatewayV2HTTPRequest
 }
 
-func startSupportShape(t testing.TB, b *sam.Project, nudged bool) *supportShape {
+func startSupportShape(t testing.TB, b *sam.Project, nudged bool, instances int) *supportShape {
 	t.Helper()
 	sf, err := b.Template.Function("SupportPushFunction")
 	require.NoError(t, err)
@@ -236,7 +251,7 @@ func startSupportShape(t testing.TB, b *sam.Project, nudged bool) *supportShape 
 	d := &supportShape{desk: desk}
 	d.shape = startShape(t, b, shapeOptions{
 		front: "TicketCreateFunction", pusher: "SupportPushFunction", pusherName: "support-push", nudgeVar: "SUPPORT_PUSH_FUNCTION",
-		nudged: nudged,
+		nudged: nudged, instances: instances,
 		provider: func(env map[string]string) {
 			env["ZENDESK_BASE_URL"] = desk.URL()
 			env["SUPABASE_URL"] = supabase.URL
@@ -283,7 +298,7 @@ func (d *supportShape) create(t testing.TB, payload []byte) (string, time.Durati
 // createdAt is when Zendesk created the ticket whose external_id is ours (zero: not yet).
 func (d *supportShape) createdAt(ticketID string) time.Time {
 	if tk, ok := d.desk.Ticket(ticketID); ok {
-		return tk.CreatedAt
+		return tk.ReceivedAt
 	}
 	return time.Time{}
 }
@@ -292,7 +307,7 @@ func (d *supportShape) createdAt(ticketID string) time.Time {
 // pushes the change to HubSpot without its schedule ever firing.
 func TestNudgeStartsCrmPushUnderTheRIE(t *testing.T) {
 	t.Parallel()
-	d := startCRMShape(t, setup(t), true, "")
+	d := startCRMShape(t, setup(t), true, "", 1)
 	tenantID, payload := d.tenantEvent(t, 1)
 	d.deliver(t, payload)
 	require.EqualValues(t, 1, d.lambda.Accepted(), "the webhook nudged crm-push once")
@@ -304,7 +319,7 @@ func TestNudgeStartsCrmPushUnderTheRIE(t *testing.T) {
 // creates it in Zendesk without its schedule ever firing.
 func TestNudgeStartsSupportPushUnderTheRIE(t *testing.T) {
 	t.Parallel()
-	d := startSupportShape(t, setup(t), true)
+	d := startSupportShape(t, setup(t), true, 1)
 	id, _ := d.create(t, d.ticketEvent(t, 1))
 	require.EqualValues(t, 1, d.lambda.Accepted(), "ticket-create nudged support-push once")
 	require.Eventually(t, func() bool { return !d.createdAt(id).IsZero() }, 30*time.Second, 20*time.Millisecond,
@@ -318,7 +333,7 @@ func TestNudgeStartsSupportPushUnderTheRIE(t *testing.T) {
 // the cover however slow this machine is.
 func TestJobsInsideTheNudgeWindowReachHubSpotWithoutTheSchedule(t *testing.T) {
 	t.Parallel()
-	d := startCRMShape(t, setup(t), true, "30s")
+	d := startCRMShape(t, setup(t), true, "30s", 1)
 	first, payload1 := d.tenantEvent(t, 1)
 	second, payload2 := d.tenantEvent(t, 2)
 	d.deliver(t, payload1)
@@ -342,21 +357,21 @@ func pct(ds []time.Duration, q int) time.Duration {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // paced runs the baseline and the nudged sends side by side, each calling its function for i
-// in [0, n) once per tick at rate ticks a second (a tick is skipped while a call runs late:
-// one Lambda instance serves one request at a time), so both share the machine's state, and
-// returns how long the nudged side took.
+// in [0, n) on a fixed schedule of rate a second (each call in its own goroutine, an open
+// model: a slow answer does not delay the next arrival), so both share the machine's state,
+// and returns how long the nudged side took to send them all.
 func paced(n, rate int, baseline, nudged func(i int)) time.Duration {
 	var took time.Duration
 	var wg sync.WaitGroup
 	for k, send := range []func(int){baseline, nudged} {
 		wg.Go(func() {
 			start := time.Now()
-			tick := time.NewTicker(time.Second / time.Duration(rate))
-			defer tick.Stop()
+			var calls sync.WaitGroup
 			for i := range n {
-				<-tick.C
-				send(i)
+				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(rate))))
+				calls.Go(func() { send(i) })
 			}
+			calls.Wait()
 			if k == 1 {
 				took = time.Since(start)
 			}
@@ -375,8 +390,8 @@ func BenchmarkCRMNudge(b *testing.B) {
 	p, err := sam.Open(".")
 	require.NoError(b, err)
 	const n, rate = 200, 50
-	plain := startCRMShape(b, p, false, "")
-	d := startCRMShape(b, p, true, "")
+	plain := startCRMShape(b, p, false, "", benchInstances)
+	d := startCRMShape(b, p, true, "", benchInstances)
 	type item struct {
 		tenant  string
 		payload []byte
@@ -391,11 +406,18 @@ func BenchmarkCRMNudge(b *testing.B) {
 	plainItems, items := mk(plain, 0), mk(d, 1000)
 	for i := 0; i < b.N; i++ {
 		var without, with []time.Duration
+		var mu sync.Mutex
 		committed := map[string]time.Time{}
 		took := paced(n, rate, func(i int) {
-			without = append(without, plain.deliver(b, plainItems[i].payload))
+			t := plain.deliver(b, plainItems[i].payload)
+			mu.Lock()
+			defer mu.Unlock()
+			without = append(without, t)
 		}, func(i int) {
-			with = append(with, d.deliver(b, items[i].payload))
+			t := d.deliver(b, items[i].payload)
+			mu.Lock()
+			defer mu.Unlock()
+			with = append(with, t)
 			committed[items[i].tenant] = time.Now()
 		})
 		delays := waitFor(b, committed, d.upsertedAt)
@@ -410,8 +432,8 @@ func BenchmarkSupportNudge(b *testing.B) {
 	p, err := sam.Open(".")
 	require.NoError(b, err)
 	const n, rate = 200, 50
-	plain := startSupportShape(b, p, false)
-	d := startSupportShape(b, p, true)
+	plain := startSupportShape(b, p, false, benchInstances)
+	d := startSupportShape(b, p, true, benchInstances)
 	for i := 0; i < b.N; i++ {
 		var without, with []time.Duration
 		committed := map[string]time.Time{}
@@ -419,11 +441,16 @@ func BenchmarkSupportNudge(b *testing.B) {
 		for i := range n {
 			plainEvents[i], evs[i] = plain.ticketEvent(b, i), d.ticketEvent(b, i)
 		}
+		var mu sync.Mutex
 		took := paced(n, rate, func(i int) {
 			_, t := plain.create(b, plainEvents[i])
+			mu.Lock()
+			defer mu.Unlock()
 			without = append(without, t)
 		}, func(i int) {
 			id, t := d.create(b, evs[i])
+			mu.Lock()
+			defer mu.Unlock()
 			with = append(with, t)
 			committed[id] = time.Now()
 		})
