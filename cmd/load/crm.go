@@ -237,8 +237,8 @@ func postWebhook(ctx context.Context, client *http.Client, o options, body []byt
 // continuously in process, while in AWS crm-push runs when the webhook's nudge (an
 // asynchronous Lambda invoke) starts it. It runs functions' BenchmarkCRMNudge (both built
 // bootstraps under the Lambda RIE, the nudge through aws-sdk-go-v2 to a local stand-in of
-// Lambda's Invoke API answering in 20 ms, two crm-push instances, HubSpot answering in 50 ms,
-// 200 payments at 50/s), prints its figures and returns its p95 delay in milliseconds.
+// Lambda's Invoke API answering in 20 ms, three webhook and two crm-push instances, HubSpot
+// answering in 50 ms, payments at 50/s), prints its figures and returns its p95 delay.
 func runDeployedCRM(ctx context.Context) (string, error) {
 	fmt.Println("\nload: CRM delay in the deployed shape (payment-webhook -> nudge -> crm-push, under the Lambda RIE)")
 	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^$", "-bench", "^BenchmarkCRMNudge$", "-benchtime", "1x", "./functions/")
