@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/riverqueue/river"
@@ -11,6 +12,11 @@ import (
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/nudge"
 )
+
+// NudgedIdleStop is how long a nudged run keeps polling an empty queue after its linger
+// (RunConfig.IdleStop): under a steady stream of payments the running pusher keeps them, and
+// no job waits for a fresh invocation's start.
+const NudgedIdleStop = time.Second
 
 // QueueFunction is a scheduled worker function: it works one queue with the workers its
 // settings C describe. crm-push and support-push are both one, so Lambda and the dev server
@@ -61,7 +67,8 @@ func (q QueueFunction[C]) LoadRunConfig(deps function.Deps) (RunConfig, error) {
 
 // Function is the Lambda form: every scheduled event (EventBridge) works the queue until
 // nothing is due or the invocation's time is nearly up, and answers what it did. A nudge's
-// event (package nudge) keeps it polling for the nudge's cover first.
+// event (package nudge) keeps it polling for the nudge's cover first, then until nothing has
+// been due for NudgedIdleStop.
 func (q QueueFunction[C]) Function() function.Invoked[C, events.EventBridgeEvent, Summary] {
 	return function.Invoked[C, events.EventBridgeEvent, Summary]{
 		Name: q.Name,
@@ -75,6 +82,9 @@ func (q QueueFunction[C]) Function() function.Invoked[C, events.EventBridgeEvent
 				// A run a nudge started polls for the nudge's cover, so the jobs of the
 				// requests that skipped theirs inside it do not wait for the schedule.
 				run.Linger = nudge.Linger(ev.DetailType, ev.Detail)
+				if run.Linger > 0 {
+					run.IdleStop = NudgedIdleStop
+				}
 				if q.Measure != nil {
 					if err := q.Measure(ctx, deps); err != nil && deps.Logger != nil {
 						deps.Logger.ErrorContext(ctx, "measure before the queue run", "function", q.Name, "error", err.Error())

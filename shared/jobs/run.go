@@ -57,6 +57,10 @@ type RunConfig struct {
 	// due: a run started by a nudge (nudge.Linger) covers the jobs that requests committed
 	// after the nudge without sending their own.
 	Linger time.Duration
+	// IdleStop keeps a run polling until nothing has been due for this long (0: it stops at
+	// the first poll that finds nothing): a nudged run stays up through a steady stream of
+	// jobs instead of handing over to a fresh invocation at every lull.
+	IdleStop time.Duration
 	// MaxWorkers is how many jobs run at once (DefaultMaxWorkers).
 	MaxWorkers int
 	// Backoff is the queue's retry schedule (DefaultBackoff when zero).
@@ -129,6 +133,7 @@ func Run(ctx context.Context, pool *pgxpool.Pool, cfg RunConfig) (Summary, error
 	var loopErr error
 	lastMaintain := time.Now()
 	lingerUntil := start.Add(cfg.Linger)
+	var idleSince time.Time
 loop:
 	for time.Now().Before(workUntil) {
 		select {
@@ -155,8 +160,15 @@ loop:
 			break
 		}
 		if !busy {
-			break
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			}
+			if time.Since(idleSince) >= cfg.IdleStop {
+				break
+			}
+			continue
 		}
+		idleSince = time.Time{}
 	}
 
 	softCtx, cancel := context.WithDeadline(context.WithoutCancel(ctx), hardStop)
