@@ -116,6 +116,10 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+	var deliveries sync.WaitGroup
+	for g := range 4 {
+		deliveries.Go(func() { churnDeliveries(ctx, t, pool, tenants, g, 60) })
+	}
 	var requeued atomic.Int64
 	churn.Go(func() { // ops: requeue (or resolve) dead letters while they are being made
 		for !done.Load() {
@@ -147,6 +151,7 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 		}
 	})
 	enqueuing.Wait()
+	deliveries.Wait()
 	done.Store(true)
 	churn.Wait()
 	require.False(t, t.Failed())
@@ -162,6 +167,14 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 	require.Positive(t, failures)
 	require.Positive(t, cancelled+discarded)
 	require.Positive(t, requeued.Load())
+	var outcomes, unapplied, buckets int
+	require.NoError(t, pool.QueryRow(ctx, `
+		select count(distinct outcome), count(*) filter (where outcome = 'processed' and applied_at is null),
+		       count(distinct date_bin('5 minutes', received_at, '2000-01-01'))
+		from private.stripe_events where tenant_id is not null`).Scan(&outcomes, &unapplied, &buckets))
+	require.Equal(t, 4, outcomes, "every outcome was counted")
+	require.Positive(t, unapplied)
+	require.Greater(t, buckets, 5)
 
 	requireSummaryEqualsRecount(t, pool)
 	for _, tn := range tenants {
@@ -227,7 +240,88 @@ func requireSummaryEqualsRecount(t *testing.T, pool *pgxpool.Pool) {
 		             coalesce(max(last_success_at)::text, '-') || ', ' || coalesce(max(last_attempt_at)::text, '-')
 		      from private.sync_summary group by tenant_id, integration having sum(pending + retrying + failed + synced) > 0`),
 		"sync status per subject state")
+	require.Equal(t,
+		rows(`select tenant_id || '/' || date_bin('5 minutes', received_at, '2000-01-01'),
+		             count(*) || ' received, ' || count(*) filter (where outcome = 'processed') || ' processed, ' ||
+		             count(*) filter (where outcome = 'ignored') || ' ignored, ' || count(*) filter (where outcome = 'unmatched') || ' unmatched, ' ||
+		             count(*) filter (where outcome = 'refused') || ' refused, ' ||
+		             count(*) filter (where outcome = 'processed' and applied_at is null) || ' unapplied'
+		      from private.stripe_events where tenant_id is not null and received_at >= now() - interval '8 days' group by 1`),
+		rows(`select tenant_id || '/' || bucket,
+		             received || ' received, ' || processed || ' processed, ' || ignored || ' ignored, ' ||
+		             unmatched || ' unmatched, ' || refused || ' refused, ' || unapplied || ' unapplied'
+		      from private.webhook_delivery_counts where received <> 0 or processed <> 0 or ignored <> 0
+		          or unmatched <> 0 or refused <> 0 or unapplied <> 0`),
+		"webhook deliveries per tenant and 5 minutes")
 }
+
+// churnDeliveries writes n random Stripe inbox changes in the shapes the product writes them,
+// each in a transaction of its own (a tenth rolled back): the webhook's insert without a
+// tenant followed by the update that records the outcome (today's path), the insert that
+// carries the final outcome at once (the shape issue 12 may move to), reconcile's ApplyStored
+// (unmatched or unapplied becoming applied under a tenant), a tenant's event moving to another
+// tenant or to none, a deleted event, and events received over the last two hours and nine
+// days ago (past the counters' horizon).
+func churnDeliveries(ctx context.Context, t *testing.T, pool *pgxpool.Pool, tenants []uuid.UUID, g, n int) {
+	outcomes := []string{"processed", "processed", "ignored", "unmatched", "refused"}
+	pick := func() *uuid.UUID {
+		if rand.IntN(6) == 0 {
+			return nil
+		}
+		tn := tenants[rand.IntN(len(tenants))]
+		return &tn
+	}
+	for i := range n {
+		id := fmt.Sprintf("evt_%d_%d", g, i)
+		age := time.Duration(rand.IntN(120)) * time.Minute
+		if rand.IntN(15) == 0 {
+			age = 9 * 24 * time.Hour
+		}
+		outcome, applied := outcomes[rand.IntN(len(outcomes))], rand.IntN(3) > 0
+		err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
+			var err error
+			switch rand.IntN(5) {
+			case 0, 1: // the webhook today: claim, then record the outcome before commit
+				if _, err = tx.Exec(ctx, `insert into private.stripe_events (id, type, created, payload, outcome, received_at)
+					values ($1, 'invoice.paid', now(), '{}', 'processed', now() - $2::interval)`, id, age.String()); err != nil {
+					return err
+				}
+				_, err = tx.Exec(ctx, `update private.stripe_events set outcome = $2, tenant_id = $3,
+					applied_at = case when $2 = 'processed' and $4 then now() end, crm_sync = true where id = $1`,
+					id, outcome, pick(), applied)
+			case 2: // the final outcome in the insert
+				_, err = tx.Exec(ctx, `insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, received_at, applied_at)
+					values ($1, 'invoice.paid', now(), '{}', $2, $3, now() - $4::interval, case when $3 = 'processed' and $5 then now() end)`,
+					id, pick(), outcome, age.String(), applied)
+			case 3: // reconcile applies an earlier event (unmatched, or stored but unapplied)
+				_, err = tx.Exec(ctx, `update private.stripe_events set outcome = 'processed', applied_at = now(),
+					tenant_id = coalesce(tenant_id, $1)
+					where id = (select id from private.stripe_events
+					            where outcome = 'unmatched' or (outcome = 'processed' and applied_at is null)
+					            order by random() limit 1 for update skip locked)`, pick())
+			default: // an earlier event changes tenant, loses it, or goes
+				if rand.IntN(4) == 0 {
+					_, err = tx.Exec(ctx, `delete from private.stripe_events where id = (select id from private.stripe_events
+						order by random() limit 1 for update skip locked)`)
+				} else {
+					_, err = tx.Exec(ctx, `update private.stripe_events set tenant_id = $1 where id = (select id from private.stripe_events
+						order by random() limit 1 for update skip locked)`, pick())
+				}
+			}
+			if err == nil && rand.IntN(10) == 0 {
+				return errRolledBack
+			}
+			return err
+		})
+		if err != nil && !errors.Is(err, errRolledBack) {
+			t.Errorf("delivery %s: %v", id, err)
+			return
+		}
+	}
+}
+
+// errRolledBack makes a churn transaction roll back on purpose.
+var errRolledBack = errors.New("rolled back on purpose")
 
 // A tenant deleted with its sync statuses (the foreign key's cascade) takes its summary rows
 // along, and the summary's trigger does not resurrect them halfway through the cascade.
@@ -249,6 +343,51 @@ func TestDeletingATenantDeletesItsSyncSummary(t *testing.T) {
 	require.Zero(t, n)
 }
 
+// The webhook counters stay bounded without a cron: the first delivery of a tenant's new
+// 5-minute bucket deletes its buckets past the 8-day horizon (health.MaxWindow is 7 days), and
+// an event received before the horizon (reconcile applying an old stored event) counts
+// nowhere. A deleted tenant's counters go with it, and its events, whose tenant becomes null,
+// leave the counts without failing the cascade.
+func TestWebhookCountersStayBoundedAndLeaveWithTheTenant(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var tn uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('t') returning id`).Scan(&tn))
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		_, err := pool.Exec(ctx, sql, args...)
+		require.NoError(t, err)
+	}
+	buckets := func() []string {
+		t.Helper()
+		rows, err := pool.Query(ctx, `select (now() - bucket > interval '8 days')::text || ' ' || received
+			from private.webhook_delivery_counts where tenant_id = $1 order by bucket`, tn)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	// A bucket from before the horizon, as a long-running system would have.
+	exec(`insert into private.webhook_delivery_counts (tenant_id, bucket, received, processed)
+		values ($1, date_bin('5 minutes', now() - interval '9 days', '2000-01-01'), 4, 4)`, tn)
+	exec(`insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, received_at)
+		values ('evt_ancient', 'invoice.paid', now(), '{}', $1, 'processed', now() - interval '10 days')`, tn)
+	require.Equal(t, []string{"true 4"}, buckets(), "an event past the horizon counts nowhere")
+	exec(`insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, applied_at)
+		values ('evt_now', 'invoice.paid', now(), '{}', $1, 'processed', now())`, tn)
+	require.Equal(t, []string{"false 1"}, buckets(), "the new bucket pruned the old one")
+	kept, err := health.ForTenant(ctx, pool, tn, health.MaxWindow)
+	require.NoError(t, err)
+	require.Equal(t, health.Webhook{Received: 1, Processed: 1, SuccessRate: 1}, kept.Webhook)
+
+	exec(`delete from public.tenants where id = $1`, tn)
+	require.Empty(t, buckets())
+	var orphans int
+	require.NoError(t, pool.QueryRow(ctx, `select count(*) from private.stripe_events where tenant_id is null`).Scan(&orphans))
+	require.Equal(t, 2, orphans, "the events stay, without a tenant")
+}
+
 // Ops' repair: after River's tables were changed behind the triggers' back (here: with
 // triggers off, as a bulk load or a manual fix does), Rebuild recounts the kept rows from
 // history, for one tenant without touching the others'.
@@ -261,11 +400,13 @@ func TestRebuildRecountsTheKeptSummaryFromHistory(t *testing.T) {
 	_, err = b.pool.Exec(ctx, `
 		update private.job_summary set waiting = waiting + 7, dead = 0;
 		delete from private.job_attempts;
-		update private.sync_summary set failed = 0, synced = synced + 3`)
+		update private.sync_summary set failed = 0, synced = synced + 3;
+		delete from private.webhook_delivery_counts`)
 	require.NoError(t, err)
 	broken, err := health.ForTenant(ctx, b.pool, b.a, 0)
 	require.NoError(t, err)
 	require.Zero(t, broken.Integration(health.CRM).Attempts, "the kept rows are what ForTenant shows")
+	require.Zero(t, broken.Webhook.Received, "the kept rows are what ForTenant shows")
 
 	require.NoError(t, health.Rebuild(ctx, b.pool, b.a))
 	a, err := health.ForTenant(ctx, b.pool, b.a, 0)
@@ -273,6 +414,8 @@ func TestRebuildRecountsTheKeptSummaryFromHistory(t *testing.T) {
 	recount, err := health.Read(ctx, b.pool, health.Query{TenantID: b.a, Now: a.Until})
 	require.NoError(t, err)
 	require.Equal(t, recount.Integrations, a.Integrations)
+	require.Equal(t, recount.Webhook, a.Webhook)
+	require.Equal(t, 3, a.Webhook.Received)
 	stillBroken, err := health.ForTenant(ctx, b.pool, b.b, 0)
 	require.NoError(t, err)
 	require.NotEqual(t, before.Integrations, stillBroken.Integrations, "b was not asked for")
