@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/portal-functions/portal-functions/shared/db"
 )
@@ -134,20 +135,53 @@ type Query struct {
 // Since, so the counts may reach up to 5 minutes before it. Rejected deliveries have no tenant
 // and stay zero.
 func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window time.Duration) (Report, error) {
-	if tenantID == uuid.Nil {
-		return Report{}, ErrNoTenant
-	}
-	if window == 0 {
-		window = DefaultWindow
-	}
-	if window < time.Minute || window > MaxWindow {
-		return Report{}, ErrBadWindow
+	window, err := tenantWindow(tenantID, window)
+	if err != nil {
+		return Report{}, err
 	}
 	sql, args := ForTenantQuery(tenantID, window)
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return Report{}, fmt.Errorf("health: tenant summary: %w", db.Classify(err))
 	}
+	return scanTenant(rows, tenantID, window)
+}
+
+// QueueForTenant queues ForTenant's statement on b, for a caller that sends it together with
+// other statements in one round trip (GET /v1/account: tenant.ReadBatchAsUser, before the
+// switch to the user, since these tables are not the portal role's); into is filled when b's
+// results are read. The same rules as ForTenant: the caller has checked that the user owns
+// tenantID, and the batch runs as the service role.
+func QueueForTenant(b *pgx.Batch, tenantID uuid.UUID, window time.Duration, into *Report) error {
+	window, err := tenantWindow(tenantID, window)
+	if err != nil {
+		return err
+	}
+	sql, args := ForTenantQuery(tenantID, window)
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		r, err := scanTenant(rows, tenantID, window)
+		*into = r
+		return err
+	})
+	return nil
+}
+
+// tenantWindow checks ForTenant's arguments and defaults the window.
+func tenantWindow(tenantID uuid.UUID, window time.Duration) (time.Duration, error) {
+	if tenantID == uuid.Nil {
+		return 0, ErrNoTenant
+	}
+	if window == 0 {
+		window = DefaultWindow
+	}
+	if window < time.Minute || window > MaxWindow {
+		return 0, ErrBadWindow
+	}
+	return window, nil
+}
+
+// scanTenant reads tenantQuery's rows (one per integration) into a Report, and closes them.
+func scanTenant(rows pgx.Rows, tenantID uuid.UUID, window time.Duration) (Report, error) {
 	defer rows.Close()
 	r := Report{TenantID: tenantID, WindowSeconds: window.Seconds()}
 	for rows.Next() {

@@ -2,11 +2,14 @@
 // state of every sync, in words a portal can show; for an owner also the tenant's delivery
 // health), GET /v1/tickets (newest first, keyset pages) and GET /v1/tickets/{id}.
 //
-// Every read runs as the calling user (tenant.ReadAsUser: role authenticated with the verified
-// claims) against views with security_invoker, so Postgres RLS is the second wall behind the
-// tenant filter: another tenant's id, a malformed id and an unknown id all answer the same 404.
-// The one exception is the owner's health section: River's job table is not readable by the
-// portal role, so it is read with the service pool, filtered by the verified scope's tenant id.
+// Every read runs as the calling user (tenant.ReadBatchAsUser: role authenticated with the
+// verified claims) against views with security_invoker, so Postgres RLS is the second wall
+// behind the tenant filter: another tenant's id, a malformed id and an unknown id all answer
+// the same 404. The one exception is the owner's health section: River's job table and the
+// kept counters are not readable by the portal role, so that statement runs as the pool's
+// role, filtered by the verified scope's tenant id, before the transaction switches to the
+// user. A read waits on the database twice: the membership lookup (tenant.Middleware), then
+// one pipelined batch of begin, role and claims, its queries and commit.
 package portal
 
 import (
@@ -230,27 +233,25 @@ func (h *handler) account(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := Account{Role: string(s.Role), Syncs: []Sync{}}
-	err = tenant.ReadAsUser(r.Context(), h.pool, s, func(tx pgx.Tx) error {
-		var err error
-		out.Tenant, out.Billing, err = readAccount(r.Context(), tx, s.TenantID)
-		if err != nil {
-			return err
-		}
-		out.Syncs, err = readSyncs(r.Context(), tx, s.TenantID)
-		return err
-	})
-	if err != nil {
-		web.Error(w, r, err)
-		return
-	}
-	if s.Require(tenant.Owner) == nil {
-		// The service pool, because River's job table is not granted to the portal role; the
-		// tenant id is the verified scope's, never the request's.
-		rep, err := health.ForTenant(r.Context(), h.pool, s.TenantID, health.DefaultWindow)
-		if err != nil {
+	var rep health.Report
+	service, user := &pgx.Batch{}, &pgx.Batch{}
+	owner := s.Require(tenant.Owner) == nil
+	if owner {
+		// Before the switch to the user, as the pool's role, because River's job table and the
+		// kept counters are not granted to the portal role; the tenant id is the verified
+		// scope's, never the request's.
+		if err := health.QueueForTenant(service, s.TenantID, health.DefaultWindow, &rep); err != nil {
 			web.Error(w, r, fmt.Errorf("read delivery health: %w", err))
 			return
 		}
+	}
+	queueAccount(user, s.TenantID, &out.Tenant, &out.Billing)
+	queueSyncs(user, s.TenantID, &out.Syncs)
+	if err := tenant.ReadBatchAsUser(r.Context(), h.pool, s, service, user); err != nil {
+		web.Error(w, r, err)
+		return
+	}
+	if owner {
 		out.Health = healthOf(rep)
 	}
 	web.JSON(w, http.StatusOK, out)
@@ -282,11 +283,9 @@ func (h *handler) listTickets(w http.ResponseWriter, r *http.Request) {
 		after = &c
 	}
 	var page TicketPage
-	err = tenant.ReadAsUser(r.Context(), h.pool, s, func(tx pgx.Tx) error {
-		var err error
-		page, err = readTickets(r.Context(), tx, s.TenantID, after, limit)
-		return err
-	})
+	b := &pgx.Batch{}
+	queueTickets(b, s.TenantID, after, limit, &page)
+	err = tenant.ReadBatchAsUser(r.Context(), h.pool, s, nil, b)
 	if err != nil {
 		web.Error(w, r, err)
 		return
@@ -309,11 +308,9 @@ func (h *handler) getTicket(w http.ResponseWriter, r *http.Request) {
 	}
 	var t Ticket
 	var found bool
-	err = tenant.ReadAsUser(r.Context(), h.pool, s, func(tx pgx.Tx) error {
-		var err error
-		t, found, err = readTicket(r.Context(), tx, s.TenantID, id)
-		return err
-	})
+	b := &pgx.Batch{}
+	queueTicket(b, s.TenantID, id, &t, &found)
+	err = tenant.ReadBatchAsUser(r.Context(), h.pool, s, nil, b)
 	switch {
 	case err != nil:
 		web.Error(w, r, err)

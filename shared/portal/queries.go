@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,42 +22,43 @@ const (
 	ticketQuery = `select ` + ticketColumns + `, body from public.portal_tickets where id = $1 and tenant_id = $2`
 )
 
-// readAccount reads the tenant's row of public.portal_account (as the user: RLS applies).
-func readAccount(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) (AccountTenant, Billing, error) {
-	var t AccountTenant
-	var b Billing
-	err := tx.QueryRow(ctx, accountQuery, tenantID).
-		Scan(&t.ID, &t.Name, &b.Status, &b.Message, &b.Plan, &b.CurrentPeriodEnd, &b.CancelAtPeriodEnd,
+// queueAccount queues the read of the tenant's row of public.portal_account (as the user:
+// RLS applies); t and b are filled when the batch's results are read. No row (RLS hid it) is
+// pgx.ErrNoRows.
+func queueAccount(batch *pgx.Batch, tenantID uuid.UUID, t *AccountTenant, b *Billing) {
+	batch.Queue(accountQuery, tenantID).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&t.ID, &t.Name, &b.Status, &b.Message, &b.Plan, &b.CurrentPeriodEnd, &b.CancelAtPeriodEnd,
 			&b.LastPaymentAt, &b.LastPaymentAmount, &b.LastPaymentCurrency, &b.LastFailureAt, &b.UpdatedAt)
-	if err != nil {
-		return t, b, fmt.Errorf("read account: %w", err)
-	}
-	return t, b, nil
+		if err != nil {
+			return fmt.Errorf("read account: %w", err)
+		}
+		return nil
+	})
 }
 
-// readSyncs reads public.portal_sync_summary and fills in integrations with nothing yet.
-func readSyncs(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID) ([]Sync, error) {
-	rows, err := tx.Query(ctx, syncsQuery, tenantID)
-	if err != nil {
-		return nil, fmt.Errorf("read sync summary: %w", err)
-	}
-	got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sync, error) {
-		var s Sync
-		err := row.Scan(&s.Integration, &s.State, &s.Message, &s.Waiting, &s.Failed, &s.LastSuccessAt, &s.LastAttemptAt)
-		return s, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read sync summary: %w", err)
-	}
-	out := idleSyncs()
-	for i := range out {
-		for _, g := range got {
-			if g.Integration == out[i].Integration {
-				out[i] = g
+// queueSyncs queues the read of public.portal_sync_summary; out gets every integration, those
+// with nothing yet in their idle words.
+func queueSyncs(batch *pgx.Batch, tenantID uuid.UUID, out *[]Sync) {
+	batch.Queue(syncsQuery, tenantID).Query(func(rows pgx.Rows) error {
+		got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Sync, error) {
+			var s Sync
+			err := row.Scan(&s.Integration, &s.State, &s.Message, &s.Waiting, &s.Failed, &s.LastSuccessAt, &s.LastAttemptAt)
+			return s, err
+		})
+		if err != nil {
+			return fmt.Errorf("read sync summary: %w", err)
+		}
+		all := idleSyncs()
+		for i := range all {
+			for _, g := range got {
+				if g.Integration == all[i].Integration {
+					all[i] = g
+				}
 			}
 		}
-	}
-	return out, nil
+		*out = all
+		return nil
+	})
 }
 
 const ticketColumns = `id, subject, category, priority, status, status_message, source, created_at, updated_at, attachments`
@@ -92,38 +92,38 @@ func ticketPageQuery(tenantID uuid.UUID, after *Cursor, limit int) (string, []an
 			order by created_at desc, id desc limit $4`, []any{tenantID, after.CreatedAt, after.ID, limit + 1}
 }
 
-// readTickets reads one page of ticketPageQuery; one extra row says whether a next page exists.
-func readTickets(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, after *Cursor, limit int) (TicketPage, error) {
+// queueTickets queues the read of one page of ticketPageQuery into page; one extra row says
+// whether a next page exists.
+func queueTickets(batch *pgx.Batch, tenantID uuid.UUID, after *Cursor, limit int, page *TicketPage) {
 	sql, args := ticketPageQuery(tenantID, after, limit)
-	rows, err := tx.Query(ctx, sql, args...)
-	if err != nil {
-		return TicketPage{}, fmt.Errorf("list tickets: %w", err)
-	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TicketSummary, error) { return scanSummary(row) })
-	if err != nil {
-		return TicketPage{}, fmt.Errorf("list tickets: %w", err)
-	}
-	page := TicketPage{Tickets: list}
-	if len(list) > limit {
-		page.Tickets = list[:limit]
-		last := page.Tickets[limit-1]
-		next := Cursor{CreatedAt: last.CreatedAt, ID: last.ID}.Encode()
-		page.NextCursor = &next
-	}
-	return page, nil
+	batch.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TicketSummary, error) { return scanSummary(row) })
+		if err != nil {
+			return fmt.Errorf("list tickets: %w", err)
+		}
+		*page = TicketPage{Tickets: list}
+		if len(list) > limit {
+			page.Tickets = list[:limit]
+			last := page.Tickets[limit-1]
+			next := Cursor{CreatedAt: last.CreatedAt, ID: last.ID}.Encode()
+			page.NextCursor = &next
+		}
+		return nil
+	})
 }
 
-// readTicket reads one ticket of the tenant; found is false for an unknown id or one RLS hides.
-func readTicket(ctx context.Context, tx pgx.Tx, tenantID, id uuid.UUID) (Ticket, bool, error) {
-	var t Ticket
-	row := tx.QueryRow(ctx, ticketQuery, id, tenantID)
-	s, err := scanSummary(row, &t.Body)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Ticket{}, false, nil
-	}
-	if err != nil {
-		return Ticket{}, false, fmt.Errorf("read ticket: %w", err)
-	}
-	t.TicketSummary = s
-	return t, true, nil
+// queueTicket queues the read of one ticket of the tenant into t; found stays false for an
+// unknown id or one RLS hides.
+func queueTicket(batch *pgx.Batch, tenantID, id uuid.UUID, t *Ticket, found *bool) {
+	batch.Queue(ticketQuery, id, tenantID).QueryRow(func(row pgx.Row) error {
+		s, err := scanSummary(row, &t.Body)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read ticket: %w", err)
+		}
+		t.TicketSummary, *found = s, true
+		return nil
+	})
 }

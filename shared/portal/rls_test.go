@@ -23,21 +23,25 @@ func TestReadsAsTheUserSeeNothingOfAnotherTenant(t *testing.T) {
 	ctx := context.Background()
 	scope := userScope(t, env, a, tenant.Owner)
 
-	err := tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
-		_, found, err := readTicket(ctx, tx, b.TenantID, theirs.ID)
-		require.NoError(t, err)
-		require.False(t, found)
-		page, err := readTickets(ctx, tx, b.TenantID, nil, 10)
-		require.NoError(t, err)
-		require.Empty(t, page.Tickets)
-		_, _, err = readAccount(ctx, tx, b.TenantID)
-		require.ErrorIs(t, err, pgx.ErrNoRows)
-		syncs, err := readSyncs(ctx, tx, b.TenantID)
-		require.NoError(t, err)
-		require.Equal(t, "idle", syncs[1].State, "B's pending ticket is invisible")
-		return nil
-	})
-	require.NoError(t, err)
+	// Each read as the handlers send it (one batch as A's user), asking for B's rows.
+	var (
+		ticket Ticket
+		found  bool
+		page   TicketPage
+		syncs  []Sync
+	)
+	reads := &pgx.Batch{}
+	queueTicket(reads, b.TenantID, theirs.ID, &ticket, &found)
+	queueTickets(reads, b.TenantID, nil, 10, &page)
+	queueSyncs(reads, b.TenantID, &syncs)
+	require.NoError(t, tenant.ReadBatchAsUser(ctx, env.Pool, scope, nil, reads))
+	require.False(t, found)
+	require.Empty(t, page.Tickets)
+	require.Equal(t, "idle", syncs[1].State, "B's pending ticket is invisible")
+
+	account := &pgx.Batch{}
+	queueAccount(account, b.TenantID, &AccountTenant{}, &Billing{})
+	require.ErrorIs(t, tenant.ReadBatchAsUser(ctx, env.Pool, scope, nil, account), pgx.ErrNoRows)
 }
 
 // userScope is the scope tenant.Middleware gives m's requests: its verified token's identity.

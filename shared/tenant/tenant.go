@@ -186,15 +186,47 @@ func ReadAsUser(ctx context.Context, pool db.Beginner, s Scope, fn func(tx pgx.T
 	})
 }
 
+// ReadBatchAsUser is ReadAsUser in one round trip (db.BatchTx): begin, service's statements
+// (run as the pool's own role, before the switch; nil for none), the switch to the scope's
+// user (see AsUser), user's statements (under RLS), commit. Each queued query reads its answer
+// in its callback. For the portal's reads, whose statements do not depend on each
+// other's answers: a read that waited on the database once per statement (begin, role,
+// query, query, commit) waits once.
+func ReadBatchAsUser(ctx context.Context, pool db.Acquirer, s Scope, service, user *pgx.Batch) error {
+	sql, args, err := asUserStatement(s)
+	if err != nil {
+		return err
+	}
+	b := &pgx.Batch{}
+	if service != nil {
+		b.QueuedQueries = append(b.QueuedQueries, service.QueuedQueries...)
+	}
+	b.Queue(sql, args...)
+	b.QueuedQueries = append(b.QueuedQueries, user.QueuedQueries...)
+	return db.BatchTx(ctx, pool, b)
+}
+
 // AsUser switches tx to the role authenticated with the scope's verified claims, exactly as
 // PostgREST does, until the transaction ends: RLS policies then see auth.uid() and auth.jwt()
 // of the user. It also sets app.tenant_id, which narrows private.current_tenant_ids() (and so
 // every tenant policy) to the scope's tenant: a user in several tenants sees only the one the
 // request selected. The claims must be the verified token payload of the scope's user.
 func AsUser(ctx context.Context, tx pgx.Tx, s Scope) error {
+	sql, args, err := asUserStatement(s)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
+		return fmt.Errorf("act as user: set role and claims: %w", db.Classify(err))
+	}
+	return nil
+}
+
+// asUserStatement is the statement that makes a transaction act as the scope's user (AsUser).
+func asUserStatement(s Scope) (string, []any, error) {
 	claims := s.Identity.Claims
 	if len(claims) == 0 {
-		return fmt.Errorf("act as user: %w", ErrNoClaims)
+		return "", nil, fmt.Errorf("act as user: %w", ErrNoClaims)
 	}
 	var c struct {
 		Sub   string `json:"sub"`
@@ -202,16 +234,16 @@ func AsUser(ctx context.Context, tx pgx.Tx, s Scope) error {
 		Email string `json:"email"`
 	}
 	if err := json.Unmarshal(claims, &c); err != nil {
-		return fmt.Errorf("act as user: read claims: %w", err)
+		return "", nil, fmt.Errorf("act as user: read claims: %w", err)
 	}
 	if sub, err := uuid.Parse(c.Sub); err != nil || sub != s.UserID {
-		return fmt.Errorf("act as user: %w", ErrClaimsMismatch)
+		return "", nil, fmt.Errorf("act as user: %w", ErrClaimsMismatch)
 	}
 	// Supabase's auth.uid(), auth.role(), auth.email() and auth.jwt() read the older per-claim
 	// settings (request.jwt.claim.sub, ..., request.jwt.claim) before request.jwt.claims, so
 	// all are set for this transaction: a session-level leftover on a pooled backend must
 	// never decide who the user is.
-	if _, err := tx.Exec(ctx, `
+	return `
 		select set_config('role', 'authenticated', true),
 		       set_config('request.jwt.claims', $1, true),
 		       set_config('request.jwt.claim', $1, true),
@@ -219,8 +251,5 @@ func AsUser(ctx context.Context, tx pgx.Tx, s Scope) error {
 		       set_config('request.jwt.claim.role', $4, true),
 		       set_config('request.jwt.claim.email', $5, true),
 		       set_config('app.tenant_id', $2, true)`,
-		string(claims), s.TenantID.String(), c.Sub, c.Role, c.Email); err != nil {
-		return fmt.Errorf("act as user: set role and claims: %w", db.Classify(err))
-	}
-	return nil
+		[]any{string(claims), s.TenantID.String(), c.Sub, c.Role, c.Email}, nil
 }

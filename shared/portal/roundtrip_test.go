@@ -1,0 +1,78 @@
+package portal_test
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db"
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+	"github.com/portal-functions/portal-functions/shared/portal"
+	"github.com/portal-functions/portal-functions/shared/web"
+)
+
+// readRoundTrips is the budget of every portal read: the membership lookup that decides the
+// scope, then one pipelined batch (begin, the owner's health as the service role, role and
+// claims, the read's queries, commit). It was 7 for an owner's account and 5 for the others;
+// each round trip is a wait that the request pays in latency and a busy server in context
+// switches, which is where the read mix saturated.
+const readRoundTrips = 2
+
+// Every read, as the handler serves it to a warm connection, waits on the database at most
+// readRoundTrips times, whatever the route, the role or the answer (a 404 included).
+func TestEachReadWaitsOnTheDatabaseTwice(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	member := b.env.Seed(t, "Initech", "member")
+	created := b.env.Create(t, b.a, "Where is my invoice?")
+	b.env.Create(t, b.a, "And the one before?")
+	exec(t, b, `insert into private.billing_accounts (tenant_id, status, plan) values ($1, 'active', 'pro')`, b.a.TenantID)
+	exec(t, b, `insert into private.stripe_events (id, type, created, payload, tenant_id, outcome, applied_at)
+		values ('evt_rt', 'invoice.paid', now(), '{}', $1, 'processed', now())`, b.a.TenantID)
+
+	// The same database as the stack, on one connection (so the warm-up describes every
+	// statement on the connection the counted request uses), counted.
+	counter := &dbtest.Counter{}
+	pool, err := db.Open(ctx, b.env.Pool.Config().ConnString(), db.Options{MaxConns: 1, ApplicationName: "roundtrips", Tracer: counter})
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	h := web.Wrap(portal.NewHandler(portal.Deps{Pool: pool, Verifier: b.env.Issuer.Verifier(t)}), web.Options{Logger: slog.New(slog.DiscardHandler)})
+	counted := bundle{env: b.env, read: h}
+
+	first := decode[portal.TicketPage](t, counted.get(t, b.a, "/v1/tickets?limit=1"))
+	require.NotNil(t, first.NextCursor)
+	cases := []struct {
+		name   string
+		as     string
+		target string
+		status int
+	}{
+		{"account, owner (with health)", "owner", "/v1/account", http.StatusOK},
+		{"account, member", "member", "/v1/account", http.StatusOK},
+		{"tickets, first page", "owner", "/v1/tickets", http.StatusOK},
+		{"tickets, by cursor", "owner", "/v1/tickets?limit=1&cursor=" + *first.NextCursor, http.StatusOK},
+		{"ticket by id", "owner", "/v1/tickets/" + created.ID.String(), http.StatusOK},
+		{"ticket of another tenant", "member", "/v1/tickets/" + created.ID.String(), http.StatusNotFound},
+	}
+	for _, tc := range cases {
+		m := b.a
+		if tc.as == "member" {
+			m = member
+		}
+		require.Equal(t, tc.status, counted.get(t, m, tc.target).Code, tc.name) // warm: describes
+		counter.Reset()
+		w := counted.get(t, m, tc.target)
+		require.Equal(t, tc.status, w.Code, tc.name)
+		got := counter.Reset()
+		require.LessOrEqual(t, got.RoundTrips, readRoundTrips, "%s: %q", tc.name, got.SQL)
+		require.Zero(t, got.Describes, tc.name)
+	}
+	owner := decode[portal.Account](t, counted.get(t, b.a, "/v1/account"))
+	require.NotNil(t, owner.Health)
+	require.Equal(t, 1, owner.Health.Webhook.Received, "the health statement ran in the batch")
+	require.Equal(t, "subscription active", owner.Billing.Message)
+}
