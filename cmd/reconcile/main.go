@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/reconcile --tenant <id> [--from 2026-11-01 --to 2026-11-27] [--apply] [--from-stripe] [--json]
 //	go run ./cmd/reconcile health [--tenant <id>] [--window 24h] [--json]
+//	go run ./cmd/reconcile rebuild-health --tenant <id> | --all [--apply]
 //	go run ./cmd/reconcile dead-letters --integration crm|helpdesk [--tenant <id>] [--json]
 //	go run ./cmd/reconcile requeue --job <id> | --integration crm|helpdesk (--tenant <id> | --all)
 //	go run ./cmd/reconcile resolve --job <id> --note <why>

@@ -33,6 +33,12 @@ const usage = `usage:
       missing or dead-lettered; dry run unless --apply. DATE is YYYY-MM-DD (UTC; --to includes
       that day) or RFC 3339; a range is at most 31 days.
   reconcile health [--tenant ID] [--window 24h] [--json]
+  reconcile rebuild-health --tenant ID | --all [--apply]
+      recount the rows the writes keep for an owner's health (webhook deliveries and push
+      attempts per 5 minutes, waiting and dead jobs, subjects by sync state) from history, after
+      the inbox or River's tables were changed with triggers off. For a tenant it shows what the
+      owner sees beside the recount (exit 1 when they differ); dry run unless --apply. --all
+      holds back deliveries, enqueues and job completions while it runs.
   reconcile dead-letters --integration crm|helpdesk [--tenant ID] [--json]
   reconcile requeue --job ID | --integration crm|helpdesk --tenant ID | --integration crm|helpdesk --all
       put dead letters back on the queue; one whose push another job already does (reconcile
@@ -81,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup fu
 		return c.resolve(ctx, args)
 	case "setup":
 		return c.setup(ctx, args)
+	case "rebuild-health":
+		return c.rebuildHealth(ctx, args)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/google/uuid"
@@ -386,3 +387,32 @@ func tenantArg(id uuid.UUID) *string {
 	s := id.String()
 	return &s
 }
+
+// Check reads one tenant's health twice, for ops deciding whether the kept rows need a
+// Rebuild: as the owner sees it (ForTenant, the kept rows) and recounted from history (Read),
+// over DefaultWindow. The recount starts where ForTenant's oldest 5-minute bucket starts, so
+// the two count the same span and any difference is drift, not the buckets' edge. Agree says
+// whether they match (rejections have no tenant and are left out).
+func Check(ctx context.Context, q db.Querier, tenantID uuid.UUID) (kept, recount Report, err error) {
+	kept, err = ForTenant(ctx, q, tenantID, DefaultWindow)
+	if err != nil {
+		return Report{}, Report{}, err
+	}
+	// date_bin's origin (2000-01-01 UTC) is a multiple of 5 minutes from Go's zero time.
+	from := kept.Since.Truncate(attemptBucket)
+	recount, err = Read(ctx, q, Query{TenantID: tenantID, Now: kept.Until, Window: kept.Until.Sub(from)})
+	if err != nil {
+		return Report{}, Report{}, err
+	}
+	return kept, recount, nil
+}
+
+// Agree says whether a tenant's kept report and its recount (Check) hold the same numbers.
+func Agree(kept, recount Report) bool {
+	recount.Webhook.Rejected = 0
+	return reflect.DeepEqual(kept.Webhook, recount.Webhook) && reflect.DeepEqual(kept.Integrations, recount.Integrations)
+}
+
+// attemptBucket is the width of the kept counters' buckets (private.job_attempts,
+// private.webhook_delivery_counts).
+const attemptBucket = 5 * time.Minute
