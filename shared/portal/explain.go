@@ -28,33 +28,33 @@ type ReadPlan struct {
 }
 
 // ExplainReads runs EXPLAIN (ANALYZE, BUFFERS) of every query the portal's reads make for s,
-// exactly as the handlers run them: the account's row and sync summary as the user under RLS,
+// as the handlers run them (each inside its PL/pgSQL function, whose text is this query:
+// TestEachReadFunctionRunsTheExplainedQuery): the account's row and sync summary as the user under RLS,
 // for an owner the health statement on the pool, the first page of tickets, the page after deep
 // (skipped when nil) and ticket ticketID as the user. The plan test checks them; the growth
 // harness prints them into BENCHMARKS.md. ANALYZE runs each query (twice: JSON and text); they
 // are reads.
 func ExplainReads(ctx context.Context, pool *pgxpool.Pool, s tenant.Scope, ticketID uuid.UUID, deep *Cursor) ([]ReadPlan, error) {
-	type read struct {
+	type plan struct {
 		name   string
 		sql    string
 		args   []any
 		asUser bool
 	}
-	first, firstArgs := ticketPageQuery(s.TenantID, nil, DefaultLimit)
+	of := func(name string, r read) plan { return plan{name, r.SQL, r.Args, true} }
 	healthSQL, healthArgs := health.ForTenantQuery(s.TenantID, health.DefaultWindow)
-	reads := []read{
-		{"GET /v1/account: tenant and billing", accountQuery, []any{s.TenantID}, true},
-		{"GET /v1/account: sync summary", syncsQuery, []any{s.TenantID}, true},
+	reads := []plan{
+		of("GET /v1/account: tenant and billing", accountRead(s.TenantID)),
+		of("GET /v1/account: sync summary", syncsRead(s.TenantID)),
 	}
 	if s.Require(tenant.Owner) == nil {
-		reads = append(reads, read{"GET /v1/account: owner's delivery health", healthSQL, healthArgs, false})
+		reads = append(reads, plan{"GET /v1/account: owner's delivery health", healthSQL, healthArgs, false})
 	}
-	reads = append(reads, read{"GET /v1/tickets: first page", first, firstArgs, true})
+	reads = append(reads, of("GET /v1/tickets: first page", ticketPageRead(s.TenantID, nil, DefaultLimit)))
 	if deep != nil {
-		sql, args := ticketPageQuery(s.TenantID, deep, DefaultLimit)
-		reads = append(reads, read{"GET /v1/tickets: a page by cursor, deep in the list", sql, args, true})
+		reads = append(reads, of("GET /v1/tickets: a page by cursor, deep in the list", ticketPageRead(s.TenantID, deep, DefaultLimit)))
 	}
-	reads = append(reads, read{"GET /v1/tickets/{id}", ticketQuery, []any{ticketID, s.TenantID}, true})
+	reads = append(reads, of("GET /v1/tickets/{id}", ticketRead(s.TenantID, ticketID)))
 
 	out := make([]ReadPlan, 0, len(reads))
 	for _, r := range reads {

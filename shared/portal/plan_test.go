@@ -50,7 +50,7 @@ const pageBound = 3*DefaultLimit + 10
 
 // windowScans are the scans bounded by the health window instead of a page: their index
 // condition must hold the window's column, so they read the window's rows and no more.
-var windowScans = map[string]string{"stripe_events": "received_at", "job_attempts": "bucket"}
+var windowScans = map[string]string{"stripe_events": "received_at", "job_attempts": "bucket", "webhook_delivery_counts": "bucket"}
 
 // readsWindow says whether n's subtree scans a table by the health window.
 func readsWindow(n planNode) bool {

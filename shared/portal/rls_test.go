@@ -80,7 +80,8 @@ func TestTicketPagesUseTheTenantCreatedIndexAsTheUser(t *testing.T) {
 	for name, after := range map[string]*Cursor{"first page": nil, "cursor page": cursor} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			sql, args := ticketPageQuery(a.TenantID, after, DefaultLimit)
+			q := ticketPageRead(a.TenantID, after, DefaultLimit)
+			sql, args := q.SQL, q.Args
 			var plan json.RawMessage
 			require.NoError(t, tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
 				return tx.QueryRow(ctx, "explain (format json, verbose) "+sql, args...).Scan(&plan)
