@@ -153,7 +153,13 @@ func TestRecordRejectedDeliveryPrunesExpiredMinutes(t *testing.T) {
 		return old, kept
 	}
 
+	minute := func() (m time.Time) {
+		t.Helper()
+		require.NoError(t, pool.QueryRow(ctx, `select date_trunc('minute', clock_timestamp())`).Scan(&m))
+		return m
+	}
 	rej := health.Rejection{Reason: health.RejectedSignature, Status: 400}
+	first := minute()
 	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
 	old, kept := counts()
 	require.Equal(t, expired-health.RejectionPruneBatch, old, "one refusal deletes one bounded batch")
@@ -162,7 +168,11 @@ func TestRecordRejectedDeliveryPrunesExpiredMinutes(t *testing.T) {
 	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, rej))
 	old, kept = counts()
 	require.Zero(t, old)
-	require.Equal(t, 2, kept, "a second refusal in the same minute adds to its row")
+	if minute().Equal(first) { // no minute began during the two refusals
+		require.Equal(t, 2, kept, "a second refusal in the same minute adds to its row")
+	} else {
+		require.LessOrEqual(t, kept, 3, "at most one new minute's row")
+	}
 
 	all, err := health.Read(ctx, pool, health.Query{})
 	require.NoError(t, err)
