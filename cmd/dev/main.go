@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	_ "net/http/pprof" // served only with -pprof, on its own loopback address
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,7 +28,11 @@ func main() {
 	noWorkers := flag.Bool("no-workers", false, "do not run the queue workers")
 	ephemeral := flag.Bool("ephemeral-standins", false, "put the provider stand-ins on free ports (beside another make dev)")
 	latency := flag.Duration("standin-latency", 0, "the HubSpot and Zendesk stand-ins answer every call after this long (e.g. 50ms, the CRM load scenario's HubSpot)")
+	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) to profile a load run")
 	flag.Parse()
+	if *pprofAddr != "" {
+		go func() { _ = http.ListenAndServe(*pprofAddr, nil) }() //nolint:gosec // a dev-only profiling port on loopback
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

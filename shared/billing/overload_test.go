@@ -160,7 +160,14 @@ func TestClientGoingAwayKeepsTheDeliveryAndItsConnection(t *testing.T) {
 	require.ErrorIs(t, <-sent, context.Canceled, "the client gave up before the answer")
 	release()
 
-	require.Equal(t, "duplicate", b.outcome(t, payload), "the delivery the client gave up on was applied")
+	// The delivery records its event with its commit: once it is there, the delivery the
+	// client gave up on was applied (nothing else sent it), and Stripe's retry is a duplicate.
+	var id string
+	require.NoError(t, json.Unmarshal(payload, &struct{ ID *string }{&id}))
+	require.Eventually(t, func() bool {
+		return b.count(t, `select count(*) from private.stripe_events where id = $1 and applied_at is not null`, id) == 1
+	}, 10*time.Second, 10*time.Millisecond, "the delivery the client gave up on was applied")
+	require.Equal(t, "duplicate", b.outcome(t, payload))
 	require.Equal(t, 1, b.count(t, `select count(*) from pg_stat_activity where pid = $1`, backend),
 		"the connection the abandoned delivery ran on is still open")
 }

@@ -78,29 +78,42 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 		return Result{Outcome: OutcomeRejected}, err
 	}
 	var (
-		res     Result
-		claimed bool
-		pre     prefetch
+		res  Result
+		seen bool
+		pre  prefetch
 	)
-	// One round trip begins, claims, and (for an event of a customer we know, the common
-	// case) reads and locks the tenant's projection; the writes go with the commit.
+	customer := ""
+	if handled(ev.Type) {
+		customer = eff.customerID
+	}
+	// One round trip begins, looks the event up and (for an event of a customer we know, the
+	// common case) reads and locks the tenant's projection; the writes, the event's record
+	// among them, go with the commit.
 	err = db.PipeTx(ctx, p.db, func(b *pgx.Batch) {
-		queueClaim(b, ev, &claimed)
-		if handled(ev.Type) && eff.customerID != "" {
-			pre.queue(b, eff.customerID)
-		}
+		pre.queue(b, ev.ID, customer, &seen)
 	}, func(tx *db.Pipe) error {
 		res = Result{}
-		if !claimed {
+		if seen {
 			res.Outcome = OutcomeDuplicate
 			return nil
 		}
-		return p.run(ctx, tx, ev, eff, &res, &pre)
+		return p.run(ctx, tx, ev, eff, &res, &pre, true)
 	})
+	if isClaimedMeanwhile(err) {
+		// Another delivery of this event committed while this one ran: this one rolled back.
+		return Result{Outcome: OutcomeDuplicate}, nil
+	}
 	if err != nil {
 		return Result{Outcome: OutcomeFailed}, fmt.Errorf("process stripe event %s: %w", ev.ID, err)
 	}
 	return res, nil
+}
+
+// isClaimedMeanwhile says err is the primary key of private.stripe_events refusing this
+// delivery's record: a delivery of the same event id committed first.
+func isClaimedMeanwhile(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "stripe_events_pkey"
 }
 
 // ApplyStored applies an event that is already in private.stripe_events but was never applied:
@@ -127,7 +140,7 @@ func (p *Processor) ApplyStored(ctx context.Context, eventID string) (Result, er
 		if err != nil {
 			return err
 		}
-		return p.run(ctx, tx, ev, eff, &res, &prefetch{})
+		return p.run(ctx, tx, ev, eff, &res, &prefetch{}, false)
 	})
 	if txErr != nil {
 		return Result{Outcome: OutcomeFailed}, fmt.Errorf("apply stored stripe event %s: %w", eventID, txErr)
@@ -191,7 +204,7 @@ func (p *Processor) applyUnmatched(ctx context.Context, tx *db.Pipe, customerID,
 			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
 		}
 		var res Result
-		if err := p.run(ctx, tx, ev, eff, &res, &prefetch{}); err != nil {
+		if err := p.run(ctx, tx, ev, eff, &res, &prefetch{}, false); err != nil {
 			return 0, fmt.Errorf("apply unmatched event %s: %w", id, err)
 		}
 		n++
@@ -207,13 +220,15 @@ func effectFor(ev Event) (effect, error) {
 	return effectOf(ev)
 }
 
-// run is what applying a recorded event means, whether it was just claimed by a live delivery
-// or locked in the inbox by ApplyStored: resolve the tenant, apply, queue the follow-ups, and
-// record the outcome on the event's row. Both paths call it inside their one transaction.
-func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch) error {
+// run is what applying an event means, whether a live delivery found it new or ApplyStored
+// locked it in the inbox: resolve the tenant, apply, queue the follow-ups, and record the
+// outcome (live: the event's record, written now with its outcome; stored: its row updated).
+// Both paths call it inside their one transaction.
+func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, live bool) error {
+	done := func() error { return finish(ctx, tx, ev, *res, live) }
 	if !handled(ev.Type) {
 		res.Outcome = OutcomeIgnored
-		return finish(ctx, tx, ev.ID, *res)
+		return done()
 	}
 	tenantID, found, bound, err := resolveTenant(ctx, tx, eff, pre)
 	if err != nil {
@@ -233,18 +248,18 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 		}
 		if claimed != uuid.Nil {
 			res.Outcome, res.ClaimedTenant = OutcomeRefused, eff.clientReferenceID
-			return finish(ctx, tx, ev.ID, *res)
+			return done()
 		}
 	}
 	if !found {
 		res.Outcome = OutcomeUnmatched
-		return finish(ctx, tx, ev.ID, *res)
+		return done()
 	}
 	res.Outcome, res.TenantID = OutcomeProcessed, tenantID
 	if err := p.apply(ctx, tx, ev, eff, res, pre); err != nil {
 		return err
 	}
-	return finish(ctx, tx, ev.ID, *res)
+	return done()
 }
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
@@ -269,7 +284,7 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 		// No failure, or the invoice is already known to be paid (the events came out of order).
 		return nil
 	}
-	ticketID, err := openFailureTicket(ctx, tx, res.TenantID, *eff.failed)
+	ticketID, err := openFailureTicket(ctx, tx, res.TenantID, *eff.failed, pre.ruleOf(res.TenantID))
 	if err != nil || ticketID == uuid.Nil {
 		return err
 	}
@@ -310,54 +325,86 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	return after, nil
 }
 
-// queueClaim queues the recording of the event, its payload made safe for jsonb and its
-// verified bytes as they are; claimed says whether it was new (false when its id is already
-// recorded). A concurrent delivery of the same id waits here on the primary key until the
-// first one commits (then it is a duplicate) or rolls back (then it does the work).
-func queueClaim(b *pgx.Batch, ev Event, claimed *bool) {
-	b.Queue(`
-		insert into private.stripe_events (id, type, api_version, created, livemode, payload, raw_payload, outcome)
-		values ($1, $2, nullif($3, ''), $4, $5, $6::jsonb, $7, 'processed')
-		on conflict (id) do nothing`,
-		ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload,
-	).Exec(func(tag pgconn.CommandTag) error {
-		*claimed = tag.RowsAffected() == 1
-		return nil
-	})
-}
-
-// prefetch is what the claim's round trip also reads for an event of a known customer: the
-// projection of the tenant the customer maps to, locked (the statement after the lock sees
-// the subscriptions as the previous holder of the lock left them). The row's tenant is the
-// customer's mapping, which lookupTenant reads first and which always wins; when there is no
-// row (no mapping, or the tenant's first event), the delivery resolves and locks as usual.
+// prefetch is what the first round trip reads (private.webhook_claim): whether the event is
+// already recorded, and for an event of a known customer the projection of the tenant the
+// customer maps to, locked, with its subscriptions (read after the lock, so as the previous
+// holder of the lock left them) and the tenant's failure-ticket rule. The row's
+// tenant is the customer's mapping, which lookupTenant reads first and which always wins;
+// when there is no row (no mapping, or the tenant's first event), the delivery resolves and
+// locks as usual.
 type prefetch struct {
 	customer string
 	account  Account // the mapped tenant's projection, locked, when locked
 	locked   bool
+	rule     tenantRule
 }
 
-// queue adds the reads to the claim's batch.
-func (pre *prefetch) queue(b *pgx.Batch, customerID string) {
+// tenantRule is a tenant's failure-ticket rule (public.tenants).
+type tenantRule struct {
+	ticketOnFailure bool
+	contactEmail    *string
+}
+
+// queue adds the claim's reads to the first batch; seen says the event is already recorded.
+// With no customer only the event is looked up.
+func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, seen *bool) {
 	pre.customer = customerID
-	const mappedTenant = `(select tenant_id from private.stripe_customers where customer_id = $1)`
-	b.Queue(`select `+accountColumns+` from private.billing_accounts where tenant_id = `+mappedTenant+` for update`, customerID).
-		QueryRow(func(row pgx.Row) error {
-			a, err := scanAccount(row)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-			case err != nil:
-				return fmt.Errorf("lock billing account: %w", err)
-			default:
-				pre.account, pre.locked = a, true
-			}
-			return nil
-		})
-	b.Queue(subscriptionsQuery+mappedTenant, customerID).Query(func(rows pgx.Rows) error {
-		subs, err := collectSubscriptions(rows)
-		pre.account.Subscriptions = subs
-		return err
+	var customer *string
+	if customerID != "" {
+		customer = &customerID
+	}
+	var subs subscriptionArrays
+	b.Queue(`select * from private.webhook_claim($1, $2)`, eventID, customer).QueryRow(func(row pgx.Row) error {
+		var rule *bool
+		a, found, err := scanAccountRow(row, []any{seen, &rule, &pre.rule.contactEmail}, subs.dests())
+		if err != nil {
+			return fmt.Errorf("claim stripe event: %w", err)
+		}
+		if found && !*seen {
+			pre.account, pre.locked = a, true
+			pre.account.Subscriptions = subs.states()
+			pre.rule.ticketOnFailure = rule != nil && *rule
+		}
+		return nil
 	})
+}
+
+// subscriptionArrays are a tenant's subscription registers as private.webhook_claim returns
+// them: one array per column of subscriptionsQuery.
+type subscriptionArrays struct {
+	ids, prices, plans, planEvents, statuses, statusEvents []*string
+	periodEnds, planCreated, statusCreated                 []*time.Time
+	cancels                                                []*bool
+}
+
+func (s *subscriptionArrays) dests() []any {
+	return []any{&s.ids, &s.prices, &s.plans, &s.periodEnds, &s.cancels, &s.planCreated, &s.planEvents,
+		&s.statuses, &s.statusCreated, &s.statusEvents}
+}
+
+func (s *subscriptionArrays) states() map[string]SubscriptionState {
+	out := make(map[string]SubscriptionState, len(s.ids))
+	for i, id := range s.ids {
+		if id == nil {
+			continue
+		}
+		out[*id] = SubscriptionState{
+			ID: *id, PriceID: deref(s.prices[i]), Plan: deref(s.plans[i]), CurrentPeriodEnd: derefTime(s.periodEnds[i]),
+			CancelAtPeriodEnd: s.cancels[i] != nil && *s.cancels[i],
+			PlanStamp:         stampCols{s.planCreated[i], s.planEvents[i]}.stamp(),
+			Status:            deref(s.statuses[i]),
+			StatusStamp:       stampCols{s.statusCreated[i], s.statusEvents[i]}.stamp(),
+		}
+	}
+	return out
+}
+
+// ruleOf is the failure-ticket rule of tenantID when the claim read it (nil otherwise).
+func (pre *prefetch) ruleOf(tenantID uuid.UUID) *tenantRule {
+	if pre.locked && pre.account.TenantID == tenantID {
+		return &pre.rule
+	}
+	return nil
 }
 
 // lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row.
@@ -370,17 +417,26 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 
 // finish records what became of the event: its outcome and tenant, applied_at when it was
 // applied, and crm_sync (whether a CRM push was queued for it, which reconcile reads to tell a
-// missing push from a change the CRM does not show).
+// missing push from a change the CRM does not show). A live delivery writes the event's record
+// here, once, with its outcome: the primary key makes it the claim too (a delivery of the same
+// id that committed first fails this one, which rolls back: isClaimedMeanwhile). A stored
+// event's locked row is updated.
 // It is deferred: it goes to the database with the commit.
-func finish(_ context.Context, tx *db.Pipe, eventID string, res Result) error {
+func finish(_ context.Context, tx *db.Pipe, ev Event, res Result, live bool) error {
 	var tenant *uuid.UUID
 	if res.TenantID != uuid.Nil {
 		tenant = &res.TenantID
 	}
+	if live {
+		tx.DeferCall("private.record_stripe_event", nil, nil,
+			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload,
+			string(res.Outcome), tenant, res.CRMSync)
+		return nil
+	}
 	tx.Defer(`
 		update private.stripe_events
 		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end, crm_sync = $4
-		where id = $1`, eventID, string(res.Outcome), tenant, res.CRMSync).Exec(func(pgconn.CommandTag) error { return nil })
+		where id = $1`, ev.ID, string(res.Outcome), tenant, res.CRMSync)
 	return nil
 }
 
@@ -585,37 +641,55 @@ func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 }
 
 func scanAccount(row pgx.Row) (Account, error) {
+	a, found, err := scanAccountRow(row, nil, nil)
+	if err == nil && !found {
+		err = errors.New("billing account row without a tenant")
+	}
+	return a, err
+}
+
+// scanAccountRow reads accountColumns between the columns scanned into before and after;
+// found is false when the row's account columns are null (private.webhook_claim found no
+// projection).
+func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 	var (
 		a                                                 Account
+		tenant                                            *uuid.UUID
 		customer, email, sub, price, plan, status, payCur *string
 		invoice, failReason, failInvoice                  *string
 		periodEnd, paidAt, failedAt                       *time.Time
-		amount                                            *int64
+		amount, crmVersion                                *int64
+		cancel                                            *bool
 		cust, mail, subs, stat, pay, fail                 stampCols
 	)
-	err := row.Scan(&a.TenantID,
+	err := row.Scan(append(append(before, &tenant,
 		&customer, &cust.created, &cust.id,
 		&email, &mail.created, &mail.id,
-		&sub, &price, &plan, &periodEnd, &a.CancelAtPeriodEnd, &subs.created, &subs.id,
+		&sub, &price, &plan, &periodEnd, &cancel, &subs.created, &subs.id,
 		&status, &stat.created, &stat.id,
 		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
-		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &a.CRMVersion)
-	if err != nil {
-		return Account{}, err
+		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &crmVersion), after...)...)
+	if err != nil || tenant == nil {
+		return Account{}, false, err
 	}
+	a.TenantID = *tenant
 	a.CustomerID, a.CustomerStamp = deref(customer), cust.stamp()
 	a.CustomerEmail, a.EmailStamp = deref(email), mail.stamp()
 	a.SubscriptionID, a.PriceID, a.Plan, a.CurrentPeriodEnd = deref(sub), deref(price), deref(plan), derefTime(periodEnd)
+	a.CancelAtPeriodEnd = cancel != nil && *cancel
 	a.SubscriptionStamp = subs.stamp()
 	a.Status, a.StatusStamp = deref(status), stat.stamp()
 	a.LastPaymentAt, a.LastPaymentCurrency, a.LastInvoiceID = derefTime(paidAt), deref(payCur), deref(invoice)
 	if amount != nil {
 		a.LastPaymentAmount = *amount
 	}
+	if crmVersion != nil {
+		a.CRMVersion = *crmVersion
+	}
 	a.PaymentStamp = pay.stamp()
 	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = derefTime(failedAt), deref(failReason), deref(failInvoice)
 	a.FailureStamp = fail.stamp()
-	return a, nil
+	return a, true, nil
 }
 
 // saveAccount writes the registers of the subscription the change touched (none when
@@ -623,18 +697,12 @@ func scanAccount(row pgx.Row) (Account, error) {
 // source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
 // the same statement.
 //
-// On a db.Pipe both writes are deferred: they go with the next statement or the commit.
+// On a db.Pipe both writes are deferred: they go with the next statement or the commit, in one
+// statement with the delivery's other writes (db.Pipe.DeferCall). Both are PL/pgSQL functions
+// (20261201001200_webhook_functions.sql), whose plans Postgres keeps.
 func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmChanged bool) error {
 	if s, ok := a.Subscriptions[touched]; ok {
-		err := db.Defer(ctx, tx, `
-			insert into private.billing_subscriptions (tenant_id, subscription_id, price_id, plan, current_period_end,
-				cancel_at_period_end, plan_event_created, plan_event_id, status, status_event_created, status_event_id)
-			values ($1, $2, nullif($3, ''), nullif($4, ''), $5, $6, $7, nullif($8, ''), nullif($9, ''), $10, nullif($11, ''))
-			on conflict (tenant_id, subscription_id) do update set
-				price_id = excluded.price_id, plan = excluded.plan, current_period_end = excluded.current_period_end,
-				cancel_at_period_end = excluded.cancel_at_period_end, plan_event_created = excluded.plan_event_created,
-				plan_event_id = excluded.plan_event_id, status = excluded.status,
-				status_event_created = excluded.status_event_created, status_event_id = excluded.status_event_id`,
+		err := db.DeferCall(ctx, tx, "private.save_billing_subscription",
 			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
 			stampTime(s.PlanStamp), s.PlanStamp.EventID, s.Status, stampTime(s.StatusStamp), s.StatusStamp.EventID)
 		if err != nil {
@@ -650,22 +718,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 	if !a.PaymentStamp.IsZero() {
 		amount = &a.LastPaymentAmount
 	}
-	err := db.Defer(ctx, tx, `
-		update private.billing_accounts set
-			customer_id = nullif($2, ''), customer_event_created = $3, customer_event_id = nullif($4, ''),
-			customer_email = nullif($5, ''), email_event_created = $6, email_event_id = nullif($7, ''),
-			subscription_id = nullif($8, ''), price_id = nullif($9, ''), plan = nullif($10, ''),
-			current_period_end = $11, cancel_at_period_end = $12,
-			subscription_event_created = $13, subscription_event_id = nullif($14, ''),
-			status = $15, status_event_created = $16, status_event_id = nullif($17, ''),
-			last_payment_at = $18, last_payment_amount = $19, last_payment_currency = nullif($20, ''),
-			last_invoice_id = nullif($21, ''), payment_event_created = $22, payment_event_id = nullif($23, ''),
-			last_failure_at = $24, last_failure_reason = nullif($25, ''), last_failure_invoice_id = nullif($26, ''),
-			failure_event_created = $27, failure_event_id = nullif($28, ''),
-			source_event_created = $29, source_event_id = nullif($30, ''),
-			crm_version = crm_version + case when $31 then 1 else 0 end,
-			updated_at = now()
-		where tenant_id = $1`,
+	err := db.DeferCall(ctx, tx, "private.save_billing_account",
 		a.TenantID,
 		a.CustomerID, stampTime(a.CustomerStamp), a.CustomerStamp.EventID,
 		a.CustomerEmail, stampTime(a.EmailStamp), a.EmailStamp.EventID,
@@ -685,16 +738,18 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 
 // openFailureTicket opens the support ticket of a failed invoice when the tenant's rule asks
 // for one; at most one per invoice (the unique (tenant, source, source_ref) key). uuid.Nil
-// when the rule is off or the ticket already exists.
-func openFailureTicket(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, f failedPayment) (uuid.UUID, error) {
-	var (
-		on      bool
-		contact *string
-	)
-	err := tx.QueryRow(ctx, `select ticket_on_payment_failure, contact_email from public.tenants where id = $1`, tenantID).Scan(&on, &contact)
-	if err != nil {
-		return uuid.Nil, fmt.Errorf("read tenant's payment failure rule: %w", err)
+// when the rule is off or the ticket already exists. rule is the tenant's rule when the
+// claim read it (nil: read here).
+func openFailureTicket(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, f failedPayment, rule *tenantRule) (uuid.UUID, error) {
+	if rule == nil {
+		rule = &tenantRule{}
+		err := tx.QueryRow(ctx, `select ticket_on_payment_failure, contact_email from public.tenants where id = $1`, tenantID).
+			Scan(&rule.ticketOnFailure, &rule.contactEmail)
+		if err != nil {
+			return uuid.Nil, fmt.Errorf("read tenant's payment failure rule: %w", err)
+		}
 	}
+	on, contact := rule.ticketOnFailure, rule.contactEmail
 	if !on {
 		return uuid.Nil, nil
 	}
@@ -707,7 +762,7 @@ func openFailureTicket(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, f fai
 		"invoice is paid. Stripe retries the payment on its own schedule; updating the payment method in the "+
 		"billing portal settles it sooner.", f.InvoiceID, f.Reason)
 	var id uuid.UUID
-	err = tx.QueryRow(ctx, `
+	err := tx.QueryRow(ctx, `
 		insert into public.tickets (tenant_id, requester_email, subject, body, category, priority, source, source_ref)
 		values ($1, nullif($2, ''), $3, $4, 'billing', 'high', 'payment_failure', $5)
 		on conflict (tenant_id, source, source_ref) do nothing

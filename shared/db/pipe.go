@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,6 +38,15 @@ type Pipe struct {
 	pgx.Tx
 	conn    *pgxpool.Conn
 	pending *pgx.Batch
+	calls   []deferredCall // deferred function calls not yet sealed into pending
+}
+
+// deferredCall is a function call queued by DeferCall.
+type deferredCall struct {
+	fn   string
+	args []any
+	dest any          // where its result is scanned (nil: ignored)
+	done func() error // run once dest holds the result (nil: none)
 }
 
 var _ pgx.Tx = (*Pipe)(nil)
@@ -44,10 +55,90 @@ var _ pgx.Tx = (*Pipe)(nil)
 // comes back from the next statement sent or from the commit, and fails the transaction.
 // The returned query takes a callback (Exec, QueryRow) to read the result when it arrives.
 func (p *Pipe) Defer(sql string, args ...any) *pgx.QueuedQuery {
+	p.seal()
 	if p.pending == nil {
 		p.pending = &pgx.Batch{}
 	}
 	return p.pending.Queue(sql, args...)
+}
+
+// DeferCall queues a call of the function fn (a qualified name, never user input) with args,
+// whose result is scanned into dest (nil: ignored) and then done runs (nil: nothing), when the
+// answer arrives. Consecutive calls go to the database as ONE statement, select fn1($1, ...),
+// fn2($n, ...), ...: each statement costs Postgres a parse, a plan, a portal and a snapshot
+// whatever it does, and a PL/pgSQL function's own statements keep their plans. The calls of one
+// statement run in the order queued (Postgres evaluates a select list left to right); use them
+// for writes that do not read each other's results. Errors come back as with Defer.
+func (p *Pipe) DeferCall(fn string, dest any, done func() error, args ...any) {
+	p.calls = append(p.calls, deferredCall{fn: fn, args: args, dest: dest, done: done})
+}
+
+// seal turns the queued calls into one statement at the end of pending.
+func (p *Pipe) seal() {
+	if len(p.calls) == 0 {
+		return
+	}
+	calls := p.calls
+	p.calls = nil
+	var (
+		sql   strings.Builder
+		args  []any
+		dests []any
+	)
+	sql.WriteString("select ")
+	for i, c := range calls {
+		if i > 0 {
+			sql.WriteString(", ")
+		}
+		sql.WriteString(c.fn)
+		sql.WriteByte('(')
+		for j, a := range c.args {
+			if j > 0 {
+				sql.WriteString(", ")
+			}
+			args = append(args, a)
+			sql.WriteByte('$')
+			sql.WriteString(strconv.Itoa(len(args)))
+		}
+		sql.WriteByte(')')
+		dests = append(dests, c.dest)
+	}
+	if p.pending == nil {
+		p.pending = &pgx.Batch{}
+	}
+	p.pending.Queue(sql.String(), args...).QueryRow(func(row pgx.Row) error {
+		if err := row.Scan(dests...); err != nil {
+			return err
+		}
+		for _, c := range calls {
+			if c.done != nil {
+				if err := c.done(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// DeferCall calls fn now on a transaction (its result ignored), or defers the call on a Pipe
+// (Pipe.DeferCall): for a write whose answer nobody waits for, in code that runs on both.
+func DeferCall(ctx context.Context, tx pgx.Tx, fn string, args ...any) error {
+	if p, ok := tx.(*Pipe); ok {
+		p.DeferCall(fn, nil, nil, args...)
+		return nil
+	}
+	var sql strings.Builder
+	sql.WriteString("select " + fn + "(")
+	for i := range args {
+		if i > 0 {
+			sql.WriteString(", ")
+		}
+		sql.WriteString("$" + strconv.Itoa(i+1))
+	}
+	sql.WriteString(")")
+	_, err := tx.Exec(ctx, sql.String(), args...)
+	return err
 }
 
 // Defer sends sql now on a transaction, or defers it on a Pipe: for a write whose answer
@@ -65,6 +156,7 @@ func Defer(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
 // Pipe, in the same round trip as what was deferred.
 func SendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
 	if p, ok := tx.(*Pipe); ok {
+		p.seal()
 		if p.pending == nil {
 			p.pending = &pgx.Batch{}
 		}
@@ -76,6 +168,7 @@ func SendBatch(ctx context.Context, tx pgx.Tx, b *pgx.Batch) error {
 
 // Flush sends what was deferred and waits for it.
 func (p *Pipe) Flush(ctx context.Context) error {
+	p.seal()
 	if p.pending == nil || p.pending.Len() == 0 {
 		return nil
 	}
@@ -86,6 +179,7 @@ func (p *Pipe) Flush(ctx context.Context) error {
 
 // Exec sends what was deferred and then sql, in one round trip.
 func (p *Pipe) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	p.seal()
 	if p.pending == nil || p.pending.Len() == 0 {
 		return p.Tx.Exec(ctx, sql, args...)
 	}
@@ -100,6 +194,7 @@ func (p *Pipe) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 // Query sends what was deferred and then sql, in one round trip. The connection is busy
 // until the rows are closed, as with any pgx query.
 func (p *Pipe) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	p.seal()
 	if p.pending == nil || p.pending.Len() == 0 {
 		return p.Tx.Query(ctx, sql, args...)
 	}
@@ -131,6 +226,7 @@ func (p *Pipe) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 
 // QueryRow sends what was deferred and then sql, in one round trip.
 func (p *Pipe) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	p.seal()
 	if p.pending == nil || p.pending.Len() == 0 {
 		return p.Tx.QueryRow(ctx, sql, args...)
 	}
@@ -171,6 +267,7 @@ func (p *Pipe) Commit(ctx context.Context) error {
 	if p.conn == nil {
 		return pgx.ErrTxClosed
 	}
+	p.seal()
 	b := p.pending
 	if b == nil {
 		b = &pgx.Batch{}
@@ -203,7 +300,7 @@ func (p *Pipe) Rollback(ctx context.Context) error {
 	if p.conn == nil {
 		return pgx.ErrTxClosed
 	}
-	p.pending = nil
+	p.pending, p.calls = nil, nil
 	_, err := p.conn.Exec(ctx, "rollback")
 	p.release(ctx)
 	return err

@@ -93,3 +93,53 @@ func TestPipeDeferredFailureRollsBackEverything(t *testing.T) {
 		return err
 	}), "the pool's connections are usable after the failures")
 }
+
+// Consecutive deferred calls of functions go to the database as one statement, in the order
+// queued, each result scanned where its caller asked; a call that fails fails the
+// transaction like any deferred write, and DeferCall on a plain transaction calls at once.
+func TestPipeMergesDeferredCalls(t *testing.T) {
+	t.Parallel()
+	pool, counter := dbtest.NewCounted(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		create table public.call_log (n int primary key, at int);
+		create function public.log_call(p_n int) returns int language sql as
+			$$ insert into public.call_log values (p_n, (select count(*) from public.call_log)) returning n * 10 $$;`)
+	require.NoError(t, err)
+
+	counter.Reset()
+	var a, c int
+	doneA := false
+	err = db.PipeTx(ctx, pool, nil, func(p *db.Pipe) error {
+		p.DeferCall("public.log_call", &a, func() error { doneA = true; return nil }, 1)
+		p.DeferCall("public.log_call", nil, nil, 2)
+		p.DeferCall("public.log_call", &c, nil, 3)
+		return nil
+	})
+	require.NoError(t, err)
+	got := counter.Reset()
+	require.Equal(t, 2, got.RoundTrips, "begin, then the calls with the commit: %v", got.SQL)
+	require.Equal(t, 3, got.Statements, "begin, one select of the three calls, commit: %v", got.SQL)
+	require.Equal(t, 10, a)
+	require.Equal(t, 30, c)
+	require.True(t, doneA)
+	rows, err := pool.Query(ctx, `select at from public.call_log order by n`)
+	require.NoError(t, err)
+	order, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	require.NoError(t, err)
+	require.Equal(t, []int{0, 1, 2}, order, "each call saw the ones queued before it")
+
+	err = db.PipeTx(ctx, pool, nil, func(p *db.Pipe) error {
+		p.DeferCall("public.log_call", nil, nil, 4)
+		p.DeferCall("public.log_call", nil, nil, 1) // duplicate key
+		return nil
+	})
+	var pgErr *pgconn.PgError
+	require.ErrorAs(t, err, &pgErr)
+	require.Equal(t, "23505", pgErr.Code)
+
+	require.NoError(t, db.Tx(ctx, pool, func(tx pgx.Tx) error { return db.DeferCall(ctx, tx, "public.log_call", 5) }))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `select count(*) from public.call_log`).Scan(&n))
+	require.Equal(t, 4, n, "the failed transaction left nothing; the plain one wrote at once")
+}

@@ -175,6 +175,9 @@ func (i *Inserter) EnqueueHelpdeskTicket(ctx context.Context, tx pgx.Tx, tenantI
 }
 
 func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, integration string, tenantID uuid.UUID, subject string) error {
+	if p, ok := tx.(*db.Pipe); ok {
+		return i.deferInsert(ctx, p, args, integration, tenantID, subject)
+	}
 	res, err := i.client.InsertTx(ctx, tx, args, nil)
 	if err != nil {
 		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
