@@ -3,10 +3,13 @@ package rie_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,8 +88,15 @@ func TestInvokeReportsAColdStartFailureWithTheFunctionsMessage(t *testing.T) {
 	em := start(t, b, map[string]string{"ECHO_FAIL": "1"})
 
 	res, err := em.Invoke(context.Background(), []byte(`{}`))
-	require.NoError(t, err)
-	require.Equal(t, 502, res.StatusCode, "a runtime that exits during init is a failed invocation")
+	// A runtime that exits during init is a failed invocation: the RIE answers 502, or, when
+	// the runtime's exit wins the race with that answer (seen once in CI, under load), closes
+	// the connection.
+	if err != nil {
+		require.True(t, errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF),
+			"the invocation failed some other way: %v", err)
+	} else {
+		require.Equal(t, 502, res.StatusCode, "a runtime that exits during init is a failed invocation")
+	}
 	// The RIE answers the invoke before it has necessarily copied the runtime's last output.
 	require.Eventually(t, func() bool {
 		return strings.Contains(em.Output(), "missing required environment variables: ECHO_SECRET")
