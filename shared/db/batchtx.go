@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // BatchTx runs b as one transaction in a single round trip: begin, b's statements in order,
@@ -27,23 +26,7 @@ func BatchTx(ctx context.Context, pool Acquirer, b *pgx.Batch) error {
 	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, b.Len()+2)}
 	all.Queue("begin")
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
-	committed := false
-	all.Queue("commit").Exec(func(ct pgconn.CommandTag) error {
-		if ct.String() == "ROLLBACK" {
-			return pgx.ErrTxCommitRollback
-		}
-		committed = true
-		return nil
-	})
-	err = conn.Conn().SendBatch(ctx, all).Close()
-	if !committed && conn.Conn().PgConn().TxStatus() != 'I' {
-		// A statement or a callback failed before the commit ran: end the transaction here
-		// so the connection goes back to the pool instead of being closed.
-		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
-		_, _ = conn.Exec(rbCtx, "rollback")
-		cancel()
-	}
-	if err != nil {
+	if err := sendWithCommit(ctx, conn, all); err != nil {
 		return Classify(err)
 	}
 	return nil

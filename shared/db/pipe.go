@@ -273,25 +273,32 @@ func (p *Pipe) Commit(ctx context.Context) error {
 		b = &pgx.Batch{}
 	}
 	p.pending = nil
+	// Sent on the connection itself: the transaction pgx began for the first batch would
+	// send a commit of its own.
+	err := sendWithCommit(ctx, p.conn, b)
+	p.release(ctx)
+	return err
+}
+
+// sendWithCommit sends b followed by a commit on conn, in one round trip, and reads every
+// result. When a statement (or its callback) fails before the commit ran, it ends the
+// transaction with a rollback, so the connection can go back to the pool instead of being
+// closed; a commit the server turned into a rollback is pgx.ErrTxCommitRollback.
+func sendWithCommit(ctx context.Context, conn *pgxpool.Conn, b *pgx.Batch) error {
 	var tag pgconn.CommandTag
 	b.Queue("commit").Exec(func(ct pgconn.CommandTag) error {
 		tag = ct
 		return nil
 	})
-	// Sent on the connection itself: the transaction pgx began for the first batch would
-	// send a commit of its own.
-	err := p.conn.Conn().SendBatch(ctx, b).Close()
+	err := conn.Conn().SendBatch(ctx, b).Close()
 	if err == nil && tag.String() == "ROLLBACK" {
 		err = pgx.ErrTxCommitRollback
 	}
-	if err != nil && p.conn.Conn().PgConn().TxStatus() != 'I' {
-		// A deferred statement failed and the commit never ran: end the transaction here
-		// so the connection goes back to the pool instead of being closed.
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
-		_, _ = p.conn.Exec(rbCtx, "rollback")
+		_, _ = conn.Exec(rbCtx, "rollback")
 		cancel()
 	}
-	p.release(ctx)
 	return err
 }
 
