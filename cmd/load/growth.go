@@ -70,6 +70,10 @@ var growthReads = []growthRead{
 // read and size and, for the largest size, each query's EXPLAIN (ANALYZE, BUFFERS) as the
 // user; with -benchmarks it writes both into that file's "## Portal reads" section.
 func runGrowth(ctx context.Context, o growthOptions) error {
+	if o.requests < growthRounds {
+		// Fewer than one timed request a round would leave a read with no latencies to report.
+		return fmt.Errorf("growth: -requests must be at least %d (one per round), got %d", growthRounds, o.requests)
+	}
 	o.commit = commit() // now: the tree may change while a long run seeds
 	type sized struct {
 		size  int
@@ -98,7 +102,7 @@ func runGrowth(ctx context.Context, o growthOptions) error {
 	}
 	// Rounds that visit every size in turn, so a burst of load from the machine's other users
 	// lands on all sizes alike instead of on whichever size was being timed.
-	const rounds = 10
+	const rounds = growthRounds
 	fmt.Fprintf(os.Stderr, "growth: timing %d requests per read and size, in %d interleaved rounds\n", o.requests, rounds)
 	lat := map[string]map[int][]time.Duration{}
 	for round := range rounds + 1 {
@@ -248,6 +252,9 @@ func newReadServer(ctx context.Context, pool *pgxpool.Pool, w growth.World) (*re
 	s.Server = httptest.NewServer(h)
 	return s, nil
 }
+
+// growthRounds is how many interleaved rounds the timed requests are spread over.
+const growthRounds = 10
 
 // time sends n requests of read r one at a time and returns their latencies (nil when the
 // world has nothing for r, such as a 10,000-deep page of a smaller tenant).
