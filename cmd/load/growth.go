@@ -407,27 +407,33 @@ var ErrNoSection = errors.New("load: cannot place the block in the benchmarks fi
 // "## Portal reads" section, adding the section (at the end) or the markers (at the section's
 // end) when missing, and leaving every other section as it is.
 func writeBenchmarks(path, name, block string) error {
+	return writeMarked(path, "portal-reads:"+name, "## Portal reads\n", "Issue 13. What a portal read costs as a tenant grows, and how many a second the dev server serves.\n\n", block)
+}
+
+// writeMarked puts block between <!-- <marker> begin/end --> lines, in place of an earlier
+// block with the same marker, else at the end of the section that starts with heading
+// (adding the section, with intro, at the end of the file when it has none).
+func writeMarked(path, marker, heading, intro, block string) error {
 	raw, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", path, err)
 	}
 	text := string(raw)
-	begin, end := "<!-- portal-reads:"+name+" begin -->\n", "<!-- portal-reads:"+name+" end -->\n"
+	begin, end := "<!-- "+marker+" begin -->\n", "<!-- "+marker+" end -->\n"
 	wrapped := begin + block + end
 	if i := strings.Index(text, begin); i >= 0 {
 		j := strings.Index(text[i:], end)
 		if j < 0 {
-			return fmt.Errorf("%w: %q has no end marker", ErrNoSection, name)
+			return fmt.Errorf("%w: %q has no end marker", ErrNoSection, marker)
 		}
 		text = text[:i] + wrapped + text[i+j+len(end):]
 	} else {
-		const heading = "## Portal reads\n"
 		i := strings.Index(text, heading)
 		if i < 0 {
 			if text != "" && !strings.HasSuffix(text, "\n\n") {
 				text = strings.TrimRight(text, "\n") + "\n\n"
 			}
-			text += heading + "\nIssue 13. What a portal read costs as a tenant grows, and how many a second the dev server serves.\n\n"
+			text += heading + "\n" + intro
 			i = strings.Index(text, heading)
 		}
 		// The end of the section: the next "## " heading, or the end of the file.

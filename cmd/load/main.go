@@ -69,8 +69,10 @@ func main() {
 	webhookPct := flag.Int("webhook-percent", 50, "share of webhook deliveries; the rest are ticket creations")
 	inFlight := flag.Int("max-in-flight", 1000, "requests in flight at most; beyond it a request is counted as dropped")
 	scenario := flag.String("scenario", "mix", "mix: webhooks and tickets, latency of each answer; crm: delay from a webhook's commit to the CRM upsert; "+
-		"reads: the portal's reads (account, tickets, a ticket) at each of -rates; growth: each read at each of -sizes (seeds databases of its own)")
-	rates := flag.String("rates", "", "reads: comma-separated rates to sweep (default: -rate alone)")
+		"reads: the portal's reads (account, tickets, a ticket) at each of -rates; growth: each read at each of -sizes (seeds databases of its own); "+
+		"webhook-knee: webhooks alone at each of -rates, then twice the knee; webhook-recovery: webhooks alone along -schedule, seconds to recover after the drop "+
+		"(both against cmd/dev -no-workers, with -database its database)")
+	rates := flag.String("rates", "", "reads, webhook-knee: comma-separated rates to sweep (reads: default -rate alone; webhook-knee: default 200,300,...,800)")
 	sizes := flag.String("sizes", "1000,100000,1000000", "growth: rows of the grown tenant, comma-separated")
 	others := flag.Int("other-tenants", 1000, "growth: small tenants beside the grown one")
 	requests := flag.Int("requests", 300, "growth: timed requests per read and size")
@@ -78,7 +80,11 @@ func main() {
 	benchmarks := flag.String("benchmarks", "", "mix, reads, growth: also write the results into this file's \"## Portal reads\" section")
 	token := flag.String("token", "", "the demo owner's access token (default: minted from env.json; a make dev with -ephemeral-standins prints its own, since its issuer differs)")
 	label := flag.String("label", "", "reads: name the run (e.g. the branch served), so runs against two servers keep two blocks in -benchmarks")
-	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on")
+	database := flag.String("database", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"), "growth: the PostgreSQL server to create the databases on; webhook-knee, webhook-recovery: the target's database")
+	schedule := flag.String("schedule", "900x15s,150x20s", "webhook-recovery: RATExDURATION phases; the last one is the drop (e.g. 3x the knee for 15 s, then well under it)")
+	warmup := flag.Duration("warmup", 5*time.Second, "webhook-knee, webhook-recovery: warm-up before each measured window (not counted)")
+	tenants := flag.Int("tenants", 1000, "webhook-knee, webhook-recovery: tenants the events are spread over (seeded in -database)")
+	dup := flag.Float64("dup", 0.1, "webhook-knee, webhook-recovery: share of redeliveries")
 	deployed := flag.Bool("deployed-shape", true, "crm: also measure the deployed shape (webhook and crm-push bootstraps under the Lambda RIE, the nudge through a local Lambda Invoke stand-in)")
 	flag.Parse()
 
@@ -100,13 +106,39 @@ func main() {
 		if err == nil {
 			err = runGrowth(ctx, g)
 		}
+	case *scenario == "webhook-knee" || *scenario == "webhook-recovery":
+		wo := webhookOptions{database: *database, tenants: *tenants, tenantFormat: "00000000-0000-4000-8000-%012d", dup: *dup, warmup: *warmup, benchmarks: *benchmarks}
+		list := *rates
+		if list == "" {
+			list = "200,300,400,500,600,700,800"
+		}
+		if wo.rates, err = intList(list); err == nil {
+			wo.schedule, err = parseSchedule(*schedule)
+		}
+		switch {
+		case err != nil:
+		case *scenario == "webhook-knee":
+			if !flagSet("duration") {
+				o.duration = 10 * time.Second // per rate: eight rates fit in about three minutes
+			}
+			err = runWebhookKnee(ctx, o, wo)
+		default:
+			err = runWebhookRecovery(ctx, o, wo)
+		}
 	default:
-		err = fmt.Errorf("%w: %q (want mix, crm, reads or growth)", ErrUnknownScenario, *scenario)
+		err = fmt.Errorf("%w: %q (want mix, crm, reads, growth, webhook-knee or webhook-recovery)", ErrUnknownScenario, *scenario)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
+}
+
+// flagSet reports whether the command line set the flag.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func loopbackTarget(raw string) (*url.URL, error) {
