@@ -65,13 +65,13 @@ func main() {
 	target := flag.String("target", "http://127.0.0.1:3000", "base URL of make dev (loopback only)")
 	rate := flag.Float64("rate", 50, "requests started per second")
 	duration := flag.Duration("duration", 30*time.Second, "how long to send")
-	max := flag.Int("max", 10000, "stop after this many requests")
+	maxRequests := flag.Int("max", 10000, "stop after this many requests")
 	webhookPct := flag.Int("webhook-percent", 50, "share of webhook deliveries; the rest are ticket creations")
 	inFlight := flag.Int("max-in-flight", 1000, "requests in flight at most; beyond it a request is counted as dropped")
 	scenario := flag.String("scenario", "mix", "mix: webhooks and tickets, latency of each answer; crm: delay from a webhook's commit to the CRM upsert; "+
 		"reads: the portal's reads (account, tickets, a ticket) at each of -rates; growth: each read at each of -sizes (seeds databases of its own); "+
 		"webhook-knee: webhooks alone at each of -rates, then twice the knee; webhook-recovery: webhooks alone along -schedule, seconds to recover after the drop "+
-		"(both against cmd/dev -no-workers, with -database its database)")
+		"(both against cmd/dev -no-workers, with -database its database); cold-start: -fn's first invocation under the Lambda RIE, over -starts fresh starts")
 	rates := flag.String("rates", "", "reads, webhook-knee: comma-separated rates to sweep (reads: default -rate alone; webhook-knee: default 200,300,...,800)")
 	sizes := flag.String("sizes", "1000,100000,1000000", "growth: rows of the grown tenant, comma-separated")
 	others := flag.Int("other-tenants", 1000, "growth: small tenants beside the grown one")
@@ -85,13 +85,16 @@ func main() {
 	warmup := flag.Duration("warmup", 5*time.Second, "webhook-knee, webhook-recovery: warm-up before each measured window (not counted)")
 	tenants := flag.Int("tenants", 1000, "webhook-knee, webhook-recovery: tenants the events are spread over (seeded in -database)")
 	dup := flag.Float64("dup", 0.1, "webhook-knee, webhook-recovery: share of redeliveries")
+	fn := flag.String("fn", "PaymentWebhookFunction", "cold-start: the function (logical id in template.yaml)")
+	event := flag.String("event", "events/payment-webhook.json", "cold-start: the sample event each invocation sends")
+	starts := flag.Int("starts", 10, "cold-start: fresh starts of the function")
 	deployed := flag.Bool("deployed-shape", true, "crm: also measure the deployed shape (webhook and crm-push bootstraps under the Lambda RIE, the nudge through a local Lambda Invoke stand-in)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	u, err := loopbackTarget(*target)
-	o := options{token: *token, target: u, rate: *rate, duration: *duration, max: *max, webhookPct: *webhookPct, maxInFlight: *inFlight}
+	o := options{token: *token, target: u, rate: *rate, duration: *duration, max: *maxRequests, webhookPct: *webhookPct, maxInFlight: *inFlight}
 	switch {
 	case err != nil:
 	case *scenario == "mix":
@@ -125,8 +128,14 @@ func main() {
 		default:
 			err = runWebhookRecovery(ctx, o, wo)
 		}
+	case *scenario == "cold-start":
+		co := coldOptions{fn: *fn, event: *event, starts: max(*starts, 1), benchmarks: *benchmarks}
+		if flagSet("database") {
+			co.database = *database // else env.json's (make dev's database)
+		}
+		err = runColdStart(ctx, co)
 	default:
-		err = fmt.Errorf("%w: %q (want mix, crm, reads, growth, webhook-knee or webhook-recovery)", ErrUnknownScenario, *scenario)
+		err = fmt.Errorf("%w: %q (want mix, crm, reads, growth, webhook-knee, webhook-recovery or cold-start)", ErrUnknownScenario, *scenario)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
