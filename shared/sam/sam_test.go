@@ -2,10 +2,12 @@ package sam_test
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -310,21 +312,36 @@ const (
 )
 
 // Every function reserves its concurrency, and all of them at full concurrency, each instance
-// holding DB_MAX_CONNS (its default) connections, fit the smallest compute's pooler.
+// holding its DB_MAX_CONNS connections (its parameter's default, else Base's), fit the
+// smallest compute's pooler.
 func TestReservedConcurrencyFitsTheSmallestPooler(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	field, ok := reflect.TypeOf(function.Base{}).FieldByName("DBMaxConns")
 	require.True(t, ok)
-	conns, err := strconv.Atoi(field.Tag.Get("default"))
+	defaultConns, err := strconv.Atoi(field.Tag.Get("default"))
 	require.NoError(t, err)
-	sum := 0
+	reserved := map[int]int{} // connections per instance -> instances
 	for _, f := range b.Template.Functions {
 		require.Positive(t, f.ReservedConcurrency, "%s needs ReservedConcurrentExecutions", f.LogicalID)
-		sum += f.ReservedConcurrency
+		conns := defaultConns
+		if v, ok := f.Env["DB_MAX_CONNS"]; ok {
+			p := b.Template.Parameters[v.Value]
+			require.NotNil(t, p.Default, "%s: DB_MAX_CONNS's parameter %s needs a default", f.LogicalID, v.Value)
+			conns, err = strconv.Atoi(*p.Default)
+			require.NoError(t, err)
+		}
+		reserved[conns] += f.ReservedConcurrency
 	}
-	t.Logf("reserved concurrency %d x DB_MAX_CONNS %d = %d pooler clients of %d", sum, conns, sum*conns, smallestPoolerClients)
-	require.LessOrEqual(t, sum*conns, functionsShare)
+	var terms []string
+	sum := 0
+	for _, conns := range slices.Sorted(maps.Keys(reserved)) {
+		terms = append(terms, fmt.Sprintf("%d × %d", reserved[conns], conns))
+		sum += reserved[conns] * conns
+	}
+	stated := fmt.Sprintf("%s = %d", strings.Join(terms, " + "), sum)
+	t.Logf("reserved concurrency x DB_MAX_CONNS: %s pooler clients of %d", stated, smallestPoolerClients)
+	require.LessOrEqual(t, sum, functionsShare)
 	readme := readFile(t, filepath.Join(b.Root, "README.md"))
-	require.Contains(t, readme, fmt.Sprintf("%d × %d = %d", sum, conns, sum*conns), "the README states the sum")
+	require.Contains(t, readme, stated, "the README states the sum")
 }
