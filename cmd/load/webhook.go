@@ -92,16 +92,15 @@ type eventKind struct {
 // (its customer, subscription and metadata.tenant_id, as the harness's events carry them),
 // with fresh ids, and a share of redeliveries of bodies already sent.
 type webhookEvents struct {
-	kinds   []eventKind
-	total   int
-	o       webhookOptions
-	rng     *rand.Rand
-	run     string
-	seq     int
-	bodies  [][]byte
-	ids     []string
-	secret  string
-	refresh time.Time
+	kinds  []eventKind
+	total  int
+	o      webhookOptions
+	rng    *rand.Rand
+	run    string
+	seq    int
+	bodies [][]byte
+	ids    []string
+	secret string
 }
 
 func newWebhookEvents(o webhookOptions) (*webhookEvents, error) {
