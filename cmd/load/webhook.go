@@ -426,17 +426,15 @@ func runWebhookKnee(ctx context.Context, o options, wo webhookOptions) error {
 		time.Sleep(2 * time.Second) // let the last answers drain before the next rate
 		return s, nil
 	}
-	knee := -1
+	var verdicts []window
 	for _, r := range wo.rates {
 		s, err := try(r)
 		if err != nil {
 			return err
 		}
-		steps = append(steps, s)
-		if s.w.healthy() && knee == len(steps)-2 {
-			knee = len(steps) - 1
-		}
+		steps, verdicts = append(steps, s), append(verdicts, s.w)
 	}
+	knee := kneeOf(verdicts)
 	var past *step
 	if knee >= 0 {
 		s, err := try(2 * steps[knee].rate)
@@ -529,22 +527,15 @@ func runWebhookRecovery(ctx context.Context, o options, wo webhookOptions) error
 		strings.Join(parts, ", then "), healthyP95, healthyShare*100)
 	fmt.Fprintln(w, "| second | offered | ok | 503 | other errors | p95 ms | healthy |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
-	recovered := time.Duration(-1)
-	var buckets []window
-	for at := time.Duration(0); at < end; at += time.Second {
-		buckets = append(buckets, judge(shots, at, at+time.Second))
-	}
+	buckets := perSecond(shots, end)
 	for i, b := range buckets {
-		at := time.Duration(i) * time.Second
 		mark := ""
 		if b.healthy() {
 			mark = "yes"
 		}
-		fmt.Fprintf(w, "| %+d | %d | %d | %d | %d | %s | %s |\n", int((at-drop)/time.Second), b.offered, b.ok, b.shed, b.other, b.p95ms(), mark)
-		if at >= drop && recovered < 0 && allHealthy(buckets[i:]) {
-			recovered = at - drop
-		}
+		fmt.Fprintf(w, "| %+d | %d | %d | %d | %d | %s | %s |\n", i-int(drop/time.Second), b.offered, b.ok, b.shed, b.other, b.p95ms(), mark)
 	}
+	recovered := recoveredAfter(buckets, int(drop/time.Second))
 	fmt.Fprintln(w)
 	past, under := judge(shots, 0, drop), judge(shots, drop, end)
 	fmt.Fprintf(w, "Before the drop: %.0f ok/s of %.0f/s offered (%s). After it: %.0f ok/s of %.0f/s offered.\n",
@@ -552,7 +543,7 @@ func runWebhookRecovery(ctx context.Context, o options, wo webhookOptions) error
 	if recovered < 0 {
 		fmt.Fprintf(w, "Recovery: not within the %s after the drop (target: 5 s).\n", end-drop)
 	} else {
-		fmt.Fprintf(w, "Recovery: healthy from second %d after the drop on, to the end of the run (target: within 5 s).\n", int(recovered/time.Second))
+		fmt.Fprintf(w, "Recovery: healthy from second %d after the drop on, to the end of the run (target: within 5 s).\n", recovered)
 	}
 	if err := afterRun(ctx, o, wo, shots, w); err != nil {
 		return err
@@ -561,13 +552,36 @@ func runWebhookRecovery(ctx context.Context, o options, wo webhookOptions) error
 		scheduleFlag(wo.schedule), wo.warmup, time.Now().UTC().Format("2006-01-02 15:04 MST"), commit(), out.String()))
 }
 
-func allHealthy(ws []window) bool {
-	for _, w := range ws {
-		if !w.healthy() {
-			return false
-		}
+// perSecond is the verdict of each second of a run that lasted end.
+func perSecond(shots []shot, end time.Duration) []window {
+	var buckets []window
+	for at := time.Duration(0); at < end; at += time.Second {
+		buckets = append(buckets, judge(shots, at, at+time.Second))
 	}
-	return true
+	return buckets
+}
+
+// recoveredAfter is how many seconds after bucket drop the buckets turned healthy for good
+// (to the end of the run), or -1 when the last one is not healthy.
+func recoveredAfter(buckets []window, drop int) int {
+	from := len(buckets)
+	for from > drop && buckets[from-1].healthy() {
+		from--
+	}
+	if from == len(buckets) {
+		return -1
+	}
+	return from - drop
+}
+
+// kneeOf is the index of the highest rate that passed before the first that did not (-1: the
+// first failed).
+func kneeOf(ws []window) int {
+	knee := -1
+	for knee+1 < len(ws) && ws[knee+1].healthy() {
+		knee++
+	}
+	return knee
 }
 
 func scheduleFlag(s []phase) string {
