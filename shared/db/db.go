@@ -83,6 +83,10 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
 	cfg.ConnConfig.Tracer = opts.Tracer
+	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		registerUUID(conn.TypeMap())
+		return nil
+	}
 	if opts.StatementTimeout > 0 {
 		cfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
 	}
