@@ -80,27 +80,63 @@ func (e *expandable) UnmarshalJSON(b []byte) error {
 }
 
 // The parts of Stripe's objects we read. Only these fields are decoded, so the many fields
-// we ignore (and fields of newer API versions) cannot break a delivery.
-type checkoutSession struct {
-	Object            string            `json:"object"`
-	ID                string            `json:"id"`
-	ClientReferenceID *string           `json:"client_reference_id"`
-	Customer          expandable        `json:"customer"`
-	CustomerEmail     *string           `json:"customer_email"`
-	Metadata          map[string]string `json:"metadata"`
+// we ignore (and fields of newer API versions) cannot break a delivery. Each type is the
+// fields every object carries plus its own.
+type (
+	checkoutSession struct {
+		objectFields
+		checkoutFields
+	}
+	subscription struct {
+		objectFields
+		subscriptionFields
+	}
+	invoice struct {
+		objectFields
+		invoiceFields
+	}
+)
+
+// anyObject is the union of the three: ParseEvent decodes data.object into it in the same
+// pass as the envelope, whatever the event's type (which Stripe sends after the object). Each
+// typed struct's fields are fields of the union, so when the union decodes, the typed
+// struct's decoding of the same bytes succeeds with the same values; when it does not (a field
+// only another type reads has a shape the union cannot take), the event is decoded as before,
+// envelope first, then the object by its type.
+type anyObject struct {
+	objectFields
+	checkoutFields
+	subscriptionFields
+	invoiceFields
+}
+
+func (o *anyObject) checkoutSession() checkoutSession {
+	return checkoutSession{o.objectFields, o.checkoutFields}
+}
+func (o *anyObject) subscription() subscription {
+	return subscription{o.objectFields, o.subscriptionFields}
+}
+func (o *anyObject) invoice() invoice { return invoice{o.objectFields, o.invoiceFields} }
+
+type objectFields struct {
+	Object        string            `json:"object"`
+	ID            string            `json:"id"`
+	Customer      expandable        `json:"customer"`
+	CustomerEmail *string           `json:"customer_email"`
+	Metadata      map[string]string `json:"metadata"`
+}
+
+type checkoutFields struct {
+	ClientReferenceID *string `json:"client_reference_id"`
 	CustomerDetails   *struct {
 		Email *string `json:"email"`
 	} `json:"customer_details"`
 }
 
-type subscription struct {
-	Object            string            `json:"object"`
-	ID                string            `json:"id"`
-	Customer          expandable        `json:"customer"`
-	Status            string            `json:"status"`
-	CancelAtPeriodEnd bool              `json:"cancel_at_period_end"`
-	CurrentPeriodEnd  int64             `json:"current_period_end"`
-	Metadata          map[string]string `json:"metadata"`
+type subscriptionFields struct {
+	Status            string `json:"status"`
+	CancelAtPeriodEnd bool   `json:"cancel_at_period_end"`
+	CurrentPeriodEnd  int64  `json:"current_period_end"`
 	Items             struct {
 		Data []struct {
 			CurrentPeriodEnd int64 `json:"current_period_end"`
@@ -113,17 +149,12 @@ type subscription struct {
 	} `json:"items"`
 }
 
-type invoice struct {
-	Object        string            `json:"object"`
-	ID            string            `json:"id"`
-	Customer      expandable        `json:"customer"`
-	CustomerEmail *string           `json:"customer_email"`
-	AmountDue     int64             `json:"amount_due"`
-	AmountPaid    int64             `json:"amount_paid"`
-	Currency      string            `json:"currency"`
-	AttemptCount  int64             `json:"attempt_count"`
-	Subscription  expandable        `json:"subscription"`
-	Metadata      map[string]string `json:"metadata"`
+type invoiceFields struct {
+	AmountDue    int64      `json:"amount_due"`
+	AmountPaid   int64      `json:"amount_paid"`
+	Currency     string     `json:"currency"`
+	AttemptCount int64      `json:"attempt_count"`
+	Subscription expandable `json:"subscription"`
 	// subscription_details (API 2023-10-16) and parent.subscription_details (newer versions)
 	// carry the subscription's metadata, where checkout-create put the tenant id.
 	SubscriptionDetails *struct {
@@ -157,18 +188,27 @@ func effectOf(ev Event) (effect, error) {
 	switch ev.Type {
 	case TypeCheckoutCompleted:
 		var s checkoutSession
+		if ev.decoded != nil {
+			s = ev.decoded.checkoutSession()
+		}
 		if err := decodeObject(ev, "checkout.session", &s, &s.Object, &s.ID); err != nil {
 			return effect{}, err
 		}
 		return checkoutEffect(ev, s), nil
 	case TypeSubscriptionCreated, TypeSubscriptionUpdated, TypeSubscriptionDeleted:
 		var s subscription
+		if ev.decoded != nil {
+			s = ev.decoded.subscription()
+		}
 		if err := decodeObject(ev, "subscription", &s, &s.Object, &s.ID); err != nil {
 			return effect{}, err
 		}
 		return subscriptionEffect(ev, s), nil
 	case TypeInvoicePaid, TypeInvoicePaymentFailed:
 		var in invoice
+		if ev.decoded != nil {
+			in = ev.decoded.invoice()
+		}
 		if err := decodeObject(ev, "invoice", &in, &in.Object, &in.ID); err != nil {
 			return effect{}, err
 		}
@@ -177,9 +217,13 @@ func effectOf(ev Event) (effect, error) {
 	return effect{}, refuse(ErrMalformedEvent, fmt.Errorf("event type %q is not handled", ev.Type))
 }
 
+// decodeObject decodes ev's object into dst, unless ParseEvent already did (dst then holds
+// it), and checks that it is a want with an id.
 func decodeObject(ev Event, want string, dst any, object, id *string) error {
-	if err := json.Unmarshal(ev.Object, dst); err != nil {
-		return refuse(ErrMalformedEvent, fmt.Errorf("decode %s of %s: %w", want, ev.ID, err))
+	if ev.decoded == nil {
+		if err := json.Unmarshal(ev.Object, dst); err != nil {
+			return refuse(ErrMalformedEvent, fmt.Errorf("decode %s of %s: %w", want, ev.ID, err))
+		}
 	}
 	if *object != want || *id == "" {
 		return refuse(ErrMalformedEvent, fmt.Errorf("%s carries object %q (id %q), want a %s", ev.Type, *object, *id, want))

@@ -74,10 +74,13 @@ type Event struct {
 	Created    time.Time
 	Livemode   bool
 	// Object is data.object, decoded later by the handler of Type, with any text PostgreSQL
-	// cannot store (\u0000, a lone surrogate, invalid UTF-8) replaced by U+FFFD.
+	// cannot store (\u0000, a lone surrogate, invalid UTF-8) replaced by U+FFFD. Nil when
+	// ParseEvent decoded the object with the envelope (decoded).
 	Object json.RawMessage
 	// Payload is the whole body as Stripe sent and signed it, unchanged.
 	Payload []byte
+	// decoded is data.object's fields that the handlers read, decoded with the envelope.
+	decoded *anyObject
 }
 
 // Stamp is the event's place in the order of its account's history.
@@ -171,8 +174,21 @@ func (v *Verifier) parse(payload []byte) (Event, error) {
 // it cannot read is a *DeliveryError (ErrMalformedEvent). The object is read from the body made
 // safe for the database (see jsonbSafe); Payload stays the bytes as given.
 func ParseEvent(payload []byte) (Event, error) {
+	safe := jsonbSafe(payload)
+	// One pass: the envelope and data.object decoded together (anyObject). A body that pass
+	// cannot take is decoded as before, and refused or accepted for the same reasons.
+	var fast struct {
+		envelopeFields
+		Data *struct {
+			Object *anyObject `json:"object"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(safe, &fast); err == nil && fast.ID != "" && fast.Type != "" && fast.Created > 0 &&
+		fast.Data != nil && fast.Data.Object != nil {
+		return fast.event(payload, fast.Data.Object, nil), nil
+	}
 	var se envelope
-	if err := json.Unmarshal(jsonbSafe(payload), &se); err != nil {
+	if err := json.Unmarshal(safe, &se); err != nil {
 		return Event{}, refuse(ErrMalformedEvent, fmt.Errorf("decode event: %w", err))
 	}
 	switch {
@@ -183,28 +199,38 @@ func ParseEvent(payload []byte) (Event, error) {
 	case se.Data == nil || len(se.Data.Object) == 0 || se.Data.Object[0] != '{':
 		return Event{}, refuse(ErrMalformedEvent, errors.New("event has no data.object"))
 	}
-	return Event{
-		ID:         se.ID,
-		Type:       se.Type,
-		APIVersion: se.APIVersion,
-		Created:    time.Unix(se.Created, 0).UTC(),
-		Livemode:   se.Livemode,
-		Object:     se.Data.Object,
-		Payload:    payload,
-	}, nil
+	return se.event(payload, nil, se.Data.Object), nil
 }
 
-// envelope is the part of an event (stripe.Event's fields of the same names) that every
-// handled type needs. data.object stays raw, decoded once by its type's handler: stripe.Event
-// would also decode it into a map nobody reads, the most expensive step of a delivery's
-// parsing.
-type envelope struct {
+// envelopeFields are the fields of an event (stripe.Event's of the same names) that every
+// handled type needs.
+type envelopeFields struct {
 	ID         string `json:"id"`
 	Type       string `json:"type"`
 	APIVersion string `json:"api_version"`
 	Created    int64  `json:"created"`
 	Livemode   bool   `json:"livemode"`
-	Data       *struct {
+}
+
+func (e envelopeFields) event(payload []byte, decoded *anyObject, object json.RawMessage) Event {
+	return Event{
+		ID:         e.ID,
+		Type:       e.Type,
+		APIVersion: e.APIVersion,
+		Created:    time.Unix(e.Created, 0).UTC(),
+		Livemode:   e.Livemode,
+		Object:     object,
+		Payload:    payload,
+		decoded:    decoded,
+	}
+}
+
+// envelope is an event with data.object kept raw, decoded later by its type's handler:
+// stripe.Event would also decode it into a map nobody reads, the most expensive step of a
+// delivery's parsing.
+type envelope struct {
+	envelopeFields
+	Data *struct {
 		Object json.RawMessage `json:"object"`
 	} `json:"data"`
 }
