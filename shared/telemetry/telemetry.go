@@ -10,12 +10,16 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Namespace is the CloudWatch namespace of every metric; template.yaml's alarms use it.
@@ -51,24 +55,42 @@ func NewLogger(w io.Writer, function string, level slog.Leveler) *slog.Logger {
 	h := slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: level,
 		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			k := strings.ToLower(a.Key)
-			for _, s := range sensitiveKeys {
-				if strings.Contains(k, s) {
-					return slog.String(a.Key, "[REDACTED]")
-				}
+			if sensitiveKey(a.Key) {
+				return slog.String(a.Key, "[REDACTED]")
 			}
-			switch v := a.Value.Any().(type) {
-			case string:
-				if strings.Contains(v, "://") {
+			switch a.Value.Kind() {
+			case slog.KindString:
+				if v := a.Value.String(); strings.Contains(v, "://") {
 					return slog.String(a.Key, RedactURLs(v))
 				}
-			case error:
-				return slog.String(a.Key, RedactURLs(v.Error()))
+			case slog.KindAny:
+				if err, ok := a.Value.Any().(error); ok {
+					return slog.String(a.Key, RedactURLs(err.Error()))
+				}
 			}
 			return a
 		},
 	})
 	return slog.New(h).With("function", function)
+}
+
+// sensitiveKey reports whether key names one of sensitiveKeys, in any case. It runs for every
+// attribute of every line, so it compares in place rather than lower-casing a copy.
+func sensitiveKey(key string) bool {
+	for i := 0; i < len(key); i++ {
+		if key[i] >= utf8.RuneSelf {
+			lower := strings.ToLower(key) // Unicode case folding can change lengths
+			return slices.ContainsFunc(sensitiveKeys, func(s string) bool { return strings.Contains(lower, s) })
+		}
+	}
+	for _, s := range sensitiveKeys {
+		for i := 0; i+len(s) <= len(key); i++ {
+			if strings.EqualFold(key[i:i+len(s)], s) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // HashUser turns a user id into a stable, non-reversible tag for logs: enough to follow one
@@ -103,6 +125,58 @@ func (m *Metrics) Count(_ context.Context, name string, n float64, dims map[stri
 	if m == nil {
 		return
 	}
+	names := make([]string, 0, 4)
+	for k := range dims {
+		if k == "Function" || k == "_aws" || k == name {
+			m.countSlow(name, n, dims) // a dimension shadows a field of the line
+			return
+		}
+		names = append(names, k)
+	}
+	if math.IsNaN(n) || math.IsInf(n, 0) {
+		return // not a JSON number: no line, as json.Marshal would refuse it
+	}
+	sort.Strings(names)
+	// The line json.Marshal would write for the document countSlow builds, written directly:
+	// it goes out once per delivery, and the map, its sorting and reflection cost more than
+	// the rest of the metric.
+	line := make([]byte, 0, 384)
+	line = append(line, `{"Function":`...)
+	line = appendJSONString(line, m.function)
+	line = append(line, ',')
+	line = appendJSONString(line, name)
+	line = append(line, ':')
+	line = appendJSONFloat(line, n)
+	for _, k := range names {
+		line = append(line, ',')
+		line = appendJSONString(line, k)
+		line = append(line, ':')
+		line = appendJSONString(line, dims[k])
+	}
+	line = append(line, `,"_aws":{"CloudWatchMetrics":[{"Dimensions":[["Function"`...)
+	for _, k := range names {
+		line = append(line, ',')
+		line = appendJSONString(line, k)
+	}
+	line = append(line, ']')
+	if len(names) > 1 {
+		for _, k := range names {
+			line = append(line, `,["Function",`...)
+			line = appendJSONString(line, k)
+			line = append(line, ']')
+		}
+	}
+	line = append(line, `],"Metrics":[{"Name":`...)
+	line = appendJSONString(line, name)
+	line = append(line, `,"Unit":"Count"}],"Namespace":"`+Namespace+`"}],"Timestamp":`...)
+	line = strconv.AppendInt(line, m.now().UnixMilli(), 10)
+	line = append(line, "}}\n"...)
+	m.write(line)
+}
+
+// countSlow is Count through a map and json.Marshal, for dimensions named like the line's own
+// fields (the later key wins, as in a map).
+func (m *Metrics) countSlow(name string, n float64, dims map[string]string) {
 	names := make([]string, 0, len(dims))
 	doc := map[string]any{"Function": m.function, name: n}
 	for k, v := range dims {
@@ -128,7 +202,33 @@ func (m *Metrics) Count(_ context.Context, name string, n float64, dims map[stri
 	if err != nil {
 		return
 	}
+	m.write(append(line, '\n'))
+}
+
+func (m *Metrics) write(line []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, _ = m.w.Write(append(line, '\n'))
+	_, _ = m.w.Write(line)
+}
+
+// appendJSONString appends s as a JSON string, escaped as encoding/json escapes it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			quoted, _ := json.Marshal(s) // a string always marshals
+			return append(b, quoted...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendJSONFloat appends n as encoding/json writes a float64.
+func appendJSONFloat(b []byte, n float64) []byte {
+	if a := math.Abs(n); a != 0 && (a < 1e-6 || a >= 1e21) {
+		num, _ := json.Marshal(n) // finite: always marshals
+		return append(b, num...)
+	}
+	return strconv.AppendFloat(b, n, 'f', -1, 64)
 }
