@@ -122,7 +122,7 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		h.noteRejection(ctx, w.status, refused, eventID)
 	}()
 
-	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
+	body, err := readBody(http.MaxBytesReader(rw, r.Body, h.maxBody), r.ContentLength, h.maxBody)
 	if err != nil {
 		outcome, refused = OutcomeRejected, err
 		var maxErr *http.MaxBytesError
@@ -188,6 +188,29 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		}
 	}
 	web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: ev.ID, Outcome: res.Outcome})
+}
+
+// readBody reads r to the end into one buffer of the announced length (io.ReadAll would grow
+// it five times for a 3.5 KB event, copying it each time); a length that is missing, wrong or
+// over limit changes nothing but the number of allocations.
+func readBody(r io.Reader, contentLength, limit int64) ([]byte, error) {
+	if contentLength <= 0 || contentLength > limit {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, contentLength+1) // +1: EOF is seen without growing
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // countRefused counts an event refused for reason (MetricRefused).
