@@ -10,8 +10,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -29,15 +30,51 @@ type LambdaHandler func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) 
 func Lambda(h http.Handler) LambdaHandler {
 	return func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 		r, err := RequestFromEvent(ctx, ev)
+		w := &lambdaWriter{header: http.Header{}}
 		if err != nil {
-			rec := httptest.NewRecorder()
-			Error(rec, r, err)
-			return ResponseToEvent(rec.Result())
+			Error(w, r, err)
+		} else {
+			h.ServeHTTP(w, r)
 		}
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		return ResponseToEvent(rec.Result())
+		return w.event(), nil
 	}
+}
+
+// lambdaWriter is what the handler of one invocation writes its answer to: as
+// httptest.ResponseRecorder records it (the status, the headers as they were when it was
+// written, the body; a Content-Type sniffed from the body when the handler set none), without
+// the http.Response that ResponseToEvent would read it back from.
+type lambdaWriter struct {
+	header http.Header
+	sent   http.Header // header when the status was written
+	status int
+	body   bytes.Buffer
+}
+
+func (w *lambdaWriter) Header() http.Header { return w.header }
+
+func (w *lambdaWriter) WriteHeader(code int) {
+	if w.sent == nil {
+		w.status, w.sent = code, w.header.Clone()
+	}
+}
+
+func (w *lambdaWriter) Write(b []byte) (int, error) {
+	if w.sent == nil {
+		if _, typed := w.header["Content-Type"]; !typed && w.header.Get("Transfer-Encoding") == "" {
+			w.header.Set("Content-Type", http.DetectContentType(b))
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.body.Write(b)
+}
+
+// Flush is a no-op: the answer goes back whole, as the invocation's result.
+func (w *lambdaWriter) Flush() {}
+
+func (w *lambdaWriter) event() events.APIGatewayV2HTTPResponse {
+	w.WriteHeader(http.StatusOK)
+	return responseEvent(w.status, w.sent, w.body.Bytes())
 }
 
 // RequestFromEvent builds the http.Request an API Gateway HTTP API event describes.
@@ -109,38 +146,53 @@ func ResponseToEvent(res *http.Response) (events.APIGatewayV2HTTPResponse, error
 	if err != nil {
 		return events.APIGatewayV2HTTPResponse{}, fmt.Errorf("read response: %w", err)
 	}
+	return responseEvent(res.StatusCode, res.Header, body), nil
+}
+
+// responseEvent is the event API Gateway expects for an answer: headers joined as HTTP API
+// joins them, cookies apart, the body base64 when it is not text.
+func responseEvent(status int, header http.Header, body []byte) events.APIGatewayV2HTTPResponse {
 	out := events.APIGatewayV2HTTPResponse{
-		StatusCode: res.StatusCode,
-		Headers:    map[string]string{},
+		StatusCode: status,
+		Headers:    make(map[string]string, len(header)),
 	}
-	keys := make([]string, 0, len(res.Header))
-	for k := range res.Header {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		vs := res.Header[k]
+	var cookieKeys []string // "Set-Cookie", and any spelling of it set on the map directly
+	for k, vs := range header {
 		if http.CanonicalHeaderKey(k) == "Set-Cookie" {
-			out.Cookies = append(out.Cookies, vs...)
+			cookieKeys = append(cookieKeys, k)
 			continue
 		}
 		out.Headers[k] = strings.Join(vs, ", ")
 	}
-	if isText(res.Header.Get("Content-Type")) || len(body) == 0 {
+	slices.Sort(cookieKeys)
+	for _, k := range cookieKeys {
+		out.Cookies = append(out.Cookies, header[k]...)
+	}
+	if isText(header.Get("Content-Type")) || len(body) == 0 {
 		out.Body = string(body)
 	} else {
 		out.Body = base64.StdEncoding.EncodeToString(body)
 		out.IsBase64Encoded = true
 	}
-	return out, nil
+	return out
 }
 
+// textTypes remembers isText's answer per Content-Type: a function answers with a handful of
+// them, and parsing one costs a map and a few strings per response.
+var textTypes sync.Map // string -> bool
+
 func isText(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	if err != nil {
-		return false
+	if v, ok := textTypes.Load(contentType); ok {
+		return v.(bool)
 	}
-	return strings.HasPrefix(mt, "text/") || mt == "application/json" ||
-		strings.HasSuffix(mt, "+json") || mt == "application/xml" || strings.HasSuffix(mt, "+xml") ||
-		mt == "application/yaml" || mt == "application/javascript"
+	text := false
+	if mt, _, err := mime.ParseMediaType(contentType); err == nil {
+		text = strings.HasPrefix(mt, "text/") || mt == "application/json" ||
+			strings.HasSuffix(mt, "+json") || mt == "application/xml" || strings.HasSuffix(mt, "+xml") ||
+			mt == "application/yaml" || mt == "application/javascript"
+	}
+	if len(contentType) <= 256 {
+		textTypes.Store(contentType, text)
+	}
+	return text
 }

@@ -249,6 +249,32 @@ func TestLambdaEncodesResponsesAsAPIGatewayExpects(t *testing.T) {
 				require.Equal(t, "Authorization, Accept-Encoding", res.Headers["Vary"])
 			},
 		},
+		{
+			name: "an untyped body is sniffed, and headers set after the status are not sent",
+			respond: func(w http.ResponseWriter) {
+				_, _ = w.Write([]byte("plain words"))
+				w.Header().Set("X-Too-Late", "1")
+				w.WriteHeader(http.StatusTeapot) // the status is already 200
+			},
+			check: func(t *testing.T, res events.APIGatewayV2HTTPResponse) {
+				require.Equal(t, http.StatusOK, res.StatusCode)
+				require.Equal(t, "text/plain; charset=utf-8", res.Headers["Content-Type"])
+				require.NotContains(t, res.Headers, "X-Too-Late")
+				require.False(t, res.IsBase64Encoded)
+				require.Equal(t, "plain words", res.Body)
+			},
+		},
+		{
+			name: "nothing written is an empty 200",
+			respond: func(w http.ResponseWriter) {
+				w.Header().Set("Content-Type", "application/octet-stream")
+			},
+			check: func(t *testing.T, res events.APIGatewayV2HTTPResponse) {
+				require.Equal(t, http.StatusOK, res.StatusCode)
+				require.False(t, res.IsBase64Encoded)
+				require.Empty(t, res.Body)
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,38 +44,52 @@ type Options struct {
 
 type ctxKey int
 
-const (
-	requestIDKey ctxKey = iota
-	logBagKey
-	loggerKey
-)
+// stateKey holds the request's *requestState: one context value for the id, the logger and
+// the log line's attributes (each context value is an allocation and a lookup per use).
+const stateKey ctxKey = iota
+
+// requestState is what the middleware keeps for one request.
+type requestState struct {
+	id   string
+	base *slog.Logger
+
+	mu    sync.Mutex
+	log   *slog.Logger // base with the request id, made when first asked for
+	attrs []slog.Attr  // the request line's attributes
+}
+
+func (st *requestState) logger() *slog.Logger {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.log == nil {
+		st.log = st.base.With("request_id", st.id)
+	}
+	return st.log
+}
 
 // RequestID returns the request's id ("" outside a request).
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	if st, ok := ctx.Value(stateKey).(*requestState); ok {
+		return st.id
+	}
+	return ""
 }
 
 // Logger returns the request's logger, carrying its request id (slog.Default outside a request).
 func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(loggerKey).(*slog.Logger); ok {
-		return l
+	if st, ok := ctx.Value(stateKey).(*requestState); ok {
+		return st.logger()
 	}
 	return slog.Default()
 }
 
 // AddLogAttrs adds attributes (tenant id, user hash, event type ...) to the request's log line.
 func AddLogAttrs(ctx context.Context, attrs ...slog.Attr) {
-	if bag, ok := ctx.Value(logBagKey).(*logBag); ok {
-		bag.mu.Lock()
-		bag.attrs = append(bag.attrs, attrs...)
-		bag.mu.Unlock()
+	if st, ok := ctx.Value(stateKey).(*requestState); ok {
+		st.mu.Lock()
+		st.attrs = append(st.attrs, attrs...)
+		st.mu.Unlock()
 	}
-}
-
-type logBag struct {
-	mu    sync.Mutex
-	attrs []slog.Attr
 }
 
 // Wrap puts h behind the standard middleware. Order, outermost first: request id, log line,
@@ -90,12 +104,8 @@ func Wrap(next http.Handler, o Options) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := requestIDFor(r)
-		bag := &logBag{}
-		log := o.Logger.With("request_id", id)
-		ctx := context.WithValue(r.Context(), requestIDKey, id)
-		ctx = context.WithValue(ctx, logBagKey, bag)
-		ctx = context.WithValue(ctx, loggerKey, log)
-		r = r.WithContext(ctx)
+		st := &requestState{id: id, base: o.Logger, attrs: make([]slog.Attr, 0, 12)}
+		r = r.WithContext(context.WithValue(r.Context(), stateKey, st))
 
 		rec := &statusRecorder{ResponseWriter: w}
 		hdr := w.Header()
@@ -111,24 +121,12 @@ func Wrap(next http.Handler, o Options) http.Handler {
 
 		defer func() {
 			if v := recover(); v != nil {
-				log.Error("panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				st.logger().Error("panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 				if !rec.wrote {
 					problem.Write(rec, problem.Internal(fmt.Errorf("panic: %v", v)), id)
 				}
 			}
-			bag.mu.Lock()
-			attrs := append([]slog.Attr{
-				slog.String("method", r.Method),
-				slog.String("path", r.URL.Path),
-				slog.Int("status", rec.statusCode()),
-				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
-			}, bag.attrs...)
-			bag.mu.Unlock()
-			level := slog.LevelInfo
-			if rec.statusCode() >= 500 {
-				level = slog.LevelError
-			}
-			log.LogAttrs(r.Context(), level, "request", attrs...)
+			logRequest(r.Context(), o.Logger.Handler(), st, r, rec.statusCode(), time.Since(start))
 		}()
 
 		if o.Limit != nil {
@@ -145,6 +143,32 @@ func Wrap(next http.Handler, o Options) http.Handler {
 		r.Body = http.MaxBytesReader(rec, r.Body, o.MaxBody)
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// logRequest writes the request's one log line through h: the request id, method, path, status
+// and duration, then the attributes the handlers added. It makes the record itself, without
+// slog.Logger's lookup of the caller (the handlers do not print it) and without a logger
+// derived for the request id.
+func logRequest(ctx context.Context, h slog.Handler, st *requestState, r *http.Request, status int, took time.Duration) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	line := slog.NewRecord(time.Now(), level, "request", 0)
+	line.AddAttrs(
+		slog.String("request_id", st.id),
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(took.Microseconds())/1000),
+	)
+	st.mu.Lock()
+	line.AddAttrs(st.attrs...)
+	st.mu.Unlock()
+	_ = h.Handle(ctx, line)
 }
 
 // Route records the matched route pattern for the request's log line (ServeMux sets
