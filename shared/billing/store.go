@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/portal-functions/portal-functions/shared/db"
 )
@@ -355,7 +356,7 @@ func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, seen *bool)
 	}
 	var subs subscriptionArrays
 	b.Queue(`select * from private.webhook_claim($1, $2)`, eventID, customer).QueryRow(func(row pgx.Row) error {
-		var rule *bool
+		var rule pgtype.Bool
 		a, found, err := scanAccountRow(row, []any{seen, &rule, &pre.rule.contactEmail}, subs.dests())
 		if err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
@@ -363,18 +364,19 @@ func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, seen *bool)
 		if found && !*seen {
 			pre.account, pre.locked = a, true
 			pre.account.Subscriptions = subs.states()
-			pre.rule.ticketOnFailure = rule != nil && *rule
+			pre.rule.ticketOnFailure = rule.Valid && rule.Bool
 		}
 		return nil
 	})
 }
 
 // subscriptionArrays are a tenant's subscription registers as private.webhook_claim returns
-// them: one array per column of subscriptionsQuery.
+// them: one array per column of subscriptionsQuery. pgtype's types take pgx's direct scan
+// plans: a **T or []*T destination costs a reflect-built plan per column on every row.
 type subscriptionArrays struct {
-	ids, prices, plans, planEvents, statuses, statusEvents []*string
-	periodEnds, planCreated, statusCreated                 []*time.Time
-	cancels                                                []*bool
+	ids, prices, plans, planEvents, statuses, statusEvents pgtype.FlatArray[pgtype.Text]
+	periodEnds, planCreated, statusCreated                 pgtype.FlatArray[pgtype.Timestamptz]
+	cancels                                                pgtype.FlatArray[pgtype.Bool]
 }
 
 func (s *subscriptionArrays) dests() []any {
@@ -385,14 +387,14 @@ func (s *subscriptionArrays) dests() []any {
 func (s *subscriptionArrays) states() map[string]SubscriptionState {
 	out := make(map[string]SubscriptionState, len(s.ids))
 	for i, id := range s.ids {
-		if id == nil {
+		if !id.Valid {
 			continue
 		}
-		out[*id] = SubscriptionState{
-			ID: *id, PriceID: deref(s.prices[i]), Plan: deref(s.plans[i]), CurrentPeriodEnd: derefTime(s.periodEnds[i]),
-			CancelAtPeriodEnd: s.cancels[i] != nil && *s.cancels[i],
+		out[id.String] = SubscriptionState{
+			ID: id.String, PriceID: s.prices[i].String, Plan: s.plans[i].String, CurrentPeriodEnd: timeOf(s.periodEnds[i]),
+			CancelAtPeriodEnd: s.cancels[i].Valid && s.cancels[i].Bool,
 			PlanStamp:         stampCols{s.planCreated[i], s.planEvents[i]}.stamp(),
-			Status:            deref(s.statuses[i]),
+			Status:            s.statuses[i].String,
 			StatusStamp:       stampCols{s.statusCreated[i], s.statusEvents[i]}.stamp(),
 		}
 	}
@@ -620,14 +622,14 @@ func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SubscriptionState, error) {
 		var (
 			s                    SubscriptionState
-			price, plan, status  *string
-			periodEnd            *time.Time
+			price, plan, status  pgtype.Text
+			periodEnd            pgtype.Timestamptz
 			planStamp, statStamp stampCols
 		)
 		err := row.Scan(&s.ID, &price, &plan, &periodEnd, &s.CancelAtPeriodEnd, &planStamp.created, &planStamp.id,
 			&status, &statStamp.created, &statStamp.id)
-		s.PriceID, s.Plan, s.CurrentPeriodEnd, s.PlanStamp = deref(price), deref(plan), derefTime(periodEnd), planStamp.stamp()
-		s.Status, s.StatusStamp = deref(status), statStamp.stamp()
+		s.PriceID, s.Plan, s.CurrentPeriodEnd, s.PlanStamp = price.String, plan.String, timeOf(periodEnd), planStamp.stamp()
+		s.Status, s.StatusStamp = status.String, statStamp.stamp()
 		return s, err
 	})
 	if err != nil {
@@ -654,12 +656,12 @@ func scanAccount(row pgx.Row) (Account, error) {
 func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 	var (
 		a                                                 Account
-		tenant                                            *uuid.UUID
-		customer, email, sub, price, plan, status, payCur *string
-		invoice, failReason, failInvoice                  *string
-		periodEnd, paidAt, failedAt                       *time.Time
-		amount, crmVersion                                *int64
-		cancel                                            *bool
+		tenant                                            pgtype.UUID
+		customer, email, sub, price, plan, status, payCur pgtype.Text
+		invoice, failReason, failInvoice                  pgtype.Text
+		periodEnd, paidAt, failedAt                       pgtype.Timestamptz
+		amount, crmVersion                                pgtype.Int8
+		cancel                                            pgtype.Bool
 		cust, mail, subs, stat, pay, fail                 stampCols
 	)
 	err := row.Scan(append(append(before, &tenant,
@@ -669,25 +671,20 @@ func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 		&status, &stat.created, &stat.id,
 		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
 		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &crmVersion), after...)...)
-	if err != nil || tenant == nil {
+	if err != nil || !tenant.Valid {
 		return Account{}, false, err
 	}
-	a.TenantID = *tenant
-	a.CustomerID, a.CustomerStamp = deref(customer), cust.stamp()
-	a.CustomerEmail, a.EmailStamp = deref(email), mail.stamp()
-	a.SubscriptionID, a.PriceID, a.Plan, a.CurrentPeriodEnd = deref(sub), deref(price), deref(plan), derefTime(periodEnd)
-	a.CancelAtPeriodEnd = cancel != nil && *cancel
+	a.TenantID = tenant.Bytes
+	a.CustomerID, a.CustomerStamp = customer.String, cust.stamp()
+	a.CustomerEmail, a.EmailStamp = email.String, mail.stamp()
+	a.SubscriptionID, a.PriceID, a.Plan, a.CurrentPeriodEnd = sub.String, price.String, plan.String, timeOf(periodEnd)
+	a.CancelAtPeriodEnd = cancel.Valid && cancel.Bool
 	a.SubscriptionStamp = subs.stamp()
-	a.Status, a.StatusStamp = deref(status), stat.stamp()
-	a.LastPaymentAt, a.LastPaymentCurrency, a.LastInvoiceID = derefTime(paidAt), deref(payCur), deref(invoice)
-	if amount != nil {
-		a.LastPaymentAmount = *amount
-	}
-	if crmVersion != nil {
-		a.CRMVersion = *crmVersion
-	}
+	a.Status, a.StatusStamp = status.String, stat.stamp()
+	a.LastPaymentAt, a.LastPaymentCurrency, a.LastInvoiceID = timeOf(paidAt), payCur.String, invoice.String
+	a.LastPaymentAmount, a.CRMVersion = amount.Int64, crmVersion.Int64 // zero when null
 	a.PaymentStamp = pay.stamp()
-	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = derefTime(failedAt), deref(failReason), deref(failInvoice)
+	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = timeOf(failedAt), failReason.String, failInvoice.String
 	a.FailureStamp = fail.stamp()
 	return a, true, nil
 }
@@ -777,12 +774,20 @@ func openFailureTicket(ctx context.Context, tx pgx.Tx, tenantID uuid.UUID, f fai
 }
 
 type stampCols struct {
-	created *time.Time
-	id      *string
+	created pgtype.Timestamptz
+	id      pgtype.Text
 }
 
 func (s stampCols) stamp() Stamp {
-	return Stamp{Created: derefTime(s.created), EventID: deref(s.id)}
+	return Stamp{Created: timeOf(s.created), EventID: s.id.String}
+}
+
+// timeOf is a nullable timestamptz as a time in UTC (the zero time for NULL).
+func timeOf(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
 }
 
 func stampTime(s Stamp) *time.Time {
@@ -797,11 +802,4 @@ func timeOrNil(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
-}
-
-func derefTime(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return t.UTC()
 }
