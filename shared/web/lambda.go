@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -19,8 +20,51 @@ import (
 	"github.com/portal-functions/portal-functions/shared/problem"
 )
 
-// LambdaHandler is what lambda.Start receives for an HTTP function.
+// LambdaHandler is what lambda.Start receives for an HTTP function. Being a lambda.Handler
+// (Invoke), it decodes the runtime's JSON event itself.
 type LambdaHandler func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error)
+
+// Invoke answers one invocation as lambda.Start would through its reflection, decoding the
+// event, calling f and encoding the answer, except that only the fields RequestFromEvent reads
+// are decoded: HTTP API also sends the authorizer's claims, the query as a map, the stage
+// variables and a dozen strings the request never needs, which encoding/json would allocate
+// on every invocation.
+func (f LambdaHandler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	var in invocation
+	if err := json.Unmarshal(payload, &in); err != nil {
+		return nil, err
+	}
+	res, err := f(ctx, events.APIGatewayV2HTTPRequest{
+		RawPath: in.RawPath, RawQueryString: in.RawQueryString, Cookies: in.Cookies, Headers: in.Headers,
+		PathParameters: in.PathParameters, Body: in.Body, IsBase64Encoded: in.IsBase64Encoded,
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			Stage: in.RequestContext.Stage, RequestID: in.RequestContext.RequestID, DomainName: in.RequestContext.DomainName,
+			HTTP: in.RequestContext.HTTP,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+// invocation is the part of an API Gateway HTTP API event (events.APIGatewayV2HTTPRequest,
+// same names) that RequestFromEvent reads.
+type invocation struct {
+	RawPath        string            `json:"rawPath"`
+	RawQueryString string            `json:"rawQueryString"`
+	Cookies        []string          `json:"cookies"`
+	Headers        map[string]string `json:"headers"`
+	PathParameters map[string]string `json:"pathParameters"`
+	RequestContext struct {
+		Stage      string                                               `json:"stage"`
+		RequestID  string                                               `json:"requestId"`
+		DomainName string                                               `json:"domainName"`
+		HTTP       events.APIGatewayV2HTTPRequestContextHTTPDescription `json:"http"`
+	} `json:"requestContext"`
+	Body            string `json:"body"`
+	IsBase64Encoded bool   `json:"isBase64Encoded"`
+}
 
 // Lambda adapts h to API Gateway HTTP API events (payload format 2.0): the request gets the
 // Lambda context (and so its deadline), the raw path and query, headers, cookies, a decoded

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/web"
@@ -66,16 +67,23 @@ func realPayloads(t *testing.T) []string {
 	return files
 }
 
+// readEvent reads a recorded event: its JSON, and the event it decodes to.
+func readEvent(t *testing.T, file string) ([]byte, events.APIGatewayV2HTTPRequest) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	require.NoError(t, err)
+	var ev events.APIGatewayV2HTTPRequest
+	require.NoError(t, json.Unmarshal(raw, &ev))
+	return raw, ev
+}
+
 func TestLambdaHandsRealAPIGatewayRequestsToTheHandlerIntact(t *testing.T) {
 	t.Parallel()
 	for _, file := range realPayloads(t) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			t.Parallel()
 			b := setupLambda(t, nil)
-			raw, err := os.ReadFile(file)
-			require.NoError(t, err)
-			var ev events.APIGatewayV2HTTPRequest
-			require.NoError(t, json.Unmarshal(raw, &ev))
+			_, ev := readEvent(t, file)
 
 			res, err := b.handler(context.Background(), ev)
 			require.NoError(t, err)
@@ -105,6 +113,39 @@ func TestLambdaHandsRealAPIGatewayRequestsToTheHandlerIntact(t *testing.T) {
 			require.Equal(t, ev.RequestContext.RequestID, b.got.Header.Get(web.HeaderRequestID), "API Gateway's request id carries through")
 		})
 	}
+}
+
+// lambda.Start hands the adapter the runtime's JSON (LambdaHandler.Invoke decodes only what the
+// request needs): the handler sees what it sees given the whole decoded event, and the runtime
+// gets the same answer.
+func TestLambdaInvokedByTheRuntimeSeesTheWholeEvent(t *testing.T) {
+	t.Parallel()
+	for _, file := range realPayloads(t) {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			t.Parallel()
+			raw, ev := readEvent(t, file)
+			respond := func(w http.ResponseWriter) {
+				w.Header().Add("Set-Cookie", "a=1")
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write([]byte(`{"ok":true}`))
+			}
+
+			direct := setupLambda(t, respond)
+			want, err := direct.handler(context.Background(), ev)
+			require.NoError(t, err)
+
+			invoked := setupLambda(t, respond)
+			out, err := lambda.NewHandler(invoked.handler).Invoke(context.Background(), raw)
+			require.NoError(t, err)
+			var got events.APIGatewayV2HTTPResponse
+			require.NoError(t, json.Unmarshal(out, &got))
+
+			require.Equal(t, *direct.got, *invoked.got)
+			require.Equal(t, want, got)
+		})
+	}
+	_, err := lambda.NewHandler(web.Lambda(http.NotFoundHandler())).Invoke(context.Background(), []byte(`{"rawPath": 5}`))
+	require.Error(t, err, "an event that is not an HTTP API event fails the invocation, as lambda.Start's decoding would")
 }
 
 func TestLambdaDecodesRequestsAsAPIGatewaySendsThem(t *testing.T) {
