@@ -80,3 +80,37 @@ func TestDeliveryRoundTrips(t *testing.T) {
 		require.LessOrEqual(t, got.Statements, tc.maxStmts, "%s: statements (begin and commit included)", tc.name)
 	}
 }
+
+// A delivery stores its event once, as Stripe signed it, compressed in the row (issue 12): a
+// full Stripe invoice event takes the inbox well under its length and nothing in the TOAST
+// table. The jsonb copy the inbox also kept doubled the row, and with the row kept out of
+// compression each event took a page of its own (a relation extension and 8 KB of WAL per
+// delivery). A change that stores a second copy, or keeps the row from being compressed,
+// fails here as a size.
+func TestDeliveryStoresTheEventOnceCompressedInTheRow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	at := time.Now().Add(-time.Minute).Truncate(time.Second)
+	id := "evt_" + randomID(24)
+	payload := b.stripeEvent(t, id, billing.TypeInvoicePaid, at,
+		b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at))
+	require.Greater(t, len(payload), 2500, "a full Stripe event, as the load driver's and Stripe's are")
+	toast := `select pg_relation_size(reltoastrelid) from pg_class where oid = 'private.stripe_events'::regclass`
+	toastBefore := b.count(t, toast)
+	require.Equal(t, "processed", b.outcome(t, payload))
+
+	var (
+		row, stored int
+		jsonbCopy   bool
+		customer    string
+	)
+	require.NoError(t, b.pool.QueryRow(t.Context(), `
+		select pg_column_size(e.*), pg_column_size(e.raw_payload), e.payload is not null, e.customer_id
+		from private.stripe_events e where e.id = $1`, id).Scan(&row, &stored, &jsonbCopy, &customer))
+	t.Logf("event of %d bytes: row %d bytes, raw_payload %d bytes in the row", len(payload), row, stored)
+	require.False(t, jsonbCopy, "one copy of the event")
+	require.Equal(t, b.customer, customer)
+	require.Less(t, stored, len(payload)*3/4, "the event is compressed")
+	require.Less(t, row, len(payload), "the row holds one compressed copy")
+	require.Equal(t, toastBefore, b.count(t, toast), "kept in the row, not in the TOAST table")
+}

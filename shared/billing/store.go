@@ -182,7 +182,7 @@ func lockStored(ctx context.Context, tx pgx.Tx, eventID string) (Event, bool, er
 func (p *Processor) applyUnmatched(ctx context.Context, tx *db.Pipe, customerID, current string) (int, error) {
 	rows, err := tx.Query(ctx, `
 		select id from private.stripe_events
-		where outcome = 'unmatched' and payload->'data'->'object'->>'customer' = $1 and id <> $2
+		where outcome = 'unmatched' and customer_id = $1 and id <> $2
 		order by created, id`, customerID, current)
 	if err != nil {
 		return 0, fmt.Errorf("find unmatched events of the customer: %w", err)
@@ -226,7 +226,7 @@ func effectFor(ev Event) (effect, error) {
 // outcome (live: the event's record, written now with its outcome; stored: its row updated).
 // Both paths call it inside their one transaction.
 func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, live bool) error {
-	done := func() error { return finish(ctx, tx, ev, *res, live) }
+	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, live) }
 	if !handled(ev.Type) {
 		res.Outcome = OutcomeIgnored
 		return done()
@@ -421,17 +421,18 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 // applied, and crm_sync (whether a CRM push was queued for it, which reconcile reads to tell a
 // missing push from a change the CRM does not show). A live delivery writes the event's record
 // here, once, with its outcome: the primary key makes it the claim too (a delivery of the same
-// id that committed first fails this one, which rolls back: isClaimedMeanwhile). A stored
-// event's locked row is updated.
+// id that committed first fails this one, which rolls back: isClaimedMeanwhile). The record keeps
+// the verified bytes once (raw_payload) and the event's customer (customer_id, which
+// applyUnmatched looks up). A stored event's locked row is updated.
 // It is deferred: it goes to the database with the commit.
-func finish(_ context.Context, tx *db.Pipe, ev Event, res Result, live bool) error {
+func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, live bool) error {
 	var tenant *uuid.UUID
 	if res.TenantID != uuid.Nil {
 		tenant = &res.TenantID
 	}
 	if live {
 		tx.DeferCall("private.record_stripe_event", nil, nil,
-			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, string(jsonbSafe(ev.Payload)), ev.Payload,
+			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, customerID, ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync)
 		return nil
 	}

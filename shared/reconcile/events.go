@@ -23,7 +23,7 @@ type storedEvent struct {
 func (r *Reconciler) storedEvents(ctx context.Context, o Options, rep *Report) error {
 	tenant, from, to := scopeArgs(o.Scope)
 	rows, err := r.pool.Query(ctx, `
-		select e.id, e.outcome, e.tenant_id, e.payload
+		select e.id, e.outcome, e.tenant_id, coalesce(e.raw_payload, convert_to(e.payload::text, 'UTF8'))
 		from private.stripe_events e
 		where ((e.outcome = 'processed' and e.applied_at is null) or e.outcome = 'unmatched')
 		  and ($1::uuid is null or e.tenant_id = $1 or e.tenant_id is null)

@@ -42,14 +42,14 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		    exists (
 		        select 1 from private.river_job j
 		        where j.kind = 'crm_sync'
-		          and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text)
+		          and j.args->>'tenant_id' = e.tenant_id::text
 		          and j.state in ('available', 'pending', 'retryable', 'running', 'scheduled')
 		    ) or coalesce(p.sent_version >= coalesce(b.crm_version, 0), false),
 		    coalesce(b.crm_version, 0),
 		    coalesce((
 		        select j.state::text from private.river_job j
 		        where j.kind = 'crm_sync'
-		          and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text, 'source_event', e.id)
+		          and j.args->>'tenant_id' = e.tenant_id::text and j.args->>'source_event' = e.id
 		        order by j.id desc limit 1
 		    ), '')
 		from private.stripe_events e
@@ -61,7 +61,7 @@ func (r *Reconciler) crmSyncs(ctx context.Context, o Options, rep *Report) error
 		       or exists (
 		           select 1 from private.river_job j
 		           where j.kind = 'crm_sync'
-		             and j.args @> jsonb_build_object('tenant_id', e.tenant_id::text, 'source_event', e.id)))
+		             and j.args->>'tenant_id' = e.tenant_id::text and j.args->>'source_event' = e.id))
 		  and ($1::uuid is null or e.tenant_id = $1)
 		  and ($2::timestamptz is null or (e.created >= $2 and e.created < $3))
 		order by e.tenant_id, e.applied_at desc, e.created desc, e.id desc`, tenant, from, to)
@@ -115,7 +115,8 @@ func (r *Reconciler) helpdeskTickets(ctx context.Context, o Options, rep *Report
 		select t.id, t.tenant_id,
 		    coalesce((
 		        select j.state::text from private.river_job j
-		        where j.kind = 'helpdesk_ticket' and j.args @> jsonb_build_object('ticket_id', t.id::text)
+		        where j.kind = 'helpdesk_ticket' and j.args->>'tenant_id' = t.tenant_id::text
+		          and j.args->>'ticket_id' = t.id::text
 		        order by (j.state::text not in ('discarded', 'cancelled')) desc, j.id desc limit 1
 		    ), '')
 		from public.tickets t

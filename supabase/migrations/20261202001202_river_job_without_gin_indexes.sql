@@ -1,0 +1,23 @@
+-- River's two GIN indexes on private.river_job go (issue 12).
+--
+-- Every job insert (a CRM push for about a third of the webhook's deliveries) added its args'
+-- keys and values to river_job_args_index and an entry for its empty metadata to
+-- river_job_metadata_index. Measured on a throwaway PostgreSQL 15 (one backend, 3,000 inserts
+-- of the webhook's crm_sync row, backend CPU from /proc, three runs on a loaded 2-core box): the
+-- two indexes were about a third of the insert's CPU (200 -> 120-147 µs). They also hold a
+-- pending list that, with no autovacuum to empty it, the inserting backend merges into the
+-- index itself every 4 MB: one delivery now and then paid for thousands.
+--
+-- Who read them: River v0.51's own queries never do. It fetches, schedules, rescues and cleans
+-- through river_job_prioritized_fetching_index and river_job_state_and_finalized_at_index,
+-- inserts unique jobs through river_job_unique_idx (unique_key), and reads metadata only by job
+-- id (JobGetCancelRequested: id = any(...), the primary key). Only Client.JobList's Metadata
+-- filter (metadata @> ...) could use one, and this project never calls JobList. Our own readers
+-- (shared/reconcile's pushes) now find jobs by kind and tenant through
+-- river_job_kind_tenant_idx. shared/jobs' tests (River's fetch, unique inserts, retries and
+-- completion on these tables) run against this schema.
+--
+-- A future River migration that drops or rebuilds these indexes by name must be written with
+-- "if exists" (or lose those lines) when cmd/rivermigrations renders it for this project.
+drop index private.river_job_args_index;
+drop index private.river_job_metadata_index;
