@@ -2,17 +2,20 @@
 // state of every sync, in words a portal can show; for an owner also the tenant's delivery
 // health), GET /v1/tickets (newest first, keyset pages) and GET /v1/tickets/{id}.
 //
-// Every read runs as the calling user (tenant.ReadBatchAsUser: role authenticated with the
-// verified claims) against views with security_invoker, so Postgres RLS is the second wall
-// behind the tenant filter: another tenant's id, a malformed id and an unknown id all answer
-// the same 404. The one exception is the owner's health section: River's job table and the
-// kept counters are not readable by the portal role, so that statement runs as the pool's
-// role, filtered by the verified scope's tenant id, before the transaction switches to the
-// user. A read waits on the database twice: the membership lookup (tenant.Middleware), then
-// one pipelined batch of begin, role and claims, its queries and commit.
+// A read is one SQL statement, one round trip: the route's PL/pgSQL function (migration
+// portal_read_one_statement) resolves the caller's membership by tenant.Resolve's rules,
+// switches to the calling user (role authenticated with the verified claims, as
+// tenant.AsUser does) and reads views with security_invoker, so Postgres RLS is the second
+// wall behind the tenant filter: another tenant's id, a malformed id and an unknown id all
+// answer the same 404. The one exception is the owner's health section: River's job table and
+// the kept counters are not readable by the portal role, so that statement runs as the pool's
+// role, filtered by the resolved scope's tenant id, before the switch to the user. Postgres
+// builds the answer's JSON in the shape of this package's types, and the handler writes it as
+// is; refusals come back as codes the handler answers as problem+json.
 package portal
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -239,9 +242,17 @@ func (h *handler) read(w http.ResponseWriter, r *http.Request, sql string, notFo
 	}
 	switch {
 	case refusal == nil:
+		// Postgres writes "key" : value; compacted, the answer is byte for byte what
+		// encoding/json wrote for this package's types (a scan, no decoding).
+		var out bytes.Buffer
+		out.Grow(len(body))
+		if err := json.Compact(&out, body); err != nil {
+			web.Error(w, r, fmt.Errorf("portal read: answer is not JSON: %w", err))
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body)
+		_, _ = w.Write(out.Bytes())
 	case *refusal == refusalNotFound && notFound != nil:
 		web.Error(w, r, notFound)
 	default:

@@ -2,8 +2,10 @@ package portal_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -82,9 +84,32 @@ func TestEachReadIsOneStatementInOneRoundTrip(t *testing.T) {
 		require.LessOrEqual(t, got.RoundTrips, readRoundTrips, "%s: %q", tc.name, got.SQL)
 		require.LessOrEqual(t, got.Statements, readStatements, "%s: %q", tc.name, got.SQL)
 		require.Zero(t, got.Describes, tc.name)
+		if w.Code == http.StatusOK {
+			requireGoShape(t, tc.target, w.Body.Bytes())
+		}
 	}
 	owner := decode[portal.Account](t, counted.get(t, b.a, "/v1/account"))
 	require.NotNil(t, owner.Health)
 	require.Equal(t, 1, owner.Health.Webhook.Received, "the health statement ran in the read")
 	require.Equal(t, "subscription active", owner.Billing.Message)
+}
+
+// requireGoShape asserts that body, which Postgres built, is byte for byte what encoding/json
+// writes for the route's type (key order, times in UTC with "Z", numbers, empty lists, the
+// owner-only health left out): clients see the same answers as when Go encoded them.
+func requireGoShape(t *testing.T, target string, body []byte) {
+	t.Helper()
+	var v any
+	switch {
+	case target == "/v1/account":
+		v = &portal.Account{}
+	case strings.HasPrefix(target, "/v1/tickets?") || target == "/v1/tickets":
+		v = &portal.TicketPage{}
+	default:
+		v = &portal.Ticket{}
+	}
+	require.NoError(t, json.Unmarshal(body, v), string(body))
+	again, err := json.Marshal(v)
+	require.NoError(t, err)
+	require.Equal(t, string(again), string(body))
 }
