@@ -88,6 +88,15 @@ func TestEachReadIsOneStatementInOneRoundTrip(t *testing.T) {
 			requireGoShape(t, tc.target, w.Body.Bytes())
 		}
 	}
+	// The read's switch to the user ended with its statement: the pool's one connection is
+	// back as the pool's role, with no claims and no tenant, for whoever uses it next.
+	var role, claims, tenantSetting string
+	require.NoError(t, pool.QueryRow(ctx, `select current_user, coalesce(current_setting('request.jwt.claims', true), ''),
+		coalesce(current_setting('app.tenant_id', true), '')`).Scan(&role, &claims, &tenantSetting))
+	require.NotEqual(t, "authenticated", role)
+	require.Empty(t, claims)
+	require.Empty(t, tenantSetting)
+
 	owner := decode[portal.Account](t, counted.get(t, b.a, "/v1/account"))
 	require.NotNil(t, owner.Health)
 	require.Equal(t, 1, owner.Health.Webhook.Received, "the health statement ran in the read")

@@ -218,26 +218,6 @@ func ReadAsUser(ctx context.Context, pool db.Beginner, s Scope, fn func(tx pgx.T
 	})
 }
 
-// ReadBatchAsUser is ReadAsUser in one round trip (db.BatchTx): begin, service's statements
-// (run as the pool's own role, before the switch; nil for none), the switch to the scope's
-// user (see AsUser), user's statements (under RLS), commit. Each queued query reads its answer
-// in its callback. For the portal's reads, whose statements do not depend on each
-// other's answers: a read that waited on the database once per statement (begin, role,
-// query, query, commit) waits once.
-func ReadBatchAsUser(ctx context.Context, pool db.Acquirer, s Scope, service, user *pgx.Batch) error {
-	sql, args, err := asUserStatement(s)
-	if err != nil {
-		return err
-	}
-	b := &pgx.Batch{}
-	if service != nil {
-		b.QueuedQueries = append(b.QueuedQueries, service.QueuedQueries...)
-	}
-	b.Queue(sql, args...)
-	b.QueuedQueries = append(b.QueuedQueries, user.QueuedQueries...)
-	return db.BatchTx(ctx, pool, b)
-}
-
 // AsUser switches tx to the role authenticated with the scope's verified claims, exactly as
 // PostgREST does, until the transaction ends: RLS policies then see auth.uid() and auth.jwt()
 // of the user. It also sets app.tenant_id, which narrows private.current_tenant_ids() (and so
