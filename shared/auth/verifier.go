@@ -78,12 +78,17 @@ type Config struct {
 	DisableJWKS bool
 	// Logger receives JWKS refresh failures (default slog.Default()).
 	Logger *slog.Logger
+	// Now is the clock exp, nbf and iat are checked against (default time.Now; for tests).
+	Now func() time.Time
 }
 
 // Verifier checks Supabase access tokens. Safe for concurrent use; build one per process and
 // share it, so the JWKS cache is shared too.
 type Verifier struct {
 	parser *jwt.Parser
+	now    func() time.Time
+	leeway time.Duration
+	hs256  verifiedTokens
 	secret []byte
 	jwks   keyfunc.Keyfunc // nil when JWKS is disabled
 	algs   []string
@@ -104,8 +109,9 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &Verifier{secret: []byte(cfg.JWTSecret.Reveal()), algs: cfg.Algorithms}
+	v := &Verifier{secret: []byte(cfg.JWTSecret.Reveal()), algs: cfg.Algorithms, now: cfg.Now, leeway: cfg.Leeway}
 	v.parser = jwt.NewParser(
+		jwt.WithTimeFunc(cfg.Now),
 		jwt.WithValidMethods(cfg.Algorithms),
 		jwt.WithIssuer(IssuerFor(cfg.SupabaseURL)),
 		jwt.WithAudience(AudienceAuthenticated),
@@ -199,6 +205,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return c, nil
 }
 
@@ -223,6 +232,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	if len(token) > maxTokenBytes {
 		return Identity{}, refuse(ErrMalformedToken, fmt.Errorf("token is %d bytes, over %d", len(token), maxTokenBytes))
 	}
+	now := v.now()
+	if id, ok := v.hs256.get(token, now); ok {
+		return id, nil
+	}
 	var c claims
 	tok, err := v.parser.ParseWithClaims(token, &c, v.keyFor(ctx))
 	if err != nil {
@@ -238,7 +251,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, refuse(ErrMalformedToken, fmt.Errorf("decode payload: %w", err))
 	}
-	return Identity{
+	id := Identity{
 		UserID:      userID,
 		Email:       c.Email,
 		Role:        c.Role,
@@ -247,7 +260,16 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Identity, error) {
 		IsAnonymous: c.IsAnonymous,
 		AppMetadata: c.AppMetadata,
 		Claims:      payload,
-	}, nil
+	}
+	if tok.Method.Alg() == HS256 {
+		// exp is required, so ExpiresAt is set; the parser accepted it up to exp + leeway.
+		until := c.ExpiresAt.Add(v.leeway)
+		if limit := now.Add(verifiedTTL); limit.Before(until) {
+			until = limit
+		}
+		v.hs256.put(token, id, until)
+	}
+	return id, nil
 }
 
 // keyFor picks the key by the token's algorithm, so a key can only ever be used with the

@@ -2,30 +2,35 @@
 // state of every sync, in words a portal can show; for an owner also the tenant's delivery
 // health), GET /v1/tickets (newest first, keyset pages) and GET /v1/tickets/{id}.
 //
-// Every read runs as the calling user (tenant.ReadBatchAsUser: role authenticated with the
-// verified claims) against views with security_invoker, so Postgres RLS is the second wall
-// behind the tenant filter: another tenant's id, a malformed id and an unknown id all answer
-// the same 404. The one exception is the owner's health section: River's job table and the
-// kept counters are not readable by the portal role, so that statement runs as the pool's
-// role, filtered by the verified scope's tenant id, before the transaction switches to the
-// user. A read waits on the database twice: the membership lookup (tenant.Middleware), then
-// one pipelined batch of begin, role and claims, its queries and commit.
+// A read is one SQL statement, one round trip: the route's PL/pgSQL function (migration
+// portal_read_one_statement) resolves the caller's membership by tenant.Resolve's rules,
+// switches to the calling user (role authenticated with the verified claims, as
+// tenant.AsUser does) and reads views with security_invoker, so Postgres RLS is the second
+// wall behind the tenant filter: another tenant's id, a malformed id and an unknown id all
+// answer the same 404. The one exception is the owner's health section: River's job table and
+// the kept counters are not readable by the portal role, so that statement runs as the pool's
+// role, filtered by the resolved scope's tenant id, before the switch to the user. Postgres
+// builds the answer's JSON in the shape of this package's types, and the handler writes it as
+// is; refusals come back as codes the handler answers as problem+json.
 package portal
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-functions/portal-functions/shared/auth"
+	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/health"
 	"github.com/portal-functions/portal-functions/shared/problem"
 	"github.com/portal-functions/portal-functions/shared/readiness"
@@ -43,8 +48,8 @@ const (
 var (
 	// ErrBadCursor is a cursor this service did not issue (400).
 	ErrBadCursor = errors.New("portal: malformed cursor")
-	// ErrNoScope means a handler ran without tenant.Middleware in front (a wiring bug).
-	ErrNoScope = errors.New("portal: no tenant scope in the request")
+	// ErrNoIdentity means a handler ran without auth.Require in front (a wiring bug).
+	ErrNoIdentity = errors.New("portal: no verified identity on the request")
 )
 
 // Deps are what the handlers are built from.
@@ -59,7 +64,7 @@ type Deps struct {
 func NewHandler(d Deps) http.Handler {
 	h := &handler{pool: d.Pool}
 	guard := func(f http.HandlerFunc) http.Handler {
-		return auth.Require(d.Verifier)(tenant.Middleware(d.Pool)(f))
+		return auth.Require(d.Verifier)(f)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/account", guard(h.account))
@@ -119,31 +124,6 @@ type HealthIntegration struct {
 	LastSuccessAt        *time.Time `json:"last_success_at"`
 }
 
-// healthOf is the owner's view of a tenant's health.Report. Its own type keeps the API's shape
-// stable when ops' report grows.
-func healthOf(r health.Report) *Health {
-	h := &Health{
-		Since: r.Since, Until: r.Until, WindowSeconds: r.WindowSeconds,
-		Webhook: HealthWebhook{Received: r.Webhook.Received, Processed: r.Webhook.Processed,
-			Ignored: r.Webhook.Ignored, Unapplied: r.Webhook.Unapplied},
-		Integrations: make([]HealthIntegration, 0, len(r.Integrations)),
-	}
-	// health's rate also divides by system-wide rejections; a tenant has none, so the rate is
-	// the tenant's own: 1 when nothing arrived.
-	h.Webhook.SuccessRate = 1
-	if r.Webhook.Received > 0 {
-		h.Webhook.SuccessRate = float64(r.Webhook.Processed+r.Webhook.Ignored) / float64(r.Webhook.Received)
-	}
-	for _, i := range r.Integrations {
-		h.Integrations = append(h.Integrations, HealthIntegration{
-			Integration: i.Name, Attempts: i.Attempts, Failures: i.Failures, Pending: i.Pending,
-			OldestPendingSeconds: i.OldestPendingSeconds, DeadLetters: i.DeadLetters,
-			FailingSubjects: i.FailingSubjects, LastSuccessAt: i.LastSuccessAt,
-		})
-	}
-	return h
-}
-
 // AccountTenant names the tenant the request acts for.
 type AccountTenant struct {
 	ID   uuid.UUID `json:"id"`
@@ -173,15 +153,6 @@ type Sync struct {
 	Failed        int        `json:"failed"`
 	LastSuccessAt *time.Time `json:"last_success_at"`
 	LastAttemptAt *time.Time `json:"last_attempt_at"`
-}
-
-// idleSyncs are the integrations always listed in Account.Syncs, with the words for "nothing
-// yet" (a fresh slice per call: no shared mutable state).
-func idleSyncs() []Sync {
-	return []Sync{
-		{Integration: "crm", State: "idle", Message: "nothing to sync to the CRM yet"},
-		{Integration: "helpdesk", State: "idle", Message: "no support tickets yet"},
-	}
 }
 
 // TicketSummary is one ticket of a list.
@@ -218,51 +189,82 @@ type TicketPage struct {
 	NextCursor *string         `json:"next_cursor"`
 }
 
-func scopeOf(r *http.Request) (tenant.Scope, error) {
-	s, ok := tenant.FromContext(r.Context())
+// Each route is one statement, a function of migration portal_read_one_statement: it
+// resolves the caller's membership (tenant.Resolve's rules), reads an owner's health as the
+// pool's role, switches to the user with the verified claims (tenant.AsUser's statement) and
+// reads under RLS, then answers (refusal, tenant_id, role, body). body is the answer's JSON,
+// built by Postgres in the shape of this package's types, and written as is.
+const (
+	accountCall = `select refusal, tenant_id, role, body from private.portal_read_account($1, $2, $3, $4)`
+	ticketsCall = `select refusal, tenant_id, role, body from private.portal_read_tickets($1, $2, $3, $4, $5, $6)`
+	ticketCall  = `select refusal, tenant_id, role, body from private.portal_read_ticket($1, $2, $3, $4)`
+)
+
+// refusalNotFound is portal_read_ticket's refusal for an unknown id or one RLS hides.
+const refusalNotFound = "not_found"
+
+// read runs one route's statement as the request's verified user (args after the user, the
+// requested tenant and the claims) and writes its answer: the body, or the refusal as
+// problem+json. notFound answers refusalNotFound (nil: the route has none).
+func (h *handler) read(w http.ResponseWriter, r *http.Request, sql string, notFound error, args ...any) {
+	id, ok := auth.FromContext(r.Context())
 	if !ok {
-		return tenant.Scope{}, ErrNoScope
+		web.Error(w, r, ErrNoIdentity)
+		return
 	}
-	return s, nil
+	if id.UserID == uuid.Nil || len(id.Claims) == 0 {
+		web.Error(w, r, tenant.Refusal(tenant.RefusalNotMember))
+		return
+	}
+	// [16]byte, not uuid.UUID: pgx encodes it directly instead of through its text.
+	var requested any
+	if v := r.Header.Get(tenant.Header); v != "" {
+		t, err := tenant.ParseRequested(v)
+		if err != nil {
+			web.Error(w, r, err)
+			return
+		}
+		requested = [16]byte(t)
+	}
+	var (
+		refusal, role *string
+		tenantID      pgtype.UUID
+		body          []byte
+	)
+	all := append([]any{[16]byte(id.UserID), requested, string(id.Claims)}, args...)
+	if err := h.pool.QueryRow(r.Context(), sql, all...).Scan(&refusal, &tenantID, &role, &body); err != nil {
+		web.Error(w, r, fmt.Errorf("portal read: %w", db.Classify(err)))
+		return
+	}
+	if tenantID.Valid && role != nil {
+		web.AddLogAttrs(r.Context(),
+			slog.String("tenant_id", uuid.UUID(tenantID.Bytes).String()), slog.String("tenant_role", *role))
+	}
+	switch {
+	case refusal == nil:
+		// Postgres writes "key" : value; compacted, the answer is byte for byte what
+		// encoding/json wrote for this package's types (a scan, no decoding).
+		var out bytes.Buffer
+		out.Grow(len(body))
+		if err := json.Compact(&out, body); err != nil {
+			web.Error(w, r, fmt.Errorf("portal read: answer is not JSON: %w", err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(out.Bytes())
+	case *refusal == refusalNotFound && notFound != nil:
+		web.Error(w, r, notFound)
+	default:
+		web.Error(w, r, tenant.Refusal(*refusal))
+	}
 }
 
 func (h *handler) account(w http.ResponseWriter, r *http.Request) {
-	s, err := scopeOf(r)
-	if err != nil {
-		web.Error(w, r, err)
-		return
-	}
-	out := Account{Role: string(s.Role), Syncs: []Sync{}}
-	var rep health.Report
-	service, user := &pgx.Batch{}, &pgx.Batch{}
-	owner := s.Require(tenant.Owner) == nil
-	if owner {
-		// Before the switch to the user, as the pool's role, because River's job table and the
-		// kept counters are not granted to the portal role; the tenant id is the verified
-		// scope's, never the request's.
-		if err := health.QueueForTenant(service, s.TenantID, health.DefaultWindow, &rep); err != nil {
-			web.Error(w, r, fmt.Errorf("read delivery health: %w", err))
-			return
-		}
-	}
-	queueAccount(user, s.TenantID, &out.Tenant, &out.Billing)
-	queueSyncs(user, s.TenantID, &out.Syncs)
-	if err := tenant.ReadBatchAsUser(r.Context(), h.pool, s, service, user); err != nil {
-		web.Error(w, r, err)
-		return
-	}
-	if owner {
-		out.Health = healthOf(rep)
-	}
-	web.JSON(w, http.StatusOK, out)
+	h.read(w, r, accountCall, nil, health.DefaultWindow.Seconds())
 }
 
 func (h *handler) listTickets(w http.ResponseWriter, r *http.Request) {
-	s, err := scopeOf(r)
-	if err != nil {
-		web.Error(w, r, err)
-		return
-	}
 	q := r.URL.Query()
 	limit := DefaultLimit
 	if v := q.Get("limit"); v != "" {
@@ -273,32 +275,19 @@ func (h *handler) listTickets(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	var after *Cursor
+	var afterAt, afterID any
 	if v := q.Get("cursor"); v != "" {
 		c, err := DecodeCursor(v)
 		if err != nil {
 			web.Error(w, r, problem.BadRequest("cursor is not valid; start again from the first page").WithCause(err))
 			return
 		}
-		after = &c
+		afterAt, afterID = c.CreatedAt, [16]byte(c.ID)
 	}
-	var page TicketPage
-	b := &pgx.Batch{}
-	queueTickets(b, s.TenantID, after, limit, &page)
-	err = tenant.ReadBatchAsUser(r.Context(), h.pool, s, nil, b)
-	if err != nil {
-		web.Error(w, r, err)
-		return
-	}
-	web.JSON(w, http.StatusOK, page)
+	h.read(w, r, ticketsCall, nil, afterAt, afterID, limit)
 }
 
 func (h *handler) getTicket(w http.ResponseWriter, r *http.Request) {
-	s, err := scopeOf(r)
-	if err != nil {
-		web.Error(w, r, err)
-		return
-	}
 	notFound := problem.NotFound("no ticket with this id")
 	id, err := uuid.Parse(r.PathValue("id"))
 	if err != nil {
@@ -306,19 +295,7 @@ func (h *handler) getTicket(w http.ResponseWriter, r *http.Request) {
 		web.Error(w, r, notFound)
 		return
 	}
-	var t Ticket
-	var found bool
-	b := &pgx.Batch{}
-	queueTicket(b, s.TenantID, id, &t, &found)
-	err = tenant.ReadBatchAsUser(r.Context(), h.pool, s, nil, b)
-	switch {
-	case err != nil:
-		web.Error(w, r, err)
-	case !found:
-		web.Error(w, r, notFound)
-	default:
-		web.JSON(w, http.StatusOK, t)
-	}
+	h.read(w, r, ticketCall, notFound, [16]byte(id))
 }
 
 // Cursor is the position after which the next page of tickets starts.

@@ -23,25 +23,20 @@ func TestReadsAsTheUserSeeNothingOfAnotherTenant(t *testing.T) {
 	ctx := context.Background()
 	scope := userScope(t, env, a, tenant.Owner)
 
-	// Each read as the handlers send it (one batch as A's user), asking for B's rows.
-	var (
-		ticket Ticket
-		found  bool
-		page   TicketPage
-		syncs  []Sync
-	)
-	reads := &pgx.Batch{}
-	queueTicket(reads, b.TenantID, theirs.ID, &ticket, &found)
-	queueTickets(reads, b.TenantID, nil, 10, &page)
-	queueSyncs(reads, b.TenantID, &syncs)
-	require.NoError(t, tenant.ReadBatchAsUser(ctx, env.Pool, scope, nil, reads))
-	require.False(t, found)
-	require.Empty(t, page.Tickets)
-	require.Equal(t, "idle", syncs[1].State, "B's pending ticket is invisible")
-
-	account := &pgx.Batch{}
-	queueAccount(account, b.TenantID, &AccountTenant{}, &Billing{})
-	require.ErrorIs(t, tenant.ReadBatchAsUser(ctx, env.Pool, scope, nil, account), pgx.ErrNoRows)
+	// Each read function the route functions call, as A's user (exactly as they switch to
+	// it), asked for B's rows: no row comes back.
+	for _, r := range []read{ticketRead(b.TenantID, theirs.ID), ticketPageRead(b.TenantID, nil, 10),
+		ticketPageRead(b.TenantID, &Cursor{CreatedAt: time.Now().Add(time.Hour), ID: theirs.ID}, 10),
+		syncsRead(b.TenantID), accountRead(b.TenantID)} {
+		var n int
+		require.NoError(t, tenant.ReadAsUser(ctx, env.Pool, scope, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, "select count(*) from ("+r.Call+") r", r.Args...).Scan(&n)
+		}), r.Call)
+		require.Zero(t, n, r.Call)
+		// The same read as the service role does see B's row: the wall above is RLS's.
+		require.NoError(t, env.Pool.QueryRow(ctx, "select count(*) from ("+r.SQL+") r", r.Args...).Scan(&n), r.SQL)
+		require.Positive(t, n, r.SQL)
+	}
 }
 
 // userScope is the scope tenant.Middleware gives m's requests: its verified token's identity.

@@ -81,9 +81,9 @@ func Resolve(ctx context.Context, q db.Querier, id auth.Identity, requested stri
 	}
 	s := Scope{UserID: id.UserID, Identity: id}
 	if requested != "" {
-		tenantID, err := uuid.Parse(requested)
+		tenantID, err := ParseRequested(requested)
 		if err != nil {
-			return Scope{}, problem.BadRequest("the " + Header + " header must be a tenant id (a UUID)").WithCause(err)
+			return Scope{}, err
 		}
 		err = q.QueryRow(ctx, `
 			select role from public.memberships
@@ -120,9 +120,41 @@ func Resolve(ctx context.Context, q db.Querier, id auth.Identity, requested stri
 		s.TenantID, s.Role = ms[0].TenantID, ms[0].Role
 		return s, nil
 	default:
-		return Scope{}, problem.BadRequest("you belong to several tenants: name one in the " + Header + " header").
-			WithCause(ErrTenantRequired)
+		return Scope{}, chooseTenant()
 	}
+}
+
+// ParseRequested reads an X-Tenant-Id value: a tenant id, or a 400 problem.
+func ParseRequested(requested string) (uuid.UUID, error) {
+	tenantID, err := uuid.Parse(requested)
+	if err != nil {
+		return uuid.Nil, problem.BadRequest("the " + Header + " header must be a tenant id (a UUID)").WithCause(err)
+	}
+	return tenantID, nil
+}
+
+func chooseTenant() *problem.Problem {
+	return problem.BadRequest("you belong to several tenants: name one in the " + Header + " header").
+		WithCause(ErrTenantRequired)
+}
+
+// The refusals of Resolve's rules as the database spells them (private.portal_scope, which
+// resolves the scope inside a portal read's one statement).
+const (
+	RefusalNotMember    = "not_member"
+	RefusalChooseTenant = "choose_tenant"
+)
+
+// Refusal is the answer Resolve gives for a refusal private.portal_scope found: the same
+// problem, so a read resolved in the database answers exactly as one resolved here.
+func Refusal(code string) error {
+	switch code {
+	case RefusalNotMember:
+		return notMember()
+	case RefusalChooseTenant:
+		return chooseTenant()
+	}
+	return fmt.Errorf("tenant: unknown refusal %q", code)
 }
 
 // Require answers nil when the scope's role is one of roles, and a 403 problem otherwise.
@@ -184,26 +216,6 @@ func ReadAsUser(ctx context.Context, pool db.Beginner, s Scope, fn func(tx pgx.T
 		}
 		return fn(tx)
 	})
-}
-
-// ReadBatchAsUser is ReadAsUser in one round trip (db.BatchTx): begin, service's statements
-// (run as the pool's own role, before the switch; nil for none), the switch to the scope's
-// user (see AsUser), user's statements (under RLS), commit. Each queued query reads its answer
-// in its callback. For the portal's reads, whose statements do not depend on each
-// other's answers: a read that waited on the database once per statement (begin, role,
-// query, query, commit) waits once.
-func ReadBatchAsUser(ctx context.Context, pool db.Acquirer, s Scope, service, user *pgx.Batch) error {
-	sql, args, err := asUserStatement(s)
-	if err != nil {
-		return err
-	}
-	b := &pgx.Batch{}
-	if service != nil {
-		b.QueuedQueries = append(b.QueuedQueries, service.QueuedQueries...)
-	}
-	b.Queue(sql, args...)
-	b.QueuedQueries = append(b.QueuedQueries, user.QueuedQueries...)
-	return db.BatchTx(ctx, pool, b)
 }
 
 // AsUser switches tx to the role authenticated with the scope's verified claims, exactly as

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -340,51 +339,4 @@ func TestAsUserWinsOverASessionLevelLeftover(t *testing.T) {
 	var after string
 	require.NoError(t, conn.QueryRow(ctx, `select current_setting('request.jwt.claim.sub', true)`).Scan(&after))
 	require.Equal(t, b.userB.String(), after)
-}
-
-// ReadBatchAsUser sends everything at once, so it must keep ReadAsUser's walls: the service
-// statements run as the pool's role and the user's as the user; a statement the user may not
-// run fails the whole read (and what follows it in the batch does not run); a refused scope
-// sends nothing; and the connection comes back clean, as the pool's role, for the next request.
-func TestReadBatchAsUserRunsTheUsersStatementsAsTheUserInOneGo(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	ctx := context.Background()
-	s, err := tenant.Resolve(ctx, b.pool, b.identity(t, b.userA), "")
-	require.NoError(t, err)
-
-	var serviceRole, userRole string
-	var uid uuid.UUID
-	service, user := &pgx.Batch{}, &pgx.Batch{}
-	service.Queue(`select current_user`).QueryRow(func(r pgx.Row) error { return r.Scan(&serviceRole) })
-	user.Queue(`select current_user, auth.uid()`).QueryRow(func(r pgx.Row) error { return r.Scan(&userRole, &uid) })
-	require.NoError(t, tenant.ReadBatchAsUser(ctx, b.pool, s, service, user))
-	require.Equal(t, "authenticated", userRole)
-	require.Equal(t, b.userA, uid)
-	require.NotEqual(t, "authenticated", serviceRole)
-
-	ranAfter := false
-	denied := &pgx.Batch{}
-	denied.Queue(`select count(*) from private.river_job`)
-	denied.Queue(`select 1`).QueryRow(func(pgx.Row) error { ranAfter = true; return nil })
-	err = tenant.ReadBatchAsUser(ctx, b.pool, s, nil, denied)
-	var pgErr *pgconn.PgError
-	require.ErrorAs(t, err, &pgErr)
-	require.Equal(t, "42501", pgErr.Code, "the portal role may not read River's jobs")
-	require.False(t, ranAfter)
-
-	sent := false
-	never := &pgx.Batch{}
-	never.Queue(`select 1`).QueryRow(func(pgx.Row) error { sent = true; return nil })
-	noClaims := tenant.Scope{TenantID: b.tenantA, UserID: b.userA, Identity: auth.Identity{UserID: b.userA}}
-	require.ErrorIs(t, tenant.ReadBatchAsUser(ctx, b.pool, noClaims, nil, never), tenant.ErrNoClaims)
-	require.False(t, sent)
-
-	// Every connection of the pool is back outside any transaction, as the pool's own role.
-	for range 4 {
-		var role, claims string
-		require.NoError(t, b.pool.QueryRow(ctx, `select current_user, coalesce(current_setting('request.jwt.claims', true), '')`).Scan(&role, &claims))
-		require.Equal(t, serviceRole, role)
-		require.Empty(t, claims)
-	}
 }
