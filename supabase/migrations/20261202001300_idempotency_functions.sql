@@ -7,6 +7,8 @@
 -- round trip instead of two, and a live record (a replay, a 409) is still only read. The
 -- completion raises when the attempt no longer holds its claim, so it can go with the commit
 -- (shared/idempotency defers it there) and still roll the transaction back on the server.
+-- And the claim commits without waiting for its WAL flush (see below): at 300 tickets a second
+-- on make dev, commits waiting on WAL writes were the largest share of a request's time.
 
 -- Reads the live record of (p_scope, p_key) and, only when there is none, claims the key for
 -- p_ttl_us microseconds with an expiry of p_expiry_us: a free key is inserted, a lapsed claim
@@ -32,6 +34,12 @@ begin
     if found then
         return;
     end if;
+    -- The claim's commit need not wait for its WAL flush: whatever the claim protects commits
+    -- later, synchronously, and that flush carries the claim's record too (WAL is flushed in
+    -- order). A claim lost to a server crash protected nothing: its key is free again, as
+    -- after a failed attempt. This call runs in its own short transaction (the caller's
+    -- statement), so the setting ends with it.
+    perform set_config('synchronous_commit', 'off', true);
     delete from private.idempotency_keys d
     where (d.scope, d.key) in (
         select x.scope, x.key from private.idempotency_keys x
