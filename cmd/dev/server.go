@@ -49,6 +49,17 @@ var httpFunctions = map[string]httpFunction{
 	"PortalReadFunction":     portal.ReadFunction,
 }
 
+// shedAtOnce names the HTTP functions whose callers retry a 503 on their own (Stripe redelivers
+// a webhook): past the limiter's bound their excess is refused at once (issue 12). The others
+// serve a person in a browser, which does not retry: their requests wait up to
+// interactiveWait for a slot first, so a burst the server drains within a few milliseconds
+// (a GC pause, a slow commit) is not answered 503. Lambda serves one request at a time per
+// instance, so this is the shape of a long-running host like this one.
+var shedAtOnce = map[string]bool{"PaymentWebhookFunction": true}
+
+// interactiveWait bounds how long an interactive request waits for one of the limiter's slots.
+const interactiveWait = 20 * time.Millisecond
+
 // ErrUnwiredFunction is an HTTP function of the template the dev server has no definition for.
 var ErrUnwiredFunction = errors.New("dev: template.yaml has an HTTP function the dev server does not know")
 
@@ -165,7 +176,11 @@ func (s *server) build(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrUnwiredFunction, f.LogicalID)
 		}
-		h, err := def.Handler(ctx, s.deps(def.FunctionName(), s.lookups[f.LogicalID]))
+		deps := s.deps(def.FunctionName(), s.lookups[f.LogicalID])
+		if !shedAtOnce[f.LogicalID] {
+			deps.Limit = s.limit.Waiting(interactiveWait)
+		}
+		h, err := def.Handler(ctx, deps)
 		if err != nil {
 			return fmt.Errorf("build %s: %w", f.LogicalID, err)
 		}
