@@ -49,21 +49,41 @@ var httpFunctions = map[string]httpFunction{
 	"PortalReadFunction":     portal.ReadFunction,
 }
 
+// shedAtOnce names the HTTP functions whose callers retry a 503 on their own (Stripe redelivers
+// a webhook): past the limiter's bound their excess is refused at once (issue 12). The others
+// serve a person in a browser, which does not retry: their requests wait up to
+// interactiveWait for a slot first, so a burst the server drains within a few milliseconds
+// (a GC pause, a slow commit) is not answered 503. Lambda serves one request at a time per
+// instance, so this is the shape of a long-running host like this one.
+var shedAtOnce = map[string]bool{"PaymentWebhookFunction": true}
+
+// workerConns sizes the queue workers' own pool. In Lambda the pushers are functions of their
+// own with their own connections; sharing the HTTP functions' pool here let up to 100 running
+// helpdesk jobs take the connections that the limiter's admitted requests then queued for
+// (at 300 tickets/s, most of a created ticket's p50). Kept small: Postgres has two cores
+// here, and a request waiting on a busy backend is worse than a push a few seconds late.
+const workerConns = 4
+
+// interactiveWait bounds how long an interactive request waits for one of the limiter's slots.
+const interactiveWait = 20 * time.Millisecond
+
 // ErrUnwiredFunction is an HTTP function of the template the dev server has no definition for.
 var ErrUnwiredFunction = errors.New("dev: template.yaml has an HTTP function the dev server does not know")
 
 type server struct {
-	logger   *slog.Logger
-	opts     options
-	tmpl     *sam.Template
-	envs     sam.EnvFile
-	dbURL    string
-	pool     *pgxpool.Pool
-	stands   *standins
-	handler  http.Handler
-	routes   []sam.FunctionRoute
-	lookups  map[string]func(string) (string, bool)
-	listener net.Listener
+	logger *slog.Logger
+	opts   options
+	tmpl   *sam.Template
+	envs   sam.EnvFile
+	dbURL  string
+	pool   *pgxpool.Pool
+	// workerPool is the queue workers' own (nil with -no-workers): see workerConns.
+	workerPool *pgxpool.Pool
+	stands     *standins
+	handler    http.Handler
+	routes     []sam.FunctionRoute
+	lookups    map[string]func(string) (string, bool)
+	listener   net.Listener
 	// limit is the one bound on HTTP requests at once for every function on pool.
 	limit *web.Limiter
 }
@@ -88,9 +108,16 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		s.pool.Close()
 		return nil, err
 	}
+	if o.Workers {
+		s.workerPool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: workerConns, ApplicationName: "make-dev-workers"})
+		if err != nil {
+			s.pool.Close()
+			return nil, fmt.Errorf("open dev database for the workers: %w", err)
+		}
+	}
 	s.stands, err = startStandins(ctx, root, logger, p.Env, o.EphemeralStandins)
 	if err != nil {
-		s.pool.Close()
+		s.Close()
 		return nil, err
 	}
 	if s.stands.hub != nil {
@@ -165,7 +192,11 @@ func (s *server) build(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("%w: %s", ErrUnwiredFunction, f.LogicalID)
 		}
-		h, err := def.Handler(ctx, s.deps(def.FunctionName(), s.lookups[f.LogicalID]))
+		deps := s.deps(def.FunctionName(), s.lookups[f.LogicalID])
+		if !shedAtOnce[f.LogicalID] {
+			deps.Limit = s.limit.Waiting(interactiveWait)
+		}
+		h, err := def.Handler(ctx, deps)
 		if err != nil {
 			return fmt.Errorf("build %s: %w", f.LogicalID, err)
 		}
@@ -205,7 +236,7 @@ func (s *server) Serve(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = jobs.RunContinuously(ctx, s.pool, cfgs...)
+			_ = jobs.RunContinuously(ctx, s.workerPool, cfgs...)
 		}()
 	}
 	errc := make(chan error, 1)
@@ -255,7 +286,9 @@ func (s *server) workers() ([]jobs.RunConfig, error) {
 		if err != nil {
 			continue
 		}
-		run, err := q.queue.LoadRunConfig(s.deps(q.name, s.lookups[f.LogicalID]))
+		deps := s.deps(q.name, s.lookups[f.LogicalID])
+		deps.Pool = s.workerPool
+		run, err := q.queue.LoadRunConfig(deps)
 		if err != nil {
 			return nil, err
 		}
@@ -274,6 +307,9 @@ func (s *server) Close() {
 	}
 	if s.pool != nil {
 		s.pool.Close()
+	}
+	if s.workerPool != nil {
+		s.workerPool.Close()
 	}
 }
 

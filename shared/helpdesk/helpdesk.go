@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/zendesk"
 )
@@ -219,8 +220,10 @@ func (p *Pusher) newTicket(ctx context.Context, t ticketRow) (zendesk.NewTicket,
 }
 
 type attachmentRow struct {
-	Name, ContentType, ObjectPath string
-	Size                          int64
+	Name        string `json:"name"`
+	ContentType string `json:"content_type"`
+	ObjectPath  string `json:"object_path"`
+	Size        int64  `json:"size"`
 }
 
 type ticketRow struct {
@@ -253,34 +256,26 @@ func (t ticketRow) requesterName() string {
 	return t.TenantName
 }
 
+// loadTicket reads the ticket, its tenant and its attachments in one statement.
 func loadTicket(ctx context.Context, pool *pgxpool.Pool, tenantID, ticketID uuid.UUID) (ticketRow, error) {
 	t := ticketRow{ID: ticketID, TenantID: tenantID}
 	err := pool.QueryRow(ctx, `
 		select t.subject, t.body, t.category, t.priority, t.source, t.requester_email, t.requester_name,
-		       n.name, n.contact_email, t.helpdesk_ticket_id, t.helpdesk_attempted_at
+		       n.name, n.contact_email, t.helpdesk_ticket_id, t.helpdesk_attempted_at,
+		       coalesce((select json_agg(json_build_object('name', a.name, 'content_type', a.content_type,
+		                                                   'object_path', a.object_path, 'size', a.size_bytes)
+		                                 order by a.created_at, a.id)
+		                 from public.ticket_attachments a
+		                 where a.ticket_id = t.id and a.tenant_id = t.tenant_id), '[]')
 		from public.tickets t join public.tenants n on n.id = t.tenant_id
 		where t.id = $1 and t.tenant_id = $2`, ticketID, tenantID).
 		Scan(&t.Subject, &t.Body, &t.Category, &t.Priority, &t.Source, &t.RequesterEmail, &t.RequesterName,
-			&t.TenantName, &t.ContactEmail, &t.HelpdeskID, &t.AttemptedAt)
+			&t.TenantName, &t.ContactEmail, &t.HelpdeskID, &t.AttemptedAt, &t.Attachments)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return t, fmt.Errorf("load ticket %s: %w", ticketID, ErrTicketGone)
 	}
 	if err != nil {
 		return t, fmt.Errorf("load ticket %s: %w", ticketID, err)
-	}
-	rows, err := pool.Query(ctx, `
-		select name, content_type, object_path, size_bytes from public.ticket_attachments
-		where ticket_id = $1 and tenant_id = $2 order by created_at, id`, ticketID, tenantID)
-	if err != nil {
-		return t, fmt.Errorf("load attachments of %s: %w", ticketID, err)
-	}
-	t.Attachments, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (attachmentRow, error) {
-		var a attachmentRow
-		err := r.Scan(&a.Name, &a.ContentType, &a.ObjectPath, &a.Size)
-		return a, err
-	})
-	if err != nil {
-		return t, fmt.Errorf("load attachments of %s: %w", ticketID, err)
 	}
 	return t, nil
 }
@@ -293,10 +288,18 @@ func markAttempted(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error 
 	return nil
 }
 
+// markSynced records the Zendesk ticket. Its commit does not wait for the WAL flush: the job's
+// completion, which River commits after Work returns, waits for it and carries this record
+// with it (WAL is flushed in order), and a push whose record a server crash lost is not
+// completed either, so it runs again and adopts the Zendesk ticket (the attempt was recorded,
+// synchronously, before the create). One round trip: begin, the setting, the update, commit.
 func markSynced(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, helpdeskID int64) error {
-	if _, err := pool.Exec(ctx, `update public.tickets
+	b := &pgx.Batch{}
+	b.Queue(`select set_config('synchronous_commit', 'off', true)`)
+	b.Queue(`update public.tickets
 		set status = 'synced', helpdesk_ticket_id = $2, synced_at = now(), updated_at = now()
-		where id = $1`, id, helpdeskID); err != nil {
+		where id = $1`, id, helpdeskID)
+	if err := db.BatchTx(ctx, pool, b); err != nil {
 		return fmt.Errorf("mark ticket %s synced: %w", id, err)
 	}
 	return nil

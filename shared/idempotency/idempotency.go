@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-functions/portal-functions/shared/db"
@@ -202,8 +203,8 @@ func (s *Store) Handler(opts Options, h TxHandler) http.Handler {
 // serveUnprotected runs h without a record: one transaction, committed on 2xx only.
 func (s *Store) serveUnprotected(w http.ResponseWriter, r *http.Request, h TxHandler) {
 	var resp Response
-	err := db.Tx(r.Context(), s.pool, func(tx pgx.Tx) error {
-		resp = record(r, tx, h)
+	err := db.PipeTx(r.Context(), s.pool, nil, func(p *db.Pipe) error {
+		resp = record(r, p, h)
 		if !success(resp.Status) {
 			return errNotStored
 		}
@@ -248,16 +249,19 @@ func (s *Store) do(ctx context.Context, scope, key string, hash []byte, opts Opt
 	}
 	defer release() // also on panic: the key must not stay locked for the whole TTL
 	var resp Response
-	err = db.Tx(ctx, s.pool, func(tx pgx.Tx) error {
+	// The business transaction is a db.Pipe: its writes whose answers nobody waits for (the
+	// completion below, and whatever fn defers) go to the database with the commit, in one
+	// round trip.
+	err = db.PipeTx(ctx, s.pool, nil, func(p *db.Pipe) error {
 		var err error
-		resp, err = fn(tx)
+		resp, err = fn(p)
 		if err != nil {
 			return err
 		}
 		if !success(resp.Status) {
 			return errNotStored
 		}
-		return complete(ctx, tx, scope, key, token, resp)
+		return complete(p, scope, key, token, resp)
 	})
 	switch {
 	case err == nil:
@@ -265,102 +269,58 @@ func (s *Store) do(ctx context.Context, scope, key string, hash []byte, opts Opt
 		return resp, false, nil
 	case errors.Is(err, errNotStored):
 		return resp, false, nil
+	case isClaimLost(err):
+		return Response{}, false, inProgress(1).WithCause(fmt.Errorf("%w: claim lost to a later attempt", ErrInProgress))
 	default:
 		return Response{}, false, err
 	}
 }
 
 // claim takes the record for this attempt and returns its fencing token, or the stored
-// response to replay, or a problem (in progress, reused). A live record is looked up first
-// with a plain read, so replays and 409s write nothing; only a free, expired or lapsed key is
-// claimed, by an upsert that deletes a few expired records of other keys in passing.
+// response to replay, or a problem (in progress, reused), in one round trip
+// (private.idempotency_claim): a live record is returned as it is and nothing is written, so
+// replays and 409s write nothing; only a free, expired or lapsed key is claimed, by an upsert
+// that deletes a few expired records of other keys in passing.
 func (s *Store) claim(ctx context.Context, scope, key string, hash []byte, opts Options) (time.Time, *Response, error) {
 	for range claimAttempts {
-		stored, err := s.lookup(ctx, scope, key, hash)
-		if err != nil || stored != nil {
-			return time.Time{}, stored, err
-		}
-		var token time.Time
-		err = s.pool.QueryRow(ctx, `
-			with cleanup as (
-				delete from private.idempotency_keys
-				where (scope, key) in (
-					select scope, key from private.idempotency_keys
-					where expires_at < now()
-					  and (status = 'completed' or locked_until < now())
-					  and (scope, key) <> ($1, $2)
-					order by expires_at
-					limit $6
-					for update skip locked)
-			)
-			insert into private.idempotency_keys as k
-				(scope, key, request_hash, status, locked_until, expires_at)
-			values ($1, $2, $3, 'in_progress', now() + $4 * interval '1 microsecond', now() + $5 * interval '1 microsecond')
-			on conflict (scope, key) do update set
-				request_hash = excluded.request_hash,
-				status = 'in_progress',
-				response_status = null,
-				response_headers = null,
-				response_body = null,
-				locked_until = excluded.locked_until,
-				expires_at = excluded.expires_at,
-				created_at = now()
-			where (k.status = 'in_progress' and k.locked_until < now())
-			   or (k.status = 'completed' and k.expires_at < now())
-			returning k.locked_until`,
+		var (
+			token      *time.Time
+			status     *string
+			storedHash []byte
+			resp       Response
+			rawHeader  []byte
+			respStatus *int
+			retryAfter *int
+		)
+		err := s.pool.QueryRow(ctx, `select * from private.idempotency_claim($1, $2, $3, $4, $5, $6)`,
 			scope, key, hash, opts.InProgressTTL.Microseconds(), opts.Expiry.Microseconds(), cleanupBatch,
-		).Scan(&token)
-		if err == nil {
-			return token, nil, nil
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
+		).Scan(&token, &status, &storedHash, &respStatus, &rawHeader, &resp.Body, &retryAfter)
+		if err != nil {
 			return time.Time{}, nil, fmt.Errorf("claim idempotency key: %w", db.Classify(err))
 		}
-		// Another attempt claimed it between our read and our upsert: look again.
+		switch {
+		case token != nil:
+			return *token, nil, nil
+		case status == nil:
+			// Another attempt claimed the key after this statement's snapshot was taken (the
+			// upsert found its row, the read did not): look again.
+			continue
+		case !bytes.Equal(storedHash, hash):
+			return time.Time{}, nil, problem.New(http.StatusUnprocessableEntity, problem.TypeIdempotencyReused,
+				"Idempotency key reused", "this idempotency key was already used for a different request; use a new key").
+				WithCause(ErrKeyReused)
+		case *status != "completed" || respStatus == nil:
+			return time.Time{}, nil, inProgress(*retryAfter)
+		}
+		resp.Status = *respStatus
+		if len(rawHeader) > 0 {
+			if err := json.Unmarshal(rawHeader, &resp.Header); err != nil {
+				return time.Time{}, nil, fmt.Errorf("read stored headers: %w", err)
+			}
+		}
+		return time.Time{}, &resp, nil
 	}
 	return time.Time{}, nil, inProgress(1)
-}
-
-// lookup reads a live record of (scope, key): its stored response to replay, or a problem
-// (reused, in progress). It answers (nil, nil) when the key is free or its record lapsed.
-func (s *Store) lookup(ctx context.Context, scope, key string, hash []byte) (*Response, error) {
-	var (
-		status     string
-		storedHash []byte
-		resp       Response
-		rawHeader  []byte
-		respStatus *int
-		retryAfter int
-	)
-	err := s.pool.QueryRow(ctx, `
-		select status, request_hash, response_status, response_headers, response_body,
-		       greatest(1, ceil(extract(epoch from (locked_until - now()))))::int
-		from private.idempotency_keys
-		where scope = $1 and key = $2
-		  and ((status = 'completed' and expires_at >= now())
-		    or (status = 'in_progress' and locked_until >= now()))`,
-		scope, key).Scan(&status, &storedHash, &respStatus, &rawHeader, &resp.Body, &retryAfter)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read idempotency key: %w", db.Classify(err))
-	}
-	if !bytes.Equal(storedHash, hash) {
-		return nil, problem.New(http.StatusUnprocessableEntity, problem.TypeIdempotencyReused,
-			"Idempotency key reused", "this idempotency key was already used for a different request; use a new key").
-			WithCause(ErrKeyReused)
-	}
-	if status != "completed" || respStatus == nil {
-		return nil, inProgress(retryAfter)
-	}
-	resp.Status = *respStatus
-	if len(rawHeader) > 0 {
-		if err := json.Unmarshal(rawHeader, &resp.Header); err != nil {
-			return nil, fmt.Errorf("read stored headers: %w", err)
-		}
-	}
-	return &resp, nil
 }
 
 func inProgress(retryAfter int) *problem.Problem {
@@ -371,8 +331,10 @@ func inProgress(retryAfter int) *problem.Problem {
 }
 
 // complete stores resp as the record's outcome inside the business transaction, if this
-// attempt still holds the claim (token); otherwise the transaction must roll back.
-func complete(ctx context.Context, tx pgx.Tx, scope, key string, token time.Time, resp Response) error {
+// attempt still holds the claim (token). The call goes with the commit (deferred on p); when
+// the claim was lost, private.idempotency_complete raises (errClaimLost's SQLSTATE) and the
+// transaction rolls back on the server.
+func complete(p *db.Pipe, scope, key string, token time.Time, resp Response) error {
 	header, err := json.Marshal(storable(resp.Header))
 	if err != nil {
 		return fmt.Errorf("encode response headers: %w", err)
@@ -381,20 +343,17 @@ func complete(ctx context.Context, tx pgx.Tx, scope, key string, token time.Time
 	if body == nil {
 		body = []byte{}
 	}
-	tag, err := tx.Exec(ctx, `
-		update private.idempotency_keys
-		set status = 'completed', response_status = $4, response_headers = $5, response_body = $6,
-		    locked_until = null
-		where scope = $1 and key = $2 and status = 'in_progress' and locked_until = $3`,
-		scope, key, token, resp.Status, header, body)
-	if err != nil {
-		return fmt.Errorf("complete idempotency key: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		// Our lock ran out and another attempt took over: it will do the work, not us.
-		return inProgress(1).WithCause(fmt.Errorf("%w: claim lost to a later attempt", ErrInProgress))
-	}
+	p.DeferCall("private.idempotency_complete", nil, nil, scope, key, token, resp.Status, header, body)
 	return nil
+}
+
+// claimLostCode is the SQLSTATE private.idempotency_complete raises when the attempt's lock
+// ran out and another attempt took over: that one does the work, not this one.
+const claimLostCode = "PFI01"
+
+func isClaimLost(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == claimLostCode
 }
 
 // release deletes this attempt's claim so the key can be retried at once. Best effort: if it

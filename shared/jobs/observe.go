@@ -282,7 +282,14 @@ func errorClass(outcome Outcome, err error) string {
 // of order, and "last synced" going back would be wrong (and would leave the kept summary,
 // private.sync_summary, disagreeing with a recount).
 func (o *observer) upsertStatus(ctx context.Context, integration, subject string, tenantID uuid.UUID, state, lastError string, attempts int, now time.Time) error {
-	_, err := o.pool.Exec(ctx, `
+	// Its commit does not wait for the WAL flush: River commits the job's new state after
+	// this (completed, retryable, snoozed or discarded), synchronously, and that flush carries
+	// this record too (WAL is flushed in order); a crash that loses it loses the job's state
+	// as well, so the attempt runs and is recorded again. One round trip: begin, the setting,
+	// the upsert, commit.
+	b := &pgx.Batch{}
+	b.Queue(`select set_config('synchronous_commit', 'off', true)`)
+	b.Queue(`
 		insert into private.sync_status
 			(integration, subject, tenant_id, state, last_success_at, last_attempt_at, last_error, attempts, updated_at)
 		values ($1, $2, $3, $4, case when $4 = 'synced' then $7::timestamptz end, $7, nullif($5, ''), $6, $7)
@@ -294,7 +301,7 @@ func (o *observer) upsertStatus(ctx context.Context, integration, subject string
 			attempts = excluded.attempts,
 			updated_at = excluded.updated_at`,
 		integration, subject, tenantID, state, lastError, attempts, now)
-	if err != nil {
+	if err := db.BatchTx(ctx, o.pool, b); err != nil {
 		return fmt.Errorf("upsert sync status: %w", err)
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/portal-functions/portal-functions/shared/db"
 )
 
 // newTicket is one validated ticket with its ids, ready to insert.
@@ -31,7 +33,8 @@ type newAttachment struct {
 	ObjectPath  string
 }
 
-// insertTicket writes the ticket and its attachments in tx and returns the ticket's created_at.
+// insertTicket writes the ticket and its attachments in tx and returns the ticket's created_at;
+// only the ticket's insert waits for its answer.
 func insertTicket(ctx context.Context, tx pgx.Tx, t newTicket) (time.Time, error) {
 	var createdAt time.Time
 	err := tx.QueryRow(ctx, `
@@ -47,15 +50,15 @@ func insertTicket(ctx context.Context, tx pgx.Tx, t newTicket) (time.Time, error
 	if len(t.Attachments) == 0 {
 		return createdAt, nil
 	}
-	batch := &pgx.Batch{}
+	// Nobody waits for these: on a db.Pipe (the idempotency store's transaction) they go with
+	// the commit.
 	for _, a := range t.Attachments {
-		batch.Queue(`
+		if err := db.Defer(ctx, tx, `
 			insert into public.ticket_attachments (id, ticket_id, tenant_id, name, size_bytes, content_type, object_path, created_at)
 			values ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			a.ID, t.ID, t.TenantID, a.Name, a.Size, a.ContentType, a.ObjectPath, createdAt)
-	}
-	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
-		return time.Time{}, fmt.Errorf("insert ticket attachments: %w", err)
+			a.ID, t.ID, t.TenantID, a.Name, a.Size, a.ContentType, a.ObjectPath, createdAt); err != nil {
+			return time.Time{}, fmt.Errorf("insert ticket attachments: %w", err)
+		}
 	}
 	return createdAt, nil
 }
