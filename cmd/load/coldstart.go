@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portal-functions/portal-functions/shared/db/pgbouncer"
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/rie"
 	"github.com/portal-functions/portal-functions/shared/sam"
@@ -26,11 +28,24 @@ import (
 // wall time (sent as soon as the emulator listens) and the time from starting the emulator to
 // that answer; the REPORT line's Duration is the handler's share (its Init Duration only times
 // the hand-off to the runtime).
+//
+// With -pooler (the default) every start is measured twice, alternately, in two shapes:
+//   - direct: DATABASE_URL straight to Postgres, so the instance's first connection is a new
+//     Postgres backend (fork, authentication, then its first compile of the PL/pgSQL the
+//     webhook calls and first planning). A direct connection pays that; the deployed shape
+//     does not.
+//   - pooler: DATABASE_URL through PgBouncer in transaction mode over TLS with a SCRAM password
+//     (package pgbouncer), the local stand-in for Supabase's pooler in transaction mode, which
+//     is how every function connects in Lambda. Its backends are warmed first by -pooler-warm
+//     earlier instances, as other instances keep them busy in production, so the cold start
+//     pays the client's own handshake with the pooler (TCP, TLS, SCRAM) and its first describe
+//     of each statement, not a new backend.
 
 // coldOptions are the flags of scenario cold-start.
 type coldOptions struct {
 	fn, event, database, benchmarks string
-	starts                          int
+	starts, poolerWarm              int
+	pooler                          bool
 }
 
 // coldRun is one fresh start: its cold and its warm invocation.
@@ -91,36 +106,76 @@ func runColdStart(ctx context.Context, o coldOptions) error {
 		}
 		return res, err
 	}
-	var runs []coldRun
-	for i := range o.starts {
+	// once is one fresh start under env: its cold invocation, then a warm one.
+	n := 0
+	once := func(env map[string]string) (coldRun, error) {
 		started := time.Now()
 		em, err := rie.Start(ctx, rie.Options{RIE: filepath.Join(dir, "aws-lambda-rie"), Bootstrap: bootstrap, Env: env,
 			FunctionName: o.fn, Timeout: time.Duration(max(f.Timeout, 3)) * time.Second, MemoryMB: f.MemorySize})
 		if err != nil {
-			return err
+			return coldRun{}, err
 		}
-		cold, err := invoke(em, 2*i)
+		defer em.Stop()
+		n += 2
+		cold, err := invoke(em, n-2)
 		fromStart := time.Since(started)
-		var warm rie.Result
-		if err == nil {
-			warm, err = invoke(em, 2*i+1)
-		}
-		em.Stop()
 		if err != nil {
+			return coldRun{}, err
+		}
+		warm, err := invoke(em, n-1)
+		return coldRun{fromStart: fromStart, cold: cold.Elapsed, coldHandler: cold.Report.Duration, initReported: cold.Report.InitDuration,
+			warm: warm.Elapsed, warmHandler: warm.Report.Duration}, err
+	}
+	shapes := []coldShape{{name: "direct", env: env}}
+	if o.pooler {
+		pooler, err := pgbouncer.Start(ctx, pgbouncer.Options{Upstream: env["DATABASE_URL"], PoolSize: 2})
+		if err != nil {
+			return fmt.Errorf("load: start the pooler (-pooler=false measures the direct connection only): %w", err)
+		}
+		defer pooler.Stop()
+		via := maps.Clone(env)
+		if via["DATABASE_URL"], err = pooler.Via(env["DATABASE_URL"]); err != nil {
 			return err
 		}
-		runs = append(runs, coldRun{fromStart: fromStart, cold: cold.Elapsed, coldHandler: cold.Report.Duration, initReported: cold.Report.InitDuration,
-			warm: warm.Elapsed, warmHandler: warm.Report.Duration})
+		for range o.poolerWarm {
+			if _, err := once(via); err != nil {
+				return fmt.Errorf("load: warm the pooler's backends: %w", err)
+			}
+		}
+		shapes = append(shapes, coldShape{name: "pooler", env: via})
+	}
+	for range o.starts {
+		for i := range shapes {
+			r, err := once(shapes[i].env)
+			if err != nil {
+				return fmt.Errorf("load: %s start: %w", shapes[i].name, err)
+			}
+			shapes[i].runs = append(shapes[i].runs, r)
+		}
 	}
 	var out strings.Builder
 	w := io.MultiWriter(os.Stdout, &out)
-	fmt.Fprintf(w, "%s (%s), %d fresh starts under the RIE, each invoked cold (as soon as the emulator listens) and then warm with %s (a new event each time). "+
+	fmt.Fprintf(w, "%s (%s), %d fresh starts under the RIE per shape, each invoked cold (as soon as the emulator listens) and then warm with %s (a new event each time). "+
 		"This RIE starts the runtime when it starts, so the function's init may begin before the cold invocation is sent: "+
-		"the cold invocation's wall time (first connection and the delivery on a new backend, and whatever of the init had not finished) is the lower bound of the cold start, "+
+		"the cold invocation's wall time (the first connection, the delivery, and whatever of the init had not finished) is the lower bound of the cold start, "+
 		"the time from starting the emulator to the answer (the emulator's own start included) its upper bound. Handler: the REPORT line's Duration.\n\n",
 		o.fn, target.Package, o.starts, o.event)
-	fmt.Fprintln(w, "| | p50 ms | max ms |")
-	fmt.Fprintln(w, "| --- | --- | --- |")
+	fmt.Fprintln(w, "- **direct**: DATABASE_URL straight to Postgres (no TLS, trust), so each instance's first connection is a new Postgres backend: "+
+		"its fork and authentication, then its first compile of the webhook's PL/pgSQL and first planning. Not the deployed shape: in Lambda the functions reach Postgres through Supabase's pooler.")
+	if o.pooler {
+		fmt.Fprintf(w, "- **pooler**: DATABASE_URL through PgBouncer in transaction mode (TLS, SCRAM password), the local stand-in for Supabase's pooler (Supavisor) in transaction mode, "+
+			"which is how the functions connect in Lambda; its backends were warmed first by %d earlier instances, as other instances keep them busy in production. "+
+			"The cold start pays the instance's own handshake with the pooler (TCP, TLS, SCRAM) and its first describe of each statement, not a new backend. "+
+			"The two shapes' starts alternate.\n", o.poolerWarm)
+	}
+	fmt.Fprintln(w)
+	head, rule := "| |", "| --- |"
+	for _, sh := range shapes {
+		head += fmt.Sprintf(" %s p50 ms | %s max ms |", sh.name, sh.name)
+		rule += " --- | --- |"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, rule)
 	for _, row := range []struct {
 		name string
 		get  func(coldRun) time.Duration
@@ -132,18 +187,29 @@ func runColdStart(ctx context.Context, o coldOptions) error {
 		{"warm invocation (wall)", func(r coldRun) time.Duration { return r.warm }},
 		{"warm invocation, handler (REPORT Duration)", func(r coldRun) time.Duration { return r.warmHandler }},
 	} {
-		var ds []time.Duration
-		for _, r := range runs {
-			ds = append(ds, row.get(r))
+		line := "| " + row.name + " |"
+		for _, sh := range shapes {
+			ds := make([]time.Duration, 0, len(sh.runs))
+			for _, r := range sh.runs {
+				ds = append(ds, row.get(r))
+			}
+			slices.Sort(ds)
+			line += fmt.Sprintf(" %.1f | %.1f |", msf(ds[(len(ds)-1)/2]), msf(ds[len(ds)-1]))
 		}
-		slices.Sort(ds)
-		fmt.Fprintf(w, "| %s | %.1f | %.1f |\n", row.name, msf(ds[(len(ds)-1)/2]), msf(ds[len(ds)-1]))
+		fmt.Fprintln(w, line)
 	}
 	if o.benchmarks == "" {
 		return nil
 	}
-	return writeWebhookBlock(o.benchmarks, "cold-start", fmt.Sprintf("### Cold start under the Lambda Runtime Interface Emulator\n\nGenerated by `make load ARGS='-scenario cold-start -fn %s -event %s -starts %d -database <a migrated database> -benchmarks BENCHMARKS.md'` on %s at commit %s.\n\n%s",
-		o.fn, o.event, o.starts, time.Now().UTC().Format("2006-01-02 15:04 MST"), commit(), out.String()))
+	return writeWebhookBlock(o.benchmarks, "cold-start", fmt.Sprintf("### Cold start under the Lambda Runtime Interface Emulator\n\nGenerated by `make load ARGS='-scenario cold-start -fn %s -event %s -starts %d -pooler=%t -pooler-warm %d -database <a migrated database> -benchmarks BENCHMARKS.md'` on %s at commit %s.\n\n%s",
+		o.fn, o.event, o.starts, o.pooler, o.poolerWarm, time.Now().UTC().Format("2006-01-02 15:04 MST"), commit(), out.String()))
+}
+
+// coldShape is one way of reaching the database and the starts measured with it.
+type coldShape struct {
+	name string
+	env  map[string]string
+	runs []coldRun
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -87,7 +87,9 @@ func main() {
 	dup := flag.Float64("dup", 0.1, "webhook-knee, webhook-recovery: share of redeliveries")
 	fn := flag.String("fn", "PaymentWebhookFunction", "cold-start: the function (logical id in template.yaml)")
 	event := flag.String("event", "events/payment-webhook.json", "cold-start: the sample event each invocation sends")
-	starts := flag.Int("starts", 10, "cold-start: fresh starts of the function")
+	starts := flag.Int("starts", 10, "cold-start: fresh starts of the function (per shape)")
+	pooler := flag.Bool("pooler", true, "cold-start: also measure through PgBouncer in transaction mode, the local stand-in for Supabase's pooler (needs pgbouncer installed)")
+	poolerWarm := flag.Int("pooler-warm", 2, "cold-start: instances started through the pooler before the measured ones, to warm its backends (not counted)")
 	deployed := flag.Bool("deployed-shape", true, "crm: also measure the deployed shape (webhook and crm-push bootstraps under the Lambda RIE, the nudge through a local Lambda Invoke stand-in)")
 	flag.Parse()
 
@@ -129,7 +131,7 @@ func main() {
 			err = runWebhookRecovery(ctx, o, wo)
 		}
 	case *scenario == "cold-start":
-		co := coldOptions{fn: *fn, event: *event, starts: max(*starts, 1), benchmarks: *benchmarks}
+		co := coldOptions{fn: *fn, event: *event, starts: max(*starts, 1), benchmarks: *benchmarks, pooler: *pooler, poolerWarm: max(*poolerWarm, 0)}
 		if flagSet("database") {
 			co.database = *database // else env.json's (make dev's database)
 		}
