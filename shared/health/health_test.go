@@ -189,6 +189,8 @@ func TestRecordRejectedDeliveryChecksItsInput(t *testing.T) {
 		"empty reason":    {Reason: "", Status: 400},
 		"shouting reason": {Reason: "DROP TABLE", Status: 400},
 		"long reason":     {Reason: strings.Repeat("a", 33), Status: 400},
+		"leading digit":   {Reason: "9lives", Status: 400},
+		"hyphen":          {Reason: "bad-word", Status: 400},
 		"success status":  {Reason: health.RejectedError, Status: 200},
 	} {
 		require.ErrorIs(t, health.RecordRejectedDelivery(ctx, pool, r), health.ErrBadRejection, name)
@@ -197,9 +199,11 @@ func TestRecordRejectedDeliveryChecksItsInput(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `select count(*) from private.webhook_rejection_counts`).Scan(&n))
 	require.Zero(t, n)
 	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, health.Rejection{Reason: "livemode", Status: 400}))
+	require.NoError(t, health.RecordRejectedDelivery(ctx, pool, health.Rejection{Reason: "z" + strings.Repeat("_9", 15) + "a", Status: 503}),
+		"the longest reason of the table's shape")
 	all, err := health.Read(ctx, pool, health.Query{})
 	require.NoError(t, err)
-	require.Equal(t, 1, all.Webhook.Rejected)
+	require.Equal(t, 2, all.Webhook.Rejected)
 }
 
 // BenchmarkForTenant is the owner's GET /v1/account health section on a queue holding 100k

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -12,7 +11,7 @@ import (
 	"github.com/portal-functions/portal-functions/shared/db"
 )
 
-// Rejection reasons the webhook records. A reason is free text of the shape reasonPattern, so a
+// Rejection reasons the webhook records. A reason is free text of the shape validReason, so a
 // new kind of refusal is one more constant, not a migration.
 const (
 	// RejectedSignature: the Stripe-Signature header did not verify (400).
@@ -23,8 +22,20 @@ const (
 	RejectedError = "error"
 )
 
-// reasonPattern is the shape of a rejection reason (also checked by the table).
-var reasonPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+// validReason reports whether s has a rejection reason's shape, which the table also checks:
+// ^[a-z][a-z0-9_]{0,31}$. Checked by hand: that regexp, compiled at package init, cost every
+// cold start of the webhook 379 allocations and 0.1 to 0.2 ms.
+func validReason(s string) bool {
+	if len(s) == 0 || len(s) > 32 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 // RejectionRetention is how long a minute's rejection count is kept. The counts only feed the
 // health window (at most MaxWindow), so a month leaves room to look back after an incident.
@@ -55,7 +66,7 @@ type Rejection struct {
 // The webhook calls it after its own transaction rolled back (q is the pool), and ignores its
 // error beyond logging: a note about a failure must not change the answer to Stripe.
 func RecordRejectedDelivery(ctx context.Context, q db.Querier, r Rejection) error {
-	if !reasonPattern.MatchString(r.Reason) || r.Status < 400 || r.Status > 599 {
+	if !validReason(r.Reason) || r.Status < 400 || r.Status > 599 {
 		return ErrBadRejection
 	}
 	var eventID *string
