@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/db/pgbouncer"
@@ -33,6 +34,14 @@ func TestTheWebhookWorksThroughATransactionPooler(t *testing.T) {
 	t.Cleanup(pooler.Stop)
 	env["DATABASE_URL"], err = pooler.Via(direct)
 	require.NoError(t, err)
+	// PgBouncer opens its backends (min_pool_size) while a client is connected: wait for both
+	// with one connected, so the deliveries below can be lent either.
+	client, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return count(t, direct, `select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()`) == 2
+	}, 10*time.Second, 50*time.Millisecond, "PgBouncer opens its two backends\n%s", pooler.Output())
+	require.NoError(t, client.Close(context.Background()))
 	em := startUnderRIE(t, b, f, env)
 	signer := demo.Signer{WebhookSecret: env["STRIPE_WEBHOOK_SECRET"], TokenTTL: time.Minute}
 
