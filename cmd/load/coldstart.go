@@ -128,7 +128,9 @@ func runColdStart(ctx context.Context, o coldOptions) error {
 	}
 	shapes := []coldShape{{name: "direct", env: env}}
 	if o.pooler {
-		pooler, err := pgbouncer.Start(ctx, pgbouncer.Options{Upstream: env["DATABASE_URL"], PoolSize: 2})
+		// One backend, so the one the measured instances get is the one the warm-up used (as
+		// in production, where every backend of the pooler is busy with other instances).
+		pooler, err := pgbouncer.Start(ctx, pgbouncer.Options{Upstream: env["DATABASE_URL"], PoolSize: 1})
 		if err != nil {
 			return fmt.Errorf("load: start the pooler (-pooler=false measures the direct connection only): %w", err)
 		}
