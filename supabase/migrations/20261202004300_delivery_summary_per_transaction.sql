@@ -84,12 +84,14 @@ declare
     my_shard integer;
     tries integer := 1;
 begin
-    if (tg_op = 'DELETE' or (tg_op = 'UPDATE' and not same_key))
-       and exists (select from public.tenants t where t.id = old.tenant_id) then
+    if tg_op = 'DELETE' or (tg_op = 'UPDATE' and not same_key) then
         -- The old state leaves the old key. Not for a tenant being deleted: its cascade
         -- takes its summary rows, and an insert would resurrect them (and fail the key).
-        perform private.sync_summary_add(old.tenant_id, old.integration, -(old.state = 'pending')::int,
-            -(old.state = 'retrying')::int, -(old.state = 'failed')::int, -(old.state = 'synced')::int, null, null);
+        -- (A separate if: a condition with a subquery would run the executor on every call.)
+        if exists (select from public.tenants t where t.id = old.tenant_id) then
+            perform private.sync_summary_add(old.tenant_id, old.integration, -(old.state = 'pending')::int,
+                -(old.state = 'retrying')::int, -(old.state = 'failed')::int, -(old.state = 'synced')::int, null, null);
+        end if;
     end if;
     if tg_op = 'DELETE' then
         return null;
