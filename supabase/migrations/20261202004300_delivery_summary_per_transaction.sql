@@ -37,6 +37,12 @@
 -- by ctid, which could lose its change when that row was updated concurrently (the re-check
 -- after the wait compared the row's new ctid with the old one); it now takes a shard too.
 --
+-- Limit: a transaction holds one advisory lock per (tenant, integration) it changes, in the
+-- shared lock table (max_locks_per_transaction x connections, about 6,400 by default); River's
+-- batches (completer, cleaner: up to 1,000 rows) fit, but one statement that changes the jobs
+-- of many thousands of tenants at once would fail with "out of shared memory" (counting
+-- nothing wrong): such an ops change goes in batches.
+--
 -- Reads sum at most 64 rows per (tenant, integration), through the primary key (portal views
 -- and health unchanged), and in practice as many as writers ever met on the key at once;
 -- rebuild_delivery_summary writes shard 0.
