@@ -435,12 +435,11 @@ func TestRebuildRecountsTheKeptSummaryFromHistory(t *testing.T) {
 	requireSummaryEqualsRecount(t, b.pool)
 }
 
-// One busy tenant's writes do not queue behind each other on its summary: while one
-// transaction that enqueued a ticket's push (and so changed the tenant's kept summary) is still
-// open, another connection enqueues the next ticket of the same tenant without waiting for it.
-// With one summary row per tenant, the second waited for the first's commit (lock_timeout
-// turns that wait into an error here), which capped ticket creation of one tenant at the rate
-// of commits.
+// One tenant's ticket creations do not wait for each other's summary rows: 20 transactions at
+// once (more than the 16 shards a connection's pid used to pick, so two of them always met
+// on a row, and the later waited for the earlier's commit), each enqueueing a ticket of the
+// same tenant and holding it uncommitted, all get through without a lock wait (lock_timeout
+// turns one into an error). Each write claims a shard no other open transaction holds.
 func TestOneTenantsConcurrentEnqueuesDoNotWaitForEachOther(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -450,36 +449,26 @@ func TestOneTenantsConcurrentEnqueuesDoNotWaitForEachOther(t *testing.T) {
 	ins, err := jobs.NewInserter(pool)
 	require.NoError(t, err)
 
-	// Two connections that the summary puts on different shards (by backend pid).
-	var conns []*pgxpool.Conn
-	shards := map[int]bool{}
-	for len(conns) < 2 {
-		c, err := pool.Acquire(ctx)
+	const open = 20
+	var txs []pgx.Tx
+	for range open {
+		conn, err := pgx.ConnectConfig(ctx, pool.Config().ConnConfig.Copy())
 		require.NoError(t, err)
-		defer c.Release()
-		var pid int
-		require.NoError(t, c.QueryRow(ctx, `select pg_backend_pid()`).Scan(&pid))
-		if shards[pid%16] {
-			continue
-		}
-		shards[pid%16] = true
-		conns = append(conns, c)
+		defer func() { _ = conn.Close(ctx) }()
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		_, err = tx.Exec(ctx, `set local lock_timeout = '1s'`)
+		require.NoError(t, err)
+		require.NoError(t, ins.EnqueueHelpdeskTicket(ctx, tx, tn, uuid.New()), "ticket %d waited for another", len(txs)+1)
+		txs = append(txs, tx)
 	}
-	first, err := conns[0].Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = first.Rollback(ctx) }()
-	require.NoError(t, ins.EnqueueHelpdeskTicket(ctx, first, tn, uuid.New()))
-
-	second, err := conns[1].Begin(ctx)
-	require.NoError(t, err)
-	_, err = second.Exec(ctx, `set local lock_timeout = '2s'`)
-	require.NoError(t, err)
-	require.NoError(t, ins.EnqueueHelpdeskTicket(ctx, second, tn, uuid.New()), "the second ticket waited for the first")
-	require.NoError(t, second.Commit(ctx))
-	require.NoError(t, first.Commit(ctx))
+	for _, tx := range txs {
+		require.NoError(t, tx.Commit(ctx))
+	}
 
 	kept, err := health.ForTenant(ctx, pool, tn, 0)
 	require.NoError(t, err)
-	require.Equal(t, 2, kept.Integration(health.Helpdesk).Pending)
+	require.Equal(t, open, kept.Integration(health.Helpdesk).Pending)
 	requireSummaryEqualsRecount(t, pool)
 }
