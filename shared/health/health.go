@@ -148,25 +148,6 @@ func ForTenant(ctx context.Context, q db.Querier, tenantID uuid.UUID, window tim
 	return scanTenant(rows, tenantID, window)
 }
 
-// QueueForTenant queues ForTenant's statement on b, for a caller that sends it together with
-// other statements in one round trip (GET /v1/account: tenant.ReadBatchAsUser, before the
-// switch to the user, since these tables are not the portal role's); into is filled when b's
-// results are read. The same rules as ForTenant: the caller has checked that the user owns
-// tenantID, and the batch runs as the service role.
-func QueueForTenant(b *pgx.Batch, tenantID uuid.UUID, window time.Duration, into *Report) error {
-	window, err := tenantWindow(tenantID, window)
-	if err != nil {
-		return err
-	}
-	_, args := ForTenantQuery(tenantID, window)
-	b.Queue(tenantCall, args...).Query(func(rows pgx.Rows) error {
-		r, err := scanTenant(rows, tenantID, window)
-		*into = r
-		return err
-	})
-	return nil
-}
-
 // tenantWindow checks ForTenant's arguments and defaults the window.
 func tenantWindow(tenantID uuid.UUID, window time.Duration) (time.Duration, error) {
 	if tenantID == uuid.Nil {
