@@ -60,6 +60,12 @@ func TestTheWebhookInstanceWorksOnAPoolOfOne(t *testing.T) {
 // when signed is false), invokes it on em, and returns the status the function answered.
 func invokeEdited(t *testing.T, em *rie.Emulator, signer demo.Signer, sample string, edit func(ev map[string]any), signed bool) int {
 	t.Helper()
+	return invokeEditedResponse(t, em, signer, sample, edit, signed).StatusCode
+}
+
+// invokeEditedResponse is invokeEdited that returns the function's whole answer.
+func invokeEditedResponse(t *testing.T, em *rie.Emulator, signer demo.Signer, sample string, edit func(ev map[string]any), signed bool) events.APIGatewayV2HTTPResponse {
+	t.Helper()
 	raw, err := os.ReadFile(sample)
 	require.NoError(t, err)
 	var req events.APIGatewayV2HTTPRequest
@@ -84,7 +90,7 @@ func invokeEdited(t *testing.T, em *rie.Emulator, signer demo.Signer, sample str
 	require.Equal(t, 200, res.StatusCode, em.Output())
 	var out events.APIGatewayV2HTTPResponse
 	require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
-	return out.StatusCode
+	return out
 }
 
 // startUnderRIE starts f's bootstrap under the Lambda RIE with env; it stops with the test.

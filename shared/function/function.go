@@ -29,6 +29,10 @@ type Base struct {
 	LogLevel    string        `env:"LOG_LEVEL" default:"info"`
 	// DBMaxConns bounds the pool (Lambda serves one request at a time per container).
 	DBMaxConns int `env:"DB_MAX_CONNS" default:"4"`
+	// DBStatementTimeout bounds each statement of the function's transactions (sent with
+	// their begin as set local, so it holds behind a transaction pooler); keep it below the
+	// function's Timeout so a runaway statement is answered 503 before Lambda kills it.
+	DBStatementTimeout time.Duration `env:"DB_STATEMENT_TIMEOUT" default:"10s"`
 }
 
 // Deps are the resources a function is built from. The Lambda runner makes one set per
@@ -144,9 +148,10 @@ func mustLoad[C any](ctx context.Context, name string) (Deps, C) {
 	openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pool, err := db.Open(openCtx, base.DatabaseURL.Reveal(), db.Options{
-		MaxConns:        int32(base.DBMaxConns),
-		ApplicationName: name,
-		Lazy:            true,
+		MaxConns:         int32(base.DBMaxConns),
+		StatementTimeout: base.DBStatementTimeout,
+		ApplicationName:  name,
+		Lazy:             true,
 	})
 	if err != nil {
 		fail(logger, err)
