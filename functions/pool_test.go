@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/rie"
 	"github.com/portal-functions/portal-functions/shared/sam"
@@ -109,13 +109,7 @@ func startUnderRIE(t *testing.T, b *sam.Project, f sam.Function, env map[string]
 // count runs a count(*) query on the database at url.
 func count(t *testing.T, url, query string, args ...any) int {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(ctx) }()
-	var n int
-	require.NoError(t, conn.QueryRow(ctx, query, args...).Scan(&n))
-	return n
+	return dbtest.Count(t, url, query, args...)
 }
 
 // webhookSetup is the project, the webhook's function and its environment on a throwaway

@@ -28,13 +28,8 @@ func startPooler(t *testing.T) (direct, pooled string) {
 // sleeping counts the backends of direct's database that are running pg_sleep.
 func sleeping(t *testing.T, direct string) int {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), direct)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	var n int
-	require.NoError(t, conn.QueryRow(context.Background(), `select count(*) from pg_stat_activity
-		where datname = current_database() and state = 'active' and query like '%pg_sleep%' and pid <> pg_backend_pid()`).Scan(&n))
-	return n
+	return dbtest.Count(t, direct, `select count(*) from pg_stat_activity
+		where datname = current_database() and state = 'active' and query like '%pg_sleep%' and pid <> pg_backend_pid()`)
 }
 
 // Behind a transaction pooler, PgBouncer refuses a connection that sends statement_timeout as a

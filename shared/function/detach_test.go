@@ -118,14 +118,9 @@ func TestAbandonedRequestsKeepTheirPooledConnections(t *testing.T) {
 }
 
 // waitingOnLock counts the pool's backends (application_name "abandoned") that wait on a
-// lock, from a connection of its own (the pool's are all busy).
+// lock.
 func waitingOnLock(t *testing.T, url string) int {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), url)
-	require.NoError(t, err)
-	defer conn.Close(context.Background())
-	var waiting int
-	require.NoError(t, conn.QueryRow(context.Background(), `select count(*) from pg_stat_activity
-		where datname = current_database() and application_name = 'abandoned' and wait_event_type = 'Lock'`).Scan(&waiting))
-	return waiting
+	return dbtest.Count(t, url, `select count(*) from pg_stat_activity
+		where datname = current_database() and application_name = 'abandoned' and wait_event_type = 'Lock'`)
 }

@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/portal-functions/portal-functions/shared/db/pgbouncer"
 )
 
@@ -29,4 +31,22 @@ func Pooler(t testing.TB, direct string, o pgbouncer.Options, why string) (poole
 		t.Fatalf("dbtest: %v", err)
 	}
 	return pooled, p
+}
+
+// Count runs a count(*) query on the database at url from a connection of its own (a test's
+// pool may be busy, and a connection kept in a transaction would see a frozen
+// pg_stat_activity).
+func Count(t testing.TB, url, query string, args ...any) int {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("dbtest: connect: %v", err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var n int
+	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		t.Fatalf("dbtest: %s: %v", query, err)
+	}
+	return n
 }
