@@ -362,11 +362,13 @@ func growthSection(o growthOptions, results map[string]map[int][2]time.Duration,
 		}
 	}
 	if len(plans) > 0 {
-		fmt.Fprintf(&b, "\nPlans at %s rows, `EXPLAIN (ANALYZE, BUFFERS)` as the handlers run them (as the owner under RLS; the health statement on the service pool):\n", humanSize(o.sizes[len(o.sizes)-1]))
+		fmt.Fprintf(&b, "\nPlans at %s rows: every statement the route functions ran for the owner's reads, as they ran it "+
+			"(their kept generic plans; auto_explain with ANALYZE and BUFFERS): the reads of the views as the user under RLS, "+
+			"the membership, the owner's health and the switch to the user on the pool's role:\n", humanSize(o.sizes[len(o.sizes)-1]))
 		for _, p := range plans {
 			who := "as the user, under RLS"
 			if !p.AsUser {
-				who = "service pool"
+				who = "pool's role"
 			}
 			fmt.Fprintf(&b, "\n#### %s (%s)\n\n```\n%s\n```\n", p.Read, who, p.Text)
 		}
