@@ -1,0 +1,65 @@
+package billing_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/billing"
+)
+
+// A live delivery counts itself for the owner's webhook health in its record's own statement,
+// with no row trigger on the inbox (issue 12: a trigger call is a queued event, the row fetched
+// again and a PL/pgSQL call per delivery), and every other writer of the inbox still counts
+// through the trigger. Counted by Postgres's own function statistics on the test's database: a
+// change that puts the trigger back on the delivery's path fails here as a count, and one that
+// stops counting other writers fails on the counters.
+func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	var dbName string
+	require.NoError(t, b.pool.QueryRow(ctx, `select current_database()`).Scan(&dbName))
+	_, err := b.pool.Exec(ctx, `alter database "`+dbName+`" set track_functions = 'pl'`)
+	require.NoError(t, err)
+	b.pool.Reset() // the pool's next connections count function calls
+
+	calls := func(fn string) int {
+		return b.count(t, `select coalesce(sum(calls), 0)::int from pg_stat_user_functions where schemaname = 'private' and funcname = $1`, fn)
+	}
+	// A backend reports its counts within about a second of going idle.
+	waitForCalls := func(fn string, want int) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for calls(fn) < want && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		require.Equal(t, want, calls(fn), "calls of private.%s", fn)
+	}
+	counted := func() (received, processed int) {
+		require.NoError(t, b.pool.QueryRow(ctx, `
+			select coalesce(sum(received), 0)::int, coalesce(sum(processed), 0)::int
+			from private.webhook_delivery_counts where tenant_id = $1`, b.tenantID).Scan(&received, &processed))
+		return received, processed
+	}
+
+	at := time.Now().Add(-time.Minute).Truncate(time.Second)
+	paid := b.stripeEvent(t, "evt_"+randomID(24), billing.TypeInvoicePaid, at,
+		b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at))
+	rec := b.deliver(t, paid, time.Now(), testSecret)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	waitForCalls("record_stripe_event", 1)
+	require.Equal(t, 0, calls("webhook_delivery_counts_track"), "the delivery's record ran the inbox's row trigger")
+	received, processed := counted()
+	require.Equal(t, [2]int{1, 1}, [2]int{received, processed}, "the delivery counted once, as processed")
+
+	// Another writer (ops, a script) inserts into the inbox directly: the trigger counts it.
+	b.exec(t, `
+		insert into private.stripe_events (id, type, created, outcome, tenant_id, raw_payload)
+		values ($1, 'invoice.paid', now(), 'ignored', $2, '{}')`, "evt_"+randomID(24), b.tenantID)
+	waitForCalls("webhook_delivery_counts_track", 1)
+	received, processed = counted()
+	require.Equal(t, [2]int{2, 1}, [2]int{received, processed}, "the direct insert counted through the trigger")
+}
