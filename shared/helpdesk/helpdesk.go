@@ -28,7 +28,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
-	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/zendesk"
 )
@@ -256,19 +255,11 @@ func (t ticketRow) requesterName() string {
 	return t.TenantName
 }
 
-// loadTicket reads the ticket, its tenant and its attachments in one statement.
+// loadTicket reads the ticket, its tenant and its attachments in one statement
+// (private.helpdesk_ticket, whose plan Postgres keeps per connection).
 func loadTicket(ctx context.Context, pool *pgxpool.Pool, tenantID, ticketID uuid.UUID) (ticketRow, error) {
 	t := ticketRow{ID: ticketID, TenantID: tenantID}
-	err := pool.QueryRow(ctx, `
-		select t.subject, t.body, t.category, t.priority, t.source, t.requester_email, t.requester_name,
-		       n.name, n.contact_email, t.helpdesk_ticket_id, t.helpdesk_attempted_at,
-		       coalesce((select json_agg(json_build_object('name', a.name, 'content_type', a.content_type,
-		                                                   'object_path', a.object_path, 'size', a.size_bytes)
-		                                 order by a.created_at, a.id)
-		                 from public.ticket_attachments a
-		                 where a.ticket_id = t.id and a.tenant_id = t.tenant_id), '[]')
-		from public.tickets t join public.tenants n on n.id = t.tenant_id
-		where t.id = $1 and t.tenant_id = $2`, ticketID, tenantID).
+	err := pool.QueryRow(ctx, `select * from private.helpdesk_ticket($1, $2)`, ticketID, tenantID).
 		Scan(&t.Subject, &t.Body, &t.Category, &t.Priority, &t.Source, &t.RequesterEmail, &t.RequesterName,
 			&t.TenantName, &t.ContactEmail, &t.HelpdeskID, &t.AttemptedAt, &t.Attachments)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -280,9 +271,10 @@ func loadTicket(ctx context.Context, pool *pgxpool.Pool, tenantID, ticketID uuid
 	return t, nil
 }
 
+// markAttempted records, durably before the create is sent, that one was: a later attempt
+// looks the ticket up by external_id first.
 func markAttempted(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error {
-	if _, err := pool.Exec(ctx, `update public.tickets set helpdesk_attempted_at = coalesce(helpdesk_attempted_at, now())
-		where id = $1`, id); err != nil {
+	if _, err := pool.Exec(ctx, `select private.helpdesk_mark_attempted($1)`, id); err != nil {
 		return fmt.Errorf("mark helpdesk attempt of %s: %w", id, err)
 	}
 	return nil
@@ -292,14 +284,10 @@ func markAttempted(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error 
 // completion, which River commits after Work returns, waits for it and carries this record
 // with it (WAL is flushed in order), and a push whose record a server crash lost is not
 // completed either, so it runs again and adopts the Zendesk ticket (the attempt was recorded,
-// synchronously, before the create). One round trip: begin, the setting, the update, commit.
+// synchronously, before the create). One statement (private.helpdesk_mark_synced sets
+// synchronous_commit for its own transaction).
 func markSynced(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, helpdeskID int64) error {
-	b := &pgx.Batch{}
-	b.Queue(`select set_config('synchronous_commit', 'off', true)`)
-	b.Queue(`update public.tickets
-		set status = 'synced', helpdesk_ticket_id = $2, synced_at = now(), updated_at = now()
-		where id = $1`, id, helpdeskID)
-	if err := db.BatchTx(ctx, pool, b); err != nil {
+	if _, err := pool.Exec(ctx, `select private.helpdesk_mark_synced($1, $2)`, id, helpdeskID); err != nil {
 		return fmt.Errorf("mark ticket %s synced: %w", id, err)
 	}
 	return nil
