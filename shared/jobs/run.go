@@ -34,15 +34,8 @@ const (
 	// CompletedRetention is how long River's job cleaner keeps a completed job (a finished
 	// push). A week covers reconcile's look-back at a recent incident; older ones only cost space.
 	CompletedRetention = 7 * 24 * time.Hour
-	// pollInterval is how often a run checks whether it is done.
+	// pollInterval is how often a run polls for jobs and checks whether it is done.
 	pollInterval = 50 * time.Millisecond
-	// fetchInterval is how often River fetches due jobs at most (its FetchCooldown, River's
-	// default) and at least (FetchPollInterval, while the queue is idle). River also asks for
-	// a fetch each time a job finishes; with a 10 ms cooldown that was a fetch (a locking
-	// update of river_job, planned each time, and a synchronous commit) for every 6 jobs at
-	// 300 pushes a second on make dev; at 100 ms one fetch takes every job due, at the price
-	// of a push starting up to 100 ms later, which no client waits for.
-	fetchInterval = 100 * time.Millisecond
 	// keepForever is River's "never delete" retention (-1; any other negative value is refused).
 	keepForever time.Duration = -1
 )
@@ -276,8 +269,8 @@ func newClient(pool *pgxpool.Pool, cfg RunConfig, counts *counters, stopping *at
 	rc := &river.Config{
 		Schema:               Schema,
 		PollOnly:             true,
-		FetchPollInterval:    fetchInterval,
-		FetchCooldown:        fetchInterval,
+		FetchPollInterval:    pollInterval,
+		FetchCooldown:        10 * time.Millisecond,
 		JobTimeout:           DefaultJobTimeout,
 		RescueStuckJobsAfter: DefaultRescueAfter,
 		MaxAttempts:          MaxAttempts,
