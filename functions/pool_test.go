@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/demo"
 	"github.com/portal-functions/portal-functions/shared/rie"
 	"github.com/portal-functions/portal-functions/shared/sam"
@@ -60,6 +60,12 @@ func TestTheWebhookInstanceWorksOnAPoolOfOne(t *testing.T) {
 // when signed is false), invokes it on em, and returns the status the function answered.
 func invokeEdited(t *testing.T, em *rie.Emulator, signer demo.Signer, sample string, edit func(ev map[string]any), signed bool) int {
 	t.Helper()
+	return invokeEditedResponse(t, em, signer, sample, edit, signed).StatusCode
+}
+
+// invokeEditedResponse is invokeEdited that returns the function's whole answer.
+func invokeEditedResponse(t *testing.T, em *rie.Emulator, signer demo.Signer, sample string, edit func(ev map[string]any), signed bool) events.APIGatewayV2HTTPResponse {
+	t.Helper()
 	raw, err := os.ReadFile(sample)
 	require.NoError(t, err)
 	var req events.APIGatewayV2HTTPRequest
@@ -84,7 +90,7 @@ func invokeEdited(t *testing.T, em *rie.Emulator, signer demo.Signer, sample str
 	require.Equal(t, 200, res.StatusCode, em.Output())
 	var out events.APIGatewayV2HTTPResponse
 	require.NoError(t, json.Unmarshal(res.Body, &out), string(res.Body))
-	return out.StatusCode
+	return out
 }
 
 // startUnderRIE starts f's bootstrap under the Lambda RIE with env; it stops with the test.
@@ -103,13 +109,7 @@ func startUnderRIE(t *testing.T, b *sam.Project, f sam.Function, env map[string]
 // count runs a count(*) query on the database at url.
 func count(t *testing.T, url, query string, args ...any) int {
 	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer func() { _ = conn.Close(ctx) }()
-	var n int
-	require.NoError(t, conn.QueryRow(ctx, query, args...).Scan(&n))
-	return n
+	return dbtest.Count(t, url, query, args...)
 }
 
 // webhookSetup is the project, the webhook's function and its environment on a throwaway

@@ -23,8 +23,9 @@ func BatchTx(ctx context.Context, pool Acquirer, b *pgx.Batch) error {
 		return Classify(fmt.Errorf("acquire connection: %w", err))
 	}
 	defer conn.Release()
-	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, b.Len()+2)}
+	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, b.Len()+3)}
 	all.Queue("begin")
+	queueTimeout(all, conn.Conn())
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
 	if err := sendWithCommit(ctx, conn, all); err != nil {
 		return Classify(err)

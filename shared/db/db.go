@@ -40,8 +40,14 @@ type Options struct {
 	MaxConns int32
 	// ConnectTimeout bounds each new connection (default 5 s).
 	ConnectTimeout time.Duration
-	// StatementTimeout is set on every connection so a stuck query cannot outlive the
-	// function (default 10 s; 0 keeps the default, negative disables).
+	// StatementTimeout bounds every statement of the transactions that Tx, PipeTx and
+	// BatchTx run, so a stuck query cannot outlive the function (default 10 s; 0 keeps the
+	// default, negative disables). It is sent as `set local statement_timeout` in the same
+	// pipeline as the begin, never as a startup parameter: PgBouncer refuses a connection
+	// that names one it does not know (08P01, unless ignore_startup_parameters lists it, and
+	// then it is dropped), Supavisor drops it, and a session-level SET would stay on a
+	// backend that a transaction pooler then lends to other clients. Statements sent on the
+	// pool outside these helpers get the server's own bound (on Supabase, the role's).
 	StatementTimeout time.Duration
 	// ApplicationName shows in pg_stat_activity (default "portal-functions").
 	ApplicationName string
@@ -83,12 +89,16 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
 	cfg.ConnConfig.Tracer = opts.Tracer
+	var setTimeout string
+	if opts.StatementTimeout > 0 {
+		setTimeout = fmt.Sprintf("set local statement_timeout = %d", max(opts.StatementTimeout.Milliseconds(), 1))
+	}
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
 		registerUUID(conn.TypeMap())
+		if setTimeout != "" {
+			conn.PgConn().CustomData()[timeoutKey] = setTimeout
+		}
 		return nil
-	}
-	if opts.StatementTimeout > 0 {
-		cfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(opts.StatementTimeout.Milliseconds())
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -112,12 +122,70 @@ type Beginner interface {
 }
 
 // Tx runs fn in a transaction: committed when fn returns nil, rolled back otherwise (and on
-// panic). The error says whether the database was unavailable.
+// panic). The error says whether the database was unavailable. On a pool opened by Open, the
+// begin and the pool's statement timeout go in one round trip, as a plain Begin's would.
 func Tx(ctx context.Context, b Beginner, fn func(tx pgx.Tx) error) error {
-	if err := pgx.BeginFunc(ctx, b, fn); err != nil {
+	var err error
+	if pool, ok := b.(Acquirer); ok {
+		err = boundedTx(ctx, pool, fn)
+	} else {
+		err = pgx.BeginFunc(ctx, b, fn)
+	}
+	if err != nil {
 		return Classify(err)
 	}
 	return nil
+}
+
+// timeoutKey names, in a connection's CustomData, the statement that sets the pool's
+// statement timeout for one transaction (Options.StatementTimeout).
+const timeoutKey = "portal-functions/db.set-statement-timeout"
+
+// queueBegin queues the begin of a transaction on conn and then queueTimeout's statement.
+func queueBegin(b *pgx.Batch, conn *pgx.Conn) {
+	b.BeginTx(pgx.TxOptions{})
+	queueTimeout(b, conn)
+}
+
+// queueTimeout queues, right after a begin, the statement that bounds the transaction's
+// statements, if conn's pool has one (Options.StatementTimeout): sent in the begin's
+// pipeline, it costs a statement but no round trip. It is `set local`, so it ends with the
+// transaction and never stays on a backend that a transaction pooler lends to others.
+func queueTimeout(b *pgx.Batch, conn *pgx.Conn) {
+	if sql, ok := conn.PgConn().CustomData()[timeoutKey].(string); ok {
+		b.Queue(sql)
+	}
+}
+
+// boundedTx is pgx.BeginFunc on a connection of pool whose begin carries the statement timeout.
+func boundedTx(ctx context.Context, pool Acquirer, fn func(tx pgx.Tx) error) (err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("acquire connection: %w", err)
+	}
+	// Released after the commit or rollback: the pool closes a connection left in a
+	// transaction instead of lending it again.
+	defer conn.Release()
+	b := &pgx.Batch{}
+	queueBegin(b, conn.Conn())
+	br := conn.Conn().SendBatch(ctx, b)
+	tx := br.Tx()
+	if err := br.Close(); err != nil {
+		return err
+	}
+	defer func() {
+		// As PipeTx's: the rollback runs even when ctx is done (a cancelled one would close
+		// the connection instead), bounded so a dead server cannot hold it.
+		rbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		if rbErr := tx.Rollback(rbCtx); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) && err == nil {
+			err = rbErr
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 // Detach returns a context for database work that must not end with the request that asked
@@ -134,7 +202,8 @@ func Detach(ctx context.Context, d time.Duration) (context.Context, context.Canc
 }
 
 // Classify wraps err with ErrUnavailable when it says the server could not be reached or went
-// away (connection refused, timeouts while connecting, admin shutdown, too many connections),
+// away (connection refused, timeouts while connecting, admin shutdown, too many connections)
+// or did not answer in time (a statement cancelled at the statement timeout),
 // so the edge answers 503 rather than 500. Other errors come back unchanged.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
@@ -164,6 +233,8 @@ func IsUnavailable(err error) bool {
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "08": // connection exception
 			return true
 		case pgErr.Code == "53300", pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03":
+			return true
+		case pgErr.Code == "57014": // query_canceled: past statement_timeout, or a cancel request
 			return true
 		}
 		return false

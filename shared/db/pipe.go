@@ -330,7 +330,7 @@ func PipeTx(ctx context.Context, pool Acquirer, first func(b *pgx.Batch), fn fun
 		return Classify(fmt.Errorf("acquire connection: %w", err))
 	}
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	queueBegin(b, conn.Conn())
 	if first != nil {
 		first(b)
 	}

@@ -119,7 +119,7 @@ func TestPipeMergesDeferredCalls(t *testing.T) {
 	require.NoError(t, err)
 	got := counter.Reset()
 	require.Equal(t, 2, got.RoundTrips, "begin, then the calls with the commit: %v", got.SQL)
-	require.Equal(t, 3, got.Statements, "begin, one select of the three calls, commit: %v", got.SQL)
+	require.Equal(t, 4, got.Statements, "begin, the statement timeout, one select of the three calls, commit: %v", got.SQL)
 	require.Equal(t, 10, a)
 	require.Equal(t, 30, c)
 	require.True(t, doneA)

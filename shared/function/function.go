@@ -29,6 +29,10 @@ type Base struct {
 	LogLevel    string        `env:"LOG_LEVEL" default:"info"`
 	// DBMaxConns bounds the pool (Lambda serves one request at a time per container).
 	DBMaxConns int `env:"DB_MAX_CONNS" default:"4"`
+	// DBStatementTimeout bounds each statement of the function's transactions (sent with
+	// their begin as set local, so it holds behind a transaction pooler); keep it below the
+	// function's Timeout so a runaway statement is answered 503 before Lambda kills it.
+	DBStatementTimeout time.Duration `env:"DB_STATEMENT_TIMEOUT" default:"10s"`
 }
 
 // Deps are the resources a function is built from. The Lambda runner makes one set per
@@ -74,7 +78,28 @@ func (f HTTP[C]) Handler(ctx context.Context, deps Deps) (http.Handler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", f.Name, err)
 	}
-	return web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit}), nil
+	return web.Wrap(detached(h), web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit}), nil
+}
+
+// WorkTimeout bounds what a request's handler does once its client has gone: the functions'
+// Timeout in template.yaml (Globals), which Lambda's own deadline enforces there.
+const WorkTimeout = 15 * time.Second
+
+// detached serves h with a request context that keeps the request's values and deadline
+// (Lambda's, or WorkTimeout from now if that is sooner) but not its client's hang-up. pgx
+// closes a connection whose query is cancelled mid-flight, so under overload, where clients
+// give up, every abandoned request would cost a reconnect (a new backend, or a TLS and SCRAM
+// login at the pooler) on top of its work, and behind a transaction pooler its statement runs
+// on regardless. Letting a short request finish costs less. In Lambda nothing changes: API
+// Gateway does not cancel an invocation whose client left, and the deadline is kept. The
+// limiter in web.Wrap still sees the client's context, so a request that waits for a slot and
+// is abandoned leaves at once.
+func detached(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := db.Detach(r.Context(), WorkTimeout)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // FunctionName reports the function's name (for the dev server's registry).
@@ -88,7 +113,7 @@ func (f HTTP[C]) Start() {
 	if err != nil {
 		fail(deps.Logger, fmt.Errorf("build %s: %w", f.Name, err))
 	}
-	lambda.Start(web.Lambda(web.Wrap(h, web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit})))
+	lambda.Start(web.Lambda(web.Wrap(detached(h), web.Options{Logger: deps.Logger, MaxBody: f.MaxBody, Limit: deps.Limit})))
 }
 
 // Start runs f under the Lambda runtime; it never returns.
@@ -144,9 +169,10 @@ func mustLoad[C any](ctx context.Context, name string) (Deps, C) {
 	openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pool, err := db.Open(openCtx, base.DatabaseURL.Reveal(), db.Options{
-		MaxConns:        int32(base.DBMaxConns),
-		ApplicationName: name,
-		Lazy:            true,
+		MaxConns:         int32(base.DBMaxConns),
+		StatementTimeout: base.DBStatementTimeout,
+		ApplicationName:  name,
+		Lazy:             true,
 	})
 	if err != nil {
 		fail(logger, err)

@@ -215,8 +215,9 @@ auth_file = %s
 client_tls_sslmode = require
 client_tls_key_file = %s
 client_tls_cert_file = %s
-; pgx sends statement_timeout as a startup parameter, which PgBouncer does not pass on.
-ignore_startup_parameters = statement_timeout,extra_float_digits
+; Not statement_timeout: the functions must connect through a PgBouncer left at its defaults,
+; which refuses a connection that names it (shared/db sends it with set local instead).
+ignore_startup_parameters = extra_float_digits
 log_connections = 0
 log_disconnections = 0
 `, server, o.Port, o.PoolSize, o.PoolSize, roundRobin, p.path("users.txt"), p.path("key.pem"), p.path("cert.pem"))
