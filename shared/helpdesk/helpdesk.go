@@ -3,9 +3,14 @@
 //
 //   - the create carries our ticket id as external_id and as Zendesk's Idempotency-Key, so a
 //     retry within Zendesk's two-hour window replays the first answer;
-//   - the ticket row records when a create was first attempted; every later attempt looks the
-//     ticket up by external_id before creating, so an answer lost to a timeout (or a retry
-//     after the window) adopts the existing Zendesk ticket instead of making a second one;
+//   - every attempt after the first looks the ticket up by external_id before creating, so an
+//     answer lost to a timeout or a crash (or a retry after the window) adopts the existing
+//     Zendesk ticket instead of making a second one. That an attempt came before is known
+//     from two records: River's fetch of this job (committed, and flushed, before Work runs),
+//     and the ticket's helpdesk_attempted_at, stamped before each create for the jobs that
+//     come later (a requeued dead letter). The stamp's commit does not wait for its WAL flush:
+//     within the job, the fetch already says it; and a later job of the ticket can exist only
+//     once this one is finalized, by a synchronous commit whose flush carries the stamp;
 //   - transient failures (network, 5xx, 409, 429) come back as plain errors for the queue's
 //     backoff, 429 as jobs.RetryAfter with Zendesk's Retry-After; permanent ones (400, 401,
 //     403, 404, 422) as jobs.Permanent with Zendesk's message, and the ticket is marked failed.
@@ -28,7 +33,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
-	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/zendesk"
 )
@@ -99,12 +103,25 @@ func NewWorker(p *Pusher) *Worker { return &Worker{pusher: p} }
 
 // Work pushes the job's ticket; on the last attempt a transient failure marks it failed too.
 func (w *Worker) Work(ctx context.Context, job *river.Job[jobs.HelpdeskTicketArgs]) error {
-	return w.pusher.Push(ctx, job.Args.TenantID, job.Args.TicketID, job.Attempt >= job.MaxAttempts)
+	// River appends its client to attempted_by at every fetch of the job (a snooze gives the
+	// attempt back, but not this), so more than one entry means an earlier attempt ran.
+	return w.pusher.Push(ctx, job.Args.TenantID, job.Args.TicketID,
+		Attempt{Last: job.Attempt >= job.MaxAttempts, Repeat: len(job.AttemptedBy) > 1})
+}
+
+// Attempt is what the queue knows of one attempt at a push.
+type Attempt struct {
+	// Last: no retry follows, so a transient failure marks the ticket failed too.
+	Last bool
+	// Repeat: an earlier attempt of the same job ran (and may have created the Zendesk ticket
+	// and lost the answer, even if the ticket's attempt stamp was lost with it), so the push
+	// looks the ticket up before creating.
+	Repeat bool
 }
 
 // Push creates the Zendesk ticket of one of ours and records it. The error says what the queue
 // should do: nil done, jobs.Permanent stop, jobs.RetryAfter wait, anything else retry.
-func (p *Pusher) Push(ctx context.Context, tenantID, ticketID uuid.UUID, lastAttempt bool) error {
+func (p *Pusher) Push(ctx context.Context, tenantID, ticketID uuid.UUID, a Attempt) error {
 	t, err := loadTicket(ctx, p.pool, tenantID, ticketID)
 	if errors.Is(err, ErrTicketGone) {
 		return jobs.Permanent(err)
@@ -115,12 +132,12 @@ func (p *Pusher) Push(ctx context.Context, tenantID, ticketID uuid.UUID, lastAtt
 	if t.HelpdeskID != nil {
 		return nil // already pushed: a repeated job changes nothing
 	}
-	err = p.push(ctx, t)
+	err = p.push(ctx, t, a.Repeat)
 	if err == nil {
 		return nil
 	}
 	var perm *jobs.PermanentError
-	if errors.As(err, &perm) || lastAttempt {
+	if errors.As(err, &perm) || a.Last {
 		if ferr := markFailed(ctx, p.pool, t.ID); ferr != nil {
 			return errors.Join(err, ferr)
 		}
@@ -128,9 +145,9 @@ func (p *Pusher) Push(ctx context.Context, tenantID, ticketID uuid.UUID, lastAtt
 	return err
 }
 
-func (p *Pusher) push(ctx context.Context, t ticketRow) error {
+func (p *Pusher) push(ctx context.Context, t ticketRow, repeat bool) error {
 	externalID := t.ID.String()
-	if t.AttemptedAt != nil {
+	if t.AttemptedAt != nil || repeat {
 		// An earlier attempt may have created it and lost the answer: look before creating.
 		if found, err := p.adopt(ctx, t); found || err != nil {
 			return err
@@ -256,19 +273,11 @@ func (t ticketRow) requesterName() string {
 	return t.TenantName
 }
 
-// loadTicket reads the ticket, its tenant and its attachments in one statement.
+// loadTicket reads the ticket, its tenant and its attachments in one statement
+// (private.helpdesk_ticket, whose plan Postgres keeps per connection).
 func loadTicket(ctx context.Context, pool *pgxpool.Pool, tenantID, ticketID uuid.UUID) (ticketRow, error) {
 	t := ticketRow{ID: ticketID, TenantID: tenantID}
-	err := pool.QueryRow(ctx, `
-		select t.subject, t.body, t.category, t.priority, t.source, t.requester_email, t.requester_name,
-		       n.name, n.contact_email, t.helpdesk_ticket_id, t.helpdesk_attempted_at,
-		       coalesce((select json_agg(json_build_object('name', a.name, 'content_type', a.content_type,
-		                                                   'object_path', a.object_path, 'size', a.size_bytes)
-		                                 order by a.created_at, a.id)
-		                 from public.ticket_attachments a
-		                 where a.ticket_id = t.id and a.tenant_id = t.tenant_id), '[]')
-		from public.tickets t join public.tenants n on n.id = t.tenant_id
-		where t.id = $1 and t.tenant_id = $2`, ticketID, tenantID).
+	err := pool.QueryRow(ctx, `select * from private.helpdesk_ticket($1, $2)`, ticketID, tenantID).
 		Scan(&t.Subject, &t.Body, &t.Category, &t.Priority, &t.Source, &t.RequesterEmail, &t.RequesterName,
 			&t.TenantName, &t.ContactEmail, &t.HelpdeskID, &t.AttemptedAt, &t.Attachments)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -280,9 +289,14 @@ func loadTicket(ctx context.Context, pool *pgxpool.Pool, tenantID, ticketID uuid
 	return t, nil
 }
 
+// markAttempted stamps the ticket before a create is sent: a later job of the ticket looks it up
+// by external_id first. Its commit does not wait for the WAL flush (see the package doc: the
+// job's own retries know from River's fetch, and the job's finalizing commit flushes the stamp
+// before a later job can exist). At 300 tickets/s on make dev this commit was the pusher's
+// largest wait (LWLock:WALWrite and IO:WALSync), queued with the requests' commits on the
+// same WAL flushes.
 func markAttempted(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error {
-	if _, err := pool.Exec(ctx, `update public.tickets set helpdesk_attempted_at = coalesce(helpdesk_attempted_at, now())
-		where id = $1`, id); err != nil {
+	if _, err := pool.Exec(ctx, `select private.helpdesk_mark_attempted($1)`, id); err != nil {
 		return fmt.Errorf("mark helpdesk attempt of %s: %w", id, err)
 	}
 	return nil
@@ -292,14 +306,10 @@ func markAttempted(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID) error 
 // completion, which River commits after Work returns, waits for it and carries this record
 // with it (WAL is flushed in order), and a push whose record a server crash lost is not
 // completed either, so it runs again and adopts the Zendesk ticket (the attempt was recorded,
-// synchronously, before the create). One round trip: begin, the setting, the update, commit.
+// synchronously, before the create). One statement (private.helpdesk_mark_synced sets
+// synchronous_commit for its own transaction).
 func markSynced(ctx context.Context, pool *pgxpool.Pool, id uuid.UUID, helpdeskID int64) error {
-	b := &pgx.Batch{}
-	b.Queue(`select set_config('synchronous_commit', 'off', true)`)
-	b.Queue(`update public.tickets
-		set status = 'synced', helpdesk_ticket_id = $2, synced_at = now(), updated_at = now()
-		where id = $1`, id, helpdeskID)
-	if err := db.BatchTx(ctx, pool, b); err != nil {
+	if _, err := pool.Exec(ctx, `select private.helpdesk_mark_synced($1, $2)`, id, helpdeskID); err != nil {
 		return fmt.Errorf("mark ticket %s synced: %w", id, err)
 	}
 	return nil

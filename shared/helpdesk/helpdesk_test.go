@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/uuid"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/config"
@@ -81,7 +82,7 @@ func TestPushCreatesOneZendeskTicketWithLinksAndMarksSynced(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 
-	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, helpdesk.Attempt{}))
 
 	tickets := b.desk.Tickets()
 	require.Len(t, tickets, 1)
@@ -106,7 +107,7 @@ func TestPushCreatesOneZendeskTicketWithLinksAndMarksSynced(t *testing.T) {
 	require.Equal(t, state{Status: "synced", HelpdeskID: &zt.ID}, ticketState(t, b, created.ID))
 
 	// The job running again (a redelivery) creates nothing.
-	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, helpdesk.Attempt{}))
 	require.Len(t, b.desk.Tickets(), 1)
 }
 
@@ -116,38 +117,52 @@ func TestLostAnswerAdoptsTheZendeskTicketInsteadOfCreatingAgain(t *testing.T) {
 	created := b.env.Create(t, b.member, "Timeout")
 	b.desk.TimeoutNextCreates(1)
 
-	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+	require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, helpdesk.Attempt{}))
 	require.Len(t, b.desk.Tickets(), 1)
 	s := ticketState(t, b, created.ID)
 	require.Equal(t, "synced", s.Status)
 	require.Equal(t, b.desk.Tickets()[0].ID, *s.HelpdeskID)
 }
 
+// An attempt that created the Zendesk ticket and died before recording it (its answer lost)
+// is followed by one that adopts that ticket, even after Zendesk forgot the Idempotency-Key:
+// the later attempt knows to look first from the ticket's attempt stamp, or, when a crash of
+// the database lost the stamp (its commit does not wait for the WAL flush), from River's
+// record that the job was fetched before.
 func TestRetryAfterACrashLooksUpBeforeCreating(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name    string
-		advance time.Duration
+		name        string
+		stamped     bool
+		attemptedBy []string
+		advance     time.Duration
 	}{
-		{name: "inside the idempotency window"},
-		{name: "after Zendesk forgot the key", advance: 3 * time.Hour},
+		{name: "stamped, inside the idempotency window", stamped: true, attemptedBy: []string{"c1"}},
+		{name: "stamped, after Zendesk forgot the key", stamped: true, attemptedBy: []string{"c1"}, advance: 3 * time.Hour},
+		{name: "stamp lost, the job's second fetch", attemptedBy: []string{"c1", "c2"}, advance: 3 * time.Hour},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			b := setup(t, 0)
 			created := b.env.Create(t, b.member, "Crash")
-			// An earlier attempt stamped the ticket, created the Zendesk ticket (with a body
-			// whose signed links differ) and died before recording it.
-			_, err := b.env.Pool.Exec(context.Background(), `update public.tickets set helpdesk_attempted_at = now() where id = $1`, created.ID)
-			require.NoError(t, err)
+			// An earlier attempt created the Zendesk ticket (with a body whose signed links
+			// differ) and died before recording it.
+			if tc.stamped {
+				_, err := b.env.Pool.Exec(context.Background(), `update public.tickets set helpdesk_attempted_at = now() where id = $1`, created.ID)
+				require.NoError(t, err)
+			}
 			client := zendesk.New(zendesk.Config{BaseURL: b.desk.URL(), Email: agentEmail, APIToken: agentToken})
 			first, err := client.CreateTicket(context.Background(), zendesk.NewTicket{Subject: "Crash", Body: "earlier body",
 				ExternalID: created.ID.String()}, created.ID.String())
 			require.NoError(t, err)
 			b.desk.Advance(tc.advance)
 
-			require.NoError(t, b.pusher.Push(context.Background(), b.member.TenantID, created.ID, false))
+			job := &river.Job[jobs.HelpdeskTicketArgs]{
+				JobRow: &rivertype.JobRow{Attempt: len(tc.attemptedBy), MaxAttempts: jobs.MaxAttempts, AttemptedBy: tc.attemptedBy},
+				Args:   jobs.HelpdeskTicketArgs{TenantID: b.member.TenantID, TicketID: created.ID},
+			}
+			require.NoError(t, helpdesk.NewWorker(b.pusher).Work(context.Background(), job))
 			require.Len(t, b.desk.Tickets(), 1)
 			require.Equal(t, first.ID, *ticketState(t, b, created.ID).HelpdeskID)
 		})
@@ -214,7 +229,7 @@ func TestFailuresTellTheQueueWhatToDo(t *testing.T) {
 			created := b.env.Create(t, b.member, "Help")
 			p := tc.arrange(t, b, created.ID)
 
-			err := p.Push(context.Background(), b.member.TenantID, created.ID, tc.last)
+			err := p.Push(context.Background(), b.member.TenantID, created.ID, helpdesk.Attempt{Last: tc.last})
 			require.Error(t, err)
 			var perm *jobs.PermanentError
 			require.Equal(t, tc.permanent, errors.As(err, &perm), err.Error())
@@ -235,7 +250,7 @@ func TestFailuresTellTheQueueWhatToDo(t *testing.T) {
 func TestUnknownTicketIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 0)
-	err := b.pusher.Push(context.Background(), b.member.TenantID, uuid.New(), false)
+	err := b.pusher.Push(context.Background(), b.member.TenantID, uuid.New(), helpdesk.Attempt{})
 	require.ErrorIs(t, err, helpdesk.ErrTicketGone)
 	var perm *jobs.PermanentError
 	require.ErrorAs(t, err, &perm)

@@ -285,23 +285,10 @@ func (o *observer) upsertStatus(ctx context.Context, integration, subject string
 	// Its commit does not wait for the WAL flush: River commits the job's new state after
 	// this (completed, retryable, snoozed or discarded), synchronously, and that flush carries
 	// this record too (WAL is flushed in order); a crash that loses it loses the job's state
-	// as well, so the attempt runs and is recorded again. One round trip: begin, the setting,
-	// the upsert, commit.
-	b := &pgx.Batch{}
-	b.Queue(`select set_config('synchronous_commit', 'off', true)`)
-	b.Queue(`
-		insert into private.sync_status
-			(integration, subject, tenant_id, state, last_success_at, last_attempt_at, last_error, attempts, updated_at)
-		values ($1, $2, $3, $4, case when $4 = 'synced' then $7::timestamptz end, $7, nullif($5, ''), $6, $7)
-		on conflict (integration, subject) do update set
-			state = excluded.state,
-			last_success_at = greatest(excluded.last_success_at, private.sync_status.last_success_at),
-			last_attempt_at = greatest(excluded.last_attempt_at, private.sync_status.last_attempt_at),
-			last_error = excluded.last_error,
-			attempts = excluded.attempts,
-			updated_at = excluded.updated_at`,
-		integration, subject, tenantID, state, lastError, attempts, now)
-	if err := db.BatchTx(ctx, o.pool, b); err != nil {
+	// as well, so the attempt runs and is recorded again. One statement, whose plan Postgres
+	// keeps (private.sync_status_record sets synchronous_commit for its own transaction).
+	if _, err := o.pool.Exec(ctx, `select private.sync_status_record($1, $2, $3, $4, $5, $6, $7)`,
+		integration, subject, tenantID, state, lastError, attempts, now); err != nil {
 		return fmt.Errorf("upsert sync status: %w", err)
 	}
 	return nil
