@@ -28,7 +28,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
 )
 
 // Defaults of a Nudger.
