@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/checkout"
 	"github.com/portal-functions/portal-functions/shared/crm"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/standin"
@@ -44,7 +45,7 @@ type httpFunction interface {
 // Routes come from template.yaml; a template function missing from this map stops the start.
 var httpFunctions = map[string]httpFunction{
 	"PaymentWebhookFunction": billing.WebhookFunction,
-	"CheckoutCreateFunction": billing.CheckoutFunction,
+	"CheckoutCreateFunction": checkout.Function,
 	"TicketCreateFunction":   ticket.CreateFunction,
 	"PortalReadFunction":     portal.ReadFunction,
 }

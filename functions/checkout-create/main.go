@@ -1,7 +1,7 @@
 // Command checkout-create starts a Stripe subscription checkout for the caller's tenant
-// (POST /v1/checkout-sessions). The logic lives in shared/billing.
+// (POST /v1/checkout-sessions). The wiring lives in shared/checkout, the logic in shared/billing.
 package main
 
-import "github.com/portal-functions/portal-functions/shared/billing"
+import "github.com/portal-functions/portal-functions/shared/checkout"
 
-func main() { billing.CheckoutFunction.Start() }
+func main() { checkout.Function.Start() }

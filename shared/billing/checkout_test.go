@@ -20,9 +20,11 @@ import (
 	"github.com/portal-functions/portal-functions/shared/auth/authtest"
 	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
+	"github.com/portal-functions/portal-functions/shared/checkout"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/telemetry"
+	"github.com/portal-functions/portal-functions/shared/validation"
 )
 
 // stripeCall is one request the checkout sent to Stripe (stripe-mock), as form values.
@@ -99,7 +101,7 @@ func setupCheckout(t *testing.T) *checkoutBundle {
 		HTTPClient: &http.Client{Transport: rec},
 		Lookup:     func(k string) (string, bool) { v, ok := env[k]; return v, ok },
 	}
-	h, err := billing.CheckoutFunction.Handler(t.Context(), deps)
+	h, err := checkout.Function.Handler(t.Context(), deps)
 	require.NoError(t, err)
 	b := &checkoutBundle{pool: pool, handler: h, issuer: iss, stripe: rec, users: map[string]uuid.UUID{}}
 	require.NoError(t, pool.QueryRow(context.Background(),
@@ -337,4 +339,22 @@ func TestBillingPortalRefusals(t *testing.T) {
 		}
 	}
 	require.Empty(t, b.stripe.take(), "no refused request reached Stripe")
+}
+
+// A checkout or billing portal handler wired without its request decoder is refused when it is
+// built (at cold start, with a named error), not at the first request.
+func TestCheckoutHandlersNeedARequestDecoder(t *testing.T) {
+	t.Parallel()
+	portal, err := url.Parse("https://portal.example.test")
+	require.NoError(t, err)
+	o := billing.CheckoutOptions{Prices: []string{"price_1"}, PortalURL: portal}
+	_, err = billing.NewCheckoutHandler(nil, nil, o)
+	require.ErrorIs(t, err, billing.ErrNoDecoder)
+	_, err = billing.NewBillingPortalHandler(nil, nil, o)
+	require.ErrorIs(t, err, billing.ErrNoDecoder)
+	o.Decode = validation.DecodeJSON
+	_, err = billing.NewCheckoutHandler(nil, nil, o)
+	require.NoError(t, err)
+	_, err = billing.NewBillingPortalHandler(nil, nil, o)
+	require.NoError(t, err)
 }

@@ -19,5 +19,7 @@
 //
 // Checkout creates (or reuses) the tenant's Stripe customer, tagged with metadata.tenant_id,
 // and a subscription Checkout Session whose client_reference_id is the tenant id from the
-// verified identity, never from the request body.
+// verified identity, never from the request body. Its handlers are here; checkout-create's
+// wiring (auth, tenant scope, request validation) is in package checkout, so the webhook's
+// bootstrap does not link what only checkout uses.
 package billing

@@ -43,6 +43,8 @@ var (
 	ErrNoSecret = errors.New("no webhook signing secret configured")
 	// ErrNoPrices is a checkout configured without any allowed price.
 	ErrNoPrices = errors.New("no allowed price configured")
+	// ErrNoDecoder is a checkout or billing portal handler built without CheckoutOptions.Decode.
+	ErrNoDecoder = errors.New("no request decoder configured")
 	// ErrPortalURL is a PORTAL_URL that is not an absolute http(s) origin.
 	ErrPortalURL = errors.New("portal URL must be an absolute http(s) URL")
 	// ErrUnsafePath is a checkout return path that could leave the portal's origin (an open

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -48,12 +49,22 @@ func TestEventIsDecodedOnceWithTheSameEffect(t *testing.T) {
 			o["items"] = "not a list"
 		}), false, true},
 	}
+	// A name twice (encoding/json takes the last; the one pass refuses the body) goes the old way.
+	cases = append(cases, struct {
+		name, typ  string
+		obj        map[string]any
+		onePass    bool
+		refusedToo bool
+	}{"customer named twice", TypeInvoicePaid, fixture("invoice", func(o map[string]any) { o["customer"] = "cus_6" }), false, false})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			payload, err := json.Marshal(map[string]any{"id": "evt_" + c.name, "object": "event", "api_version": APIVersion,
 				"created": 1700000000, "livemode": false, "data": map[string]any{"object": c.obj}, "type": c.typ})
 			require.NoError(t, err)
+			if c.name == "customer named twice" {
+				payload = bytes.Replace(payload, []byte(`"customer":"cus_6"`), []byte(`"customer":"cus_0","customer":"cus_6"`), 1)
+			}
 			ev, err := ParseEvent(payload)
 			require.NoError(t, err)
 			require.Equal(t, c.onePass, ev.decoded != nil, "decoded in one pass")
@@ -73,6 +84,9 @@ func TestEventIsDecodedOnceWithTheSameEffect(t *testing.T) {
 			require.Equal(t, fmt.Sprint(wantErr), fmt.Sprint(gotErr))
 			require.Equal(t, c.refusedToo, gotErr != nil)
 			require.Equal(t, want, got)
+			if c.name == "customer named twice" {
+				require.Equal(t, "cus_6", got.customerID, "the last of the two, as encoding/json reads it")
+			}
 		})
 	}
 }

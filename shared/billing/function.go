@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
-	"github.com/portal-functions/portal-functions/shared/auth"
 	"github.com/portal-functions/portal-functions/shared/config"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/jobs"
 	"github.com/portal-functions/portal-functions/shared/nudge"
-	"github.com/portal-functions/portal-functions/shared/tenant"
 	"github.com/portal-functions/portal-functions/shared/web"
 )
 
@@ -83,53 +80,4 @@ func BuildWebhook(_ context.Context, deps function.Deps, cfg WebhookConfig) (htt
 		Livemode:   cfg.Livemode,
 	}))
 	return nudge.Middleware(crmPush, jobs.QueueCRM)(web.Route(mux)), nil
-}
-
-// CheckoutConfig is checkout-create's environment.
-type CheckoutConfig struct {
-	// StripeAPIKey is the secret key checkout creates customers and sessions with.
-	StripeAPIKey config.Secret `env:"STRIPE_API_KEY" required:"true"`
-	// StripeAPIBase points the client elsewhere than api.stripe.com (stripe-mock locally).
-	StripeAPIBase string `env:"STRIPE_API_BASE" default:"https://api.stripe.com"`
-	// PriceIDs are the prices a tenant may subscribe to, comma-separated.
-	PriceIDs []string `env:"STRIPE_PRICE_IDS" required:"true"`
-	// PortalURL is where Checkout sends the browser back to; return paths stay on it.
-	PortalURL *url.URL `env:"PORTAL_URL" required:"true"`
-	// SupabaseURL is the project whose tokens (issuer, JWKS) identify the caller.
-	SupabaseURL string `env:"SUPABASE_URL" required:"true"`
-	// SupabaseJWTSecret verifies legacy HS256 tokens (optional when the project uses JWKS).
-	SupabaseJWTSecret config.Secret `env:"SUPABASE_JWT_SECRET"`
-}
-
-// CheckoutFunction is checkout-create: POST /v1/checkout-sessions and POST
-// /v1/billing-portal-sessions.
-var CheckoutFunction = function.HTTP[CheckoutConfig]{Name: "checkout-create", Build: BuildCheckout}
-
-// BuildCheckout wires the checkout and billing portal endpoints: auth, tenant scope, then the
-// handler.
-func BuildCheckout(ctx context.Context, deps function.Deps, cfg CheckoutConfig) (http.Handler, error) {
-	verifier, err := auth.NewVerifier(ctx, auth.Config{
-		SupabaseURL: cfg.SupabaseURL,
-		JWTSecret:   cfg.SupabaseJWTSecret,
-		HTTPClient:  deps.HTTPClient,
-		Logger:      deps.Logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("token verifier: %w", err)
-	}
-	api := NewStripeClient(cfg.StripeAPIKey, cfg.StripeAPIBase, deps.HTTPClient)
-	opts := CheckoutOptions{Prices: cfg.PriceIDs, PortalURL: cfg.PortalURL}
-	h, err := NewCheckoutHandler(deps.Pool, api, opts)
-	if err != nil {
-		return nil, fmt.Errorf("STRIPE_PRICE_IDS / PORTAL_URL: %w", err)
-	}
-	portal, err := NewBillingPortalHandler(deps.Pool, api, opts)
-	if err != nil {
-		return nil, fmt.Errorf("PORTAL_URL: %w", err)
-	}
-	guard := func(h http.Handler) http.Handler { return auth.Require(verifier)(tenant.Middleware(deps.Pool)(h)) }
-	mux := http.NewServeMux()
-	mux.Handle(CheckoutRoute, guard(h))
-	mux.Handle(BillingPortalRoute, guard(portal))
-	return web.Route(mux), nil
 }

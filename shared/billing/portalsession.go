@@ -27,6 +27,7 @@ type BillingPortalHandler struct {
 	db     db.Querier
 	stripe StripeAPI
 	paths  returnPaths
+	decode RequestDecoder
 }
 
 // NewBillingPortalHandler builds the handler; portal is checked as checkout's PortalURL is.
@@ -35,7 +36,10 @@ func NewBillingPortalHandler(q db.Querier, api StripeAPI, o CheckoutOptions) (*B
 	if err != nil {
 		return nil, err
 	}
-	return &BillingPortalHandler{db: q, stripe: api, paths: paths}, nil
+	if o.Decode == nil {
+		return nil, ErrNoDecoder
+	}
+	return &BillingPortalHandler{db: q, stripe: api, paths: paths, decode: o.Decode}, nil
 }
 
 // billingPortalRequest is the body; there is deliberately no customer or tenant field.
@@ -48,7 +52,7 @@ type billingPortalRequest struct {
 func (h *BillingPortalHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	var req billingPortalRequest
-	scope, err := billingRequest(r, &req)
+	scope, err := billingRequest(r, h.decode, &req)
 	if err != nil {
 		web.Error(w, r, err)
 		return

@@ -65,3 +65,14 @@ func TestHTTPMaxBody(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP function's Lambda instance runs Go with one P unless its environment sets
+// GOMAXPROCS, which then wins.
+func TestHTTPInstancesRunOneProcUnlessGOMAXPROCSIsSet(t *testing.T) {
+	t.Parallel()
+	env := func(m map[string]string) func(string) (string, bool) {
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	require.True(t, function.OneProc(env(map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"})))
+	require.False(t, function.OneProc(env(map[string]string{"GOMAXPROCS": "2"})))
+}

@@ -28,10 +28,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
 
 // Defaults of a Nudger.
@@ -69,12 +65,11 @@ var (
 	ErrWindow = errors.New("nudge: NUDGE_WINDOW must be a duration between 0s and 30s")
 )
 
-// Invoker is what a Nudger needs from Lambda: *lambda.Client is one.
+// Invoker is what a Nudger needs from Lambda: an asynchronous invoke (InvocationType Event)
+// of function with payload. *LambdaClient is one.
 type Invoker interface {
-	Invoke(ctx context.Context, in *lambda.InvokeInput, opts ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
+	InvokeEvent(ctx context.Context, function string, payload []byte) error
 }
-
-var _ Invoker = (*lambda.Client)(nil)
 
 // Nudger invokes one pusher function asynchronously, at most once per window.
 type Nudger struct {
@@ -165,35 +160,6 @@ func Linger(detailType string, detail json.RawMessage) time.Duration {
 	return min(time.Duration(d.CoverMS)*time.Millisecond, MaxWindow+time.Minute) + lingerMargin
 }
 
-// NewLambdaClient builds the Lambda client from the function's own environment, as Lambda sets
-// it: AWS_REGION and the execution role's temporary credentials (AWS_ACCESS_KEY_ID,
-// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). AWS_ENDPOINT_URL_LAMBDA (the SDKs' standard
-// override) points it at a local stand-in. No retries: a nudge that fails is not worth a
-// second try on a request's time (the schedule is the safety net).
-func NewLambdaClient(lookup func(string) (string, bool), httpClient *http.Client) *lambda.Client {
-	get := func(k string) string {
-		v, _ := lookup(k)
-		return v
-	}
-	o := lambda.Options{
-		Region: get("AWS_REGION"),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{
-				AccessKeyID: get("AWS_ACCESS_KEY_ID"), SecretAccessKey: get("AWS_SECRET_ACCESS_KEY"),
-				SessionToken: get("AWS_SESSION_TOKEN"), Source: "environment",
-			}, nil
-		}),
-		RetryMaxAttempts: 1,
-	}
-	if httpClient != nil {
-		o.HTTPClient = httpClient
-	}
-	if ep := get("AWS_ENDPOINT_URL_LAMBDA"); ep != "" {
-		o.BaseEndpoint = aws.String(ep)
-	}
-	return lambda.New(o)
-}
-
 // FromEnv builds the Nudger of the function named by the variable fnVar (nil, nil when it is
 // unset: no nudge, the schedule alone works the queue, as in tests and `make dev`).
 // NUDGE_WINDOW sets its window (DefaultWindow; "0s": every request nudges). Outside Lambda
@@ -233,12 +199,7 @@ func FromEnv(lookup func(string) (string, bool), fnVar string, httpClient *http.
 func (n *Nudger) Nudge(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.timeout)
 	defer cancel()
-	_, err := n.invoker.Invoke(ctx, &lambda.InvokeInput{
-		FunctionName:   aws.String(n.function),
-		InvocationType: types.InvocationTypeEvent,
-		Payload:        n.payload,
-	})
-	if err != nil {
+	if err := n.invoker.InvokeEvent(ctx, n.function, n.payload); err != nil {
 		n.failed.Add(1)
 		n.logger.WarnContext(ctx, "nudge failed; the pusher's schedule will push instead",
 			"function", n.function, "error", err.Error())

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/nudge"
@@ -162,9 +161,9 @@ func TestRequestsInsideTheWindowSkipTheirNudge(t *testing.T) {
 func TestDetachedNudgeIsNotOnTheRequestsTime(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	inv := invokerFunc(func(ctx context.Context, _ *lambda.InvokeInput, _ ...func(*lambda.Options)) (*lambda.InvokeOutput, error) {
+	inv := invokerFunc(func(context.Context, string, []byte) error {
 		<-release
-		return &lambda.InvokeOutput{StatusCode: http.StatusAccepted}, nil
+		return nil
 	})
 	n, err := nudge.New(inv, nudge.Options{Function: "crm-push", Detach: true, Timeout: time.Minute})
 	require.NoError(t, err)
@@ -182,8 +181,8 @@ func TestDetachedNudgeIsNotOnTheRequestsTime(t *testing.T) {
 }
 
 // invokerFunc is a hand-written Invoker.
-type invokerFunc func(ctx context.Context, in *lambda.InvokeInput, opts ...func(*lambda.Options)) (*lambda.InvokeOutput, error)
+type invokerFunc func(ctx context.Context, function string, payload []byte) error
 
-func (f invokerFunc) Invoke(ctx context.Context, in *lambda.InvokeInput, opts ...func(*lambda.Options)) (*lambda.InvokeOutput, error) {
-	return f(ctx, in, opts...)
+func (f invokerFunc) InvokeEvent(ctx context.Context, function string, payload []byte) error {
+	return f(ctx, function, payload)
 }

@@ -19,8 +19,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/portal-functions/portal-functions/shared/billing"
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
+	"github.com/portal-functions/portal-functions/shared/checkout"
 	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/function"
 	"github.com/portal-functions/portal-functions/shared/portal"
@@ -55,7 +55,7 @@ func checkoutHandler(t *testing.T, b bundle) http.Handler {
 		"SUPABASE_URL":        b.env.Issuer.URL(),
 		"SUPABASE_JWT_SECRET": string(b.env.Issuer.Secret()),
 	}
-	h, err := billing.CheckoutFunction.Handler(t.Context(), function.Deps{
+	h, err := checkout.Function.Handler(t.Context(), function.Deps{
 		Name: "checkout-create", Pool: b.env.Pool,
 		Logger:     slog.New(slog.DiscardHandler),
 		Metrics:    telemetry.NewMetrics(io.Discard, "checkout-create"),

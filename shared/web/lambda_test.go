@@ -146,6 +146,15 @@ func TestLambdaInvokedByTheRuntimeSeesTheWholeEvent(t *testing.T) {
 	}
 	_, err := lambda.NewHandler(web.Lambda(http.NotFoundHandler())).Invoke(context.Background(), []byte(`{"rawPath": 5}`))
 	require.Error(t, err, "an event that is not an HTTP API event fails the invocation, as lambda.Start's decoding would")
+
+	// A name twice is read as encoding/json reads it (the last one wins), and so are
+	// headers whose names differ only in case.
+	twice := setupLambda(t, nil)
+	_, err = lambda.NewHandler(twice.handler).Invoke(context.Background(), []byte(
+		`{"rawPath":"/a","rawPath":"/b","headers":{"x-one":"1","X-One":"2"},"requestContext":{"http":{"method":"POST"}},"body":"x"}`))
+	require.NoError(t, err)
+	require.Equal(t, [3]string{"POST", "/b", "x"}, [3]string{twice.got.Method, twice.got.Path, twice.got.Body})
+	require.Len(t, twice.got.Header.Values("X-One"), 1)
 }
 
 func TestLambdaDecodesRequestsAsAPIGatewaySendsThem(t *testing.T) {
