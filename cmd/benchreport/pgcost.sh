@@ -10,6 +10,9 @@
 # It prints (instructions at N2 deliveries - at N1) / (N2 - N1), so start-up and the test's
 # set-up cancel out. Needs valgrind and PostgreSQL 15's server binaries (PGBIN); run as root it
 # runs the cluster as the postgres user. About a minute.
+# BENCH and PKG choose another benchmark (one operation an iteration). With UPDATE=BENCHMARKS.md
+# and LABEL=..., the figure is also written into that file's webhook-pg block, one row a label
+# (a label's row is replaced).
 set -euo pipefail
 src=$(cd "${1:-.}" && pwd); port=${2:-5449}; n1=${3:-30}; n2=${4:-130}
 bench=${BENCH:-BenchmarkWebhookDelivery}; pkg=${PKG:-./shared/billing/}
@@ -51,4 +54,23 @@ run() { # $1 deliveries: prints the backends' instructions over a whole run of t
   echo "$total"
 }
 a=$(run "$n1"); b=$(run "$n2")
-echo "postgres backend instructions per delivery: $(( (b - a) / (n2 - n1) )) ($n1 deliveries: $a, $n2: $b; $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+per=$(( (b - a) / (n2 - n1) )); commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')
+echo "postgres backend instructions per operation of $bench: $per ($n1 operations: $a, $n2: $b; $commit)"
+[ -n "${UPDATE:-}" ] || exit 0
+python3 - "$UPDATE" "${LABEL:?LABEL names the row}" "$bench" "$commit" "$per" <<'PY'
+import sys, time
+path, label, bench, commit, per = sys.argv[1:]
+begin, end = "<!-- webhook-pg:instructions begin -->", "<!-- webhook-pg:instructions end -->"
+text = open(path).read()
+head = "| what | benchmark | commit | date (UTC) | Postgres instructions per operation |\n| --- | --- | --- | --- | ---: |\n"
+row = f"| {label} | {bench} | {commit} | {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} | {int(per):,} |\n"
+if begin in text:
+    pre, rest = text.split(begin, 1)
+    body, post = rest.split(end, 1)
+    rows = [r for r in body.strip().splitlines()[2:] if not r.startswith(f"| {label} |")]
+    rows.append(row.rstrip("\n"))
+    text = pre + begin + "\n" + head + "\n".join(rows) + "\n" + end + post
+else:
+    text = text.rstrip("\n") + "\n\n" + begin + "\n" + head + row + end + "\n"
+open(path, "w").write(text)
+PY
