@@ -12,7 +12,7 @@ ARGS ?=
 FUZZTIME ?= 5m
 comma := ,
 
-.PHONY: help test vet lint dev invoke events load fuzz bench reconcile build clean
+.PHONY: help test vet lint dev invoke events load fuzz bench bench-pg reconcile build clean
 
 help:
 	@echo "make test                               the whole suite (vet, staticcheck, tests, coverage gate) against the local PostgreSQL"
@@ -22,6 +22,7 @@ help:
 	@echo "make load [ARGS=-scenario=crm]          fixed-rate load against make dev (answers; or webhook commit -> CRM upsert delay)"
 	@echo "make load ARGS='-scenario growth'       portal reads at 1k/100k/1M rows (-sizes; own databases); -scenario reads: read mix per -rates"
 	@echo "make fuzz | make bench                  long fuzz runs | benchmarks"
+	@echo "make bench-pg                           Postgres instructions per webhook delivery, counted by callgrind (valgrind)"
 	@echo "make reconcile ARGS='-tenant <id>'      ops: find and enqueue missing follow-ups (dry run by default)"
 
 build-PaymentWebhookFunction:
@@ -90,6 +91,9 @@ fuzz:
 
 bench:
 	go test -run '^$$' -bench . -benchmem ./...
+
+bench-pg:
+	cmd/benchreport/pgcost.sh .
 
 reconcile:
 	go run ./cmd/reconcile $(ARGS)

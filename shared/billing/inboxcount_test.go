@@ -2,9 +2,12 @@ package billing_test
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
@@ -62,4 +65,47 @@ func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
 	waitForCalls("webhook_delivery_counts_track", 1)
 	received, processed = counted()
 	require.Equal(t, [2]int{2, 1}, [2]int{received, processed}, "the direct insert counted through the trigger")
+}
+
+// The inbox's outcome and the projection's status take only the values shared/billing writes:
+// their writer functions refuse any other with check_violation (23514), as the CHECK
+// constraints they replace did (issue 12: Postgres read and compiled a CHECK again for every
+// statement writing those tables), and nothing is written.
+func TestTheWritersRefuseAnUnknownOutcomeOrStatus(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	refused := func(sql string, args ...any) {
+		t.Helper()
+		_, err := b.pool.Exec(ctx, sql, args...)
+		var pgErr *pgconn.PgError
+		require.ErrorAs(t, err, &pgErr)
+		require.Equal(t, "23514", pgErr.Code, pgErr.Message)
+	}
+	id := "evt_" + randomID(24)
+	refused(`select private.record_stripe_event($1, 'invoice.paid', '2023-10-16', now(), false, $2, '{}', 'applied', $3, false)`,
+		id, b.customer, b.tenantID)
+	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
+
+	b.exec(t, `insert into private.billing_accounts (tenant_id) values ($1) on conflict do nothing`, b.tenantID)
+	args := make([]any, 31)
+	args[0], args[11], args[14], args[30] = b.tenantID, false, "in_grace", false // a status Stripe does not send
+	refused(`select private.save_billing_account(`+placeholders(31)+`)`, args...)
+	require.Equal(t, 0, b.count(t, `select count(*)::int from private.billing_accounts where tenant_id = $1 and status = 'in_grace'`, b.tenantID))
+
+	// The values shared/billing writes pass.
+	b.exec(t, `select private.record_stripe_event($1, 'invoice.paid', '2023-10-16', now(), false, $2, '{}', 'processed', $3, false)`,
+		id, b.customer, b.tenantID)
+	args[14] = billing.StatusPastDue
+	b.exec(t, `select private.save_billing_account(`+placeholders(31)+`)`, args...)
+	require.Equal(t, 1, b.count(t, `select count(*)::int from private.billing_accounts where tenant_id = $1 and status = 'past_due'`, b.tenantID))
+}
+
+// placeholders is "$1, $2, ..., $n".
+func placeholders(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = "$" + strconv.Itoa(i+1)
+	}
+	return strings.Join(s, ", ")
 }

@@ -83,15 +83,16 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 		seen bool
 		pre  prefetch
 	)
-	customer := ""
+	customer, rule := "", false
 	if handled(ev.Type) {
-		customer = eff.customerID
+		// The tenant's failure-ticket rule is read only for an event that can open a ticket.
+		customer, rule = eff.customerID, eff.failed != nil
 	}
 	// One round trip begins, looks the event up and (for an event of a customer we know, the
 	// common case) reads and locks the tenant's projection; the writes, the event's record
 	// among them, go with the commit.
 	err = db.PipeTx(ctx, p.db, func(b *pgx.Batch) {
-		pre.queue(b, ev.ID, customer, &seen)
+		pre.queue(b, ev.ID, customer, rule, &seen)
 	}, func(tx *db.Pipe) error {
 		res = Result{}
 		if seen {
@@ -329,7 +330,8 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 // prefetch is what the first round trip reads (private.webhook_claim): whether the event is
 // already recorded, and for an event of a known customer the projection of the tenant the
 // customer maps to, locked, with its subscriptions (read after the lock, so as the previous
-// holder of the lock left them) and the tenant's failure-ticket rule. The row's
+// holder of the lock left them) and, for an event that can open a ticket, the tenant's
+// failure-ticket rule. The row's
 // tenant is the customer's mapping, which lookupTenant reads first and which always wins;
 // when there is no row (no mapping, or the tenant's first event), the delivery resolves and
 // locks as usual.
@@ -338,6 +340,7 @@ type prefetch struct {
 	account  Account // the mapped tenant's projection, locked, when locked
 	locked   bool
 	rule     tenantRule
+	ruleRead bool // the claim read rule
 }
 
 // tenantRule is a tenant's failure-ticket rule (public.tenants).
@@ -347,28 +350,36 @@ type tenantRule struct {
 }
 
 // queue adds the claim's reads to the first batch; seen says the event is already recorded.
-// With no customer only the event is looked up.
-func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, seen *bool) {
+// With no customer only the event is looked up; the tenant's rule is read when rule is set.
+func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule bool, seen *bool) {
 	pre.customer = customerID
 	var customer *string
 	if customerID != "" {
 		customer = &customerID
 	}
 	var subs subscriptionArrays
-	b.Queue(`select * from private.webhook_claim($1, $2)`, eventID, customer).QueryRow(func(row pgx.Row) error {
-		var rule pgtype.Bool
-		a, found, err := scanAccountRow(row, []any{seen, &rule, &pre.rule.contactEmail}, subs.dests())
+	b.Queue(`select private.webhook_claim($1, $2, $3)`, eventID, customer, rule).QueryRow(func(row pgx.Row) error {
+		var onFailure pgtype.Bool
+		a, found, err := scanAccountRow(fieldsOf{row}, []any{seen, &onFailure, &pre.rule.contactEmail}, subs.dests())
 		if err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
 		}
 		if found && !*seen {
 			pre.account, pre.locked = a, true
 			pre.account.Subscriptions = subs.states()
-			pre.rule.ticketOnFailure = rule.Valid && rule.Bool
+			pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
+			pre.ruleRead = rule
 		}
 		return nil
 	})
 }
+
+// fieldsOf reads a row of one column, a record, as if the record's fields were the row's
+// columns. The claim is sent as one record: Postgres then parses, copies and plans one target
+// instead of a column per field.
+type fieldsOf struct{ row pgx.Row }
+
+func (f fieldsOf) Scan(dest ...any) error { return f.row.Scan(pgtype.CompositeFields(dest)) }
 
 // subscriptionArrays are a tenant's subscription registers as private.webhook_claim returns
 // them: one array per column of subscriptionsQuery. pgtype's types take pgx's direct scan
@@ -403,7 +414,7 @@ func (s *subscriptionArrays) states() map[string]SubscriptionState {
 
 // ruleOf is the failure-ticket rule of tenantID when the claim read it (nil otherwise).
 func (pre *prefetch) ruleOf(tenantID uuid.UUID) *tenantRule {
-	if pre.locked && pre.account.TenantID == tenantID {
+	if pre.locked && pre.ruleRead && pre.account.TenantID == tenantID {
 		return &pre.rule
 	}
 	return nil

@@ -78,7 +78,9 @@ type Emulator struct {
 	done chan struct{}
 }
 
-// Start launches the emulator on free loopback ports. Stop it with Stop.
+// Start launches the emulator on free loopback ports. Stop it with Stop. A port found free can
+// be taken by another process before the emulator binds it (the emulator then exits with
+// "address already in use"): Start tries again on new ports, up to three times.
 func Start(ctx context.Context, o Options) (*Emulator, error) {
 	if o.FunctionName == "" {
 		o.FunctionName = "function"
@@ -89,6 +91,16 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 	if o.MemoryMB <= 0 {
 		o.MemoryMB = 256
 	}
+	for attempt := 1; ; attempt++ {
+		e, err := start(ctx, o)
+		if err == nil || attempt == 3 || !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "address already in use") {
+			return e, err
+		}
+	}
+}
+
+// start launches the emulator once, on ports that were free a moment ago.
+func start(ctx context.Context, o Options) (*Emulator, error) {
 	apiAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
