@@ -98,3 +98,35 @@ func TestRiversCheckRulesStillHold(t *testing.T) {
 	require.Empty(t, mismatches, "states where the rule and River's expression disagree")
 }
 
+// Jobs of a kind are found through an index, for every shape of query that filters or orders
+// by kind alone (River's by-kind reads, shared/health.Read across tenants), now that River's
+// own index on kind is gone (20261204100200_river_job_without_kind_index.sql): the planner,
+// told to avoid sequential scans, must have an index to use, or it falls back to one.
+func TestJobsOfAKindAreFoundThroughAnIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, `set enable_seqscan = off`)
+	require.NoError(t, err)
+	for name, query := range map[string]string{
+		"health across tenants":    `select count(*) from private.river_job j where j.kind = 'crm_sync'`,
+		"River's JobGetByKindMany": `select * from private.river_job where kind = any('{crm_sync}'::text[]) order by id`,
+		"River's JobKindList":      `select distinct on (kind) kind from private.river_job where kind > '' order by kind asc limit 100`,
+	} {
+		rows, err := conn.Query(ctx, `explain (costs off) `+query)
+		require.NoError(t, err, name)
+		var lines []string
+		for rows.Next() {
+			var l string
+			require.NoError(t, rows.Scan(&l))
+			lines = append(lines, l)
+		}
+		require.NoError(t, rows.Err())
+		joined := strings.Join(lines, "\n")
+		require.NotContains(t, joined, "Seq Scan", "%s:\n%s", name, joined)
+		require.Contains(t, joined, "river_job_kind_tenant_idx", "%s:\n%s", name, joined)
+	}
+}
