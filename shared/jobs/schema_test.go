@@ -130,3 +130,37 @@ func TestJobsOfAKindAreFoundThroughAnIndex(t *testing.T) {
 		require.Contains(t, joined, "river_job_kind_tenant_idx", "%s:\n%s", name, joined)
 	}
 }
+
+// The sync status's rules hold as they did as table checks, now that they are its columns'
+// domain checks (20261204100300_sync_status_checks_cached.sql): a write outside them fails
+// with check_violation under the rule's name, on insert and on update.
+func TestSyncStatusRulesStillHold(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var tenant string
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('Acme') returning id::text`).Scan(&tenant))
+	const insert = `insert into private.sync_status (integration, subject, tenant_id, state) values ($1, $2, $3, $4)`
+	_, err := pool.Exec(ctx, insert, "crm", "tenant:"+tenant, tenant, "pending")
+	require.NoError(t, err)
+	for _, c := range []struct {
+		name, sql string
+		args      []any
+		rule      string
+	}{
+		{"unknown integration", insert, []any{"slack", "x", tenant, "pending"}, "sync_status_integration_check"},
+		{"unknown state", insert, []any{"helpdesk", "x", tenant, "lost"}, "sync_status_state_check"},
+		{"update to an unknown state", `update private.sync_status set state = $1 where tenant_id = $2`, []any{"done", tenant}, "sync_status_state_check"},
+		{"update to an unknown integration", `update private.sync_status set integration = $1 where tenant_id = $2`, []any{"CRM", tenant}, "sync_status_integration_check"},
+	} {
+		_, err := pool.Exec(ctx, c.sql, c.args...)
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr), "%s: %v", c.name, err)
+		require.Equal(t, "23514", pgErr.Code, c.name)
+		require.Equal(t, c.rule, pgErr.ConstraintName, c.name)
+	}
+	for _, state := range []string{"pending", "synced", "retrying", "failed"} {
+		_, err := pool.Exec(ctx, `update private.sync_status set state = $1 where tenant_id = $2`, state, tenant)
+		require.NoError(t, err, state)
+	}
+}
