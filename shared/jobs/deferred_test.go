@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -224,4 +225,70 @@ func TestJobInAPipeCountsItselfInItsOwnStatement(t *testing.T) {
 	_, err = b.pool.Exec(ctx, `delete from private.river_job where args->>'source_event' = 'evt_pipe' and state = 'cancelled'`)
 	require.NoError(t, err)
 	requireSummary(2, 0)
+}
+
+// A push queued for a subject whose sync status is already pending with no attempt leaves the
+// status row as it is (no new row version), whichever way it is queued; a status in any other
+// state becomes pending with its attempts reset, as always.
+func TestQueuedPushLeavesAPendingStatusAsItIs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for name, enqueue := range map[string]func(*testing.T, bundle, func(context.Context, pgx.Tx) error){
+		"in a pipe": enqueueInPipe, "with River": enqueueWithRiver,
+	} {
+		tenant := newTenant(t, b.pool, "")
+		n := 0
+		push := func() {
+			n++
+			enqueue(t, b, func(ctx context.Context, tx pgx.Tx) error {
+				return b.inserter.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_%d", n), int64(n))
+			})
+		}
+		type status struct {
+			state    string
+			attempts int
+			version  string // xmin: a new row version has another
+		}
+		read := func() (s status) {
+			t.Helper()
+			require.NoError(t, b.pool.QueryRow(ctx, `select state, attempts, xmin::text from private.sync_status
+				where integration = 'crm' and subject = $1`, jobs.CRMSubject(tenant)).Scan(&s.state, &s.attempts, &s.version))
+			return s
+		}
+		set := func(state string, attempts int) {
+			t.Helper()
+			_, err := b.pool.Exec(ctx, `update private.sync_status set state = $1, attempts = $2
+				where integration = 'crm' and subject = $3`, state, attempts, jobs.CRMSubject(tenant))
+			require.NoError(t, err)
+		}
+
+		push()
+		first := read()
+		require.Equal(t, "pending", first.state, name)
+		push()
+		require.Equal(t, first, read(), "%s: already pending, left as it is", name)
+
+		for _, before := range []struct {
+			state    string
+			attempts int
+		}{{"retrying", 2}, {"failed", 5}, {"synced", 1}, {"pending", 1}} {
+			set(before.state, before.attempts)
+			was := read()
+			push()
+			now := read()
+			require.Equal(t, "pending", now.state, "%s: after %s", name, before.state)
+			require.Zero(t, now.attempts, "%s: after %s", name, before.state)
+			require.NotEqual(t, was.version, now.version, "%s: after %s", name, before.state)
+		}
+		require.Equal(t, n, countJobsOf(t, b, tenant), name)
+	}
+}
+
+func countJobsOf(t *testing.T, b bundle, tenant uuid.UUID) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`select count(*) from private.river_job where args->>'tenant_id' = $1::text`, tenant).Scan(&n))
+	return n
 }
