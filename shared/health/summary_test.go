@@ -52,7 +52,9 @@ func randomWorkers() *river.Workers {
 // die or get rate limited at random, cut some jobs' attempts short (so they are discarded),
 // and requeue dead letters; then every tenant's maintained numbers are compared with the
 // recount: River's job history for attempts, failures, waiting and dead jobs, and the
-// per-subject sync status for the portal's sync summary.
+// per-subject sync status for the portal's sync summary. Half the enqueuers write their jobs
+// through River's client (counted by the insert trigger), half in a db.Pipe as the webhook
+// does (counted by private.river_insert_unique itself), with duplicates across both.
 func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -75,12 +77,18 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 					tickets.Range(func(k, v any) bool { ticket, tn = k.(uuid.UUID), v.(uuid.UUID); return false })
 				}
 				tickets.Store(ticket, tn)
-				err := db.Tx(ctx, pool, func(tx pgx.Tx) error {
+				enqueue := func(tx pgx.Tx) error {
 					if err := ins.EnqueueCRMSync(ctx, tx, tn, fmt.Sprintf("evt_%d", rand.IntN(60)), 0); err != nil {
 						return err
 					}
 					return ins.EnqueueHelpdeskTicket(ctx, tx, tn, ticket)
-				})
+				}
+				var err error
+				if g%2 == 0 { // River's InsertTx: the insert trigger counts the job
+					err = db.Tx(ctx, pool, enqueue)
+				} else { // the webhook's way: private.river_insert_unique counts it in its statement
+					err = db.PipeTx(ctx, pool, nil, func(p *db.Pipe) error { return enqueue(p) })
+				}
 				if err != nil {
 					t.Errorf("enqueue %d/%d: %v", g, i, err)
 					return
@@ -178,6 +186,12 @@ func TestOwnerHealthKeptInWritesEqualsARecountFromHistory(t *testing.T) {
 	require.Positive(t, failures)
 	require.Positive(t, cancelled+discarded)
 	require.Positive(t, requeued.Load())
+	var countedInStatement, countedByTrigger int
+	require.NoError(t, pool.QueryRow(ctx, `
+		select count(*) filter (where counted), count(*) filter (where counted is null)
+		from private.river_job where kind in ('crm_sync', 'helpdesk_ticket')`).Scan(&countedInStatement, &countedByTrigger))
+	require.Positive(t, countedInStatement, "jobs queued in a db.Pipe")
+	require.Positive(t, countedByTrigger, "jobs queued by River's client")
 	var outcomes, unapplied, buckets int
 	require.NoError(t, pool.QueryRow(ctx, `
 		select count(distinct outcome), count(*) filter (where outcome = 'processed' and applied_at is null),

@@ -17,13 +17,15 @@ import (
 )
 
 // deferInsert queues the job on a db.Pipe without waiting, through a PL/pgSQL function whose
-// plan Postgres keeps (private.river_insert_unique in supabase/migrations/
-// 20261201001200_webhook_functions.sql): River's own insert (JobInsertFastMany) is planned
-// anew on every call behind a transaction pooler, which cost more than running it. It goes
-// with the transaction's next statement or its commit, and the sync status becomes pending in
-// the same call when the job is new (a duplicate leaves it to the first job, as insert does). The job is the row
-// River's InsertTx writes for args (same unique key and states, so River's own inserts see it
-// as a duplicate and River's workers work it); onInsert runs when the answer arrives.
+// plan Postgres keeps (private.river_insert_unique, supabase/migrations/
+// 20261204100000_river_insert_one_statement.sql): River's own insert (JobInsertFastMany) is
+// planned anew on every call behind a transaction pooler, which cost more than running it. It
+// goes with the transaction's next statement or its commit. When the job is new, the same
+// statement sets the sync status pending (a duplicate leaves it to the first job, as insert
+// does) and counts the job in the job summary, which the insert trigger does for River's own
+// inserts. The job is the row River's InsertTx writes for args (same unique key and states, so
+// River's own inserts see it as a duplicate and River's workers work it), marked counted;
+// onInsert runs when the answer arrives.
 func (i *Inserter) deferInsert(ctx context.Context, p *db.Pipe, args river.JobArgs, integration string, tenantID uuid.UUID, subject string) error {
 	job, err := uniqueJob(args)
 	if err != nil {

@@ -3,6 +3,7 @@ package jobs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -127,4 +128,167 @@ func TestJobInAPipeRollsBackWithTheTransaction(t *testing.T) {
 	})
 	require.ErrorIs(t, err, context.Canceled)
 	require.Zero(t, countJobs(t, b.pool, jobs.KindCRMSync))
+}
+
+// A job written in a Pipe is counted in the job summary by its own statement
+// (private.river_insert_unique), not by the insert trigger, and exactly once: a duplicate
+// queued either way changes nothing, and later transitions of the job (River's, or ops') are
+// counted by the update and delete triggers as for a job River's client wrote. The trigger
+// calls are counted in the transaction (pg_stat_get_xact_function_calls, before and after: it
+// also holds the connection's calls not yet sent to the statistics), so a change that
+// brings the trigger call back onto the webhook's path fails here as a count.
+func TestJobInAPipeCountsItselfInItsOwnStatement(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const callsSQL = `select coalesce(pg_stat_get_xact_function_calls('private.job_summary_track'::regproc), 0),
+		coalesce(pg_stat_get_xact_function_calls('private.river_insert_unique'::regproc), 0)`
+	trackCalls := func(b *pgx.Batch) { b.Queue(`set local track_functions = 'pl'`) }
+	type calls struct{ trigger, function int64 }
+	// enqueue queues evt's push on tx and counts the calls it made (track_functions is on).
+	enqueue := func(tx pgx.Tx, event string) (calls, error) {
+		var before, after calls
+		if err := tx.QueryRow(ctx, callsSQL).Scan(&before.trigger, &before.function); err != nil {
+			return calls{}, err
+		}
+		if err := b.inserter.EnqueueCRMSync(ctx, tx, b.tenantID, event, 1); err != nil {
+			return calls{}, err
+		}
+		if err := tx.QueryRow(ctx, callsSQL).Scan(&after.trigger, &after.function); err != nil {
+			return calls{}, err
+		}
+		return calls{after.trigger - before.trigger, after.function - before.function}, nil
+	}
+	inPipe := func(event string) (c calls) {
+		t.Helper()
+		require.NoError(t, db.PipeTx(ctx, b.pool, trackCalls, func(p *db.Pipe) (err error) {
+			c, err = enqueue(p, event)
+			return err
+		}))
+		return c
+	}
+	withRiver := func(event string) (c calls) {
+		t.Helper()
+		require.NoError(t, db.Tx(ctx, b.pool, func(tx pgx.Tx) (err error) {
+			if _, err = tx.Exec(ctx, `set local track_functions = 'pl'`); err != nil {
+				return err
+			}
+			c, err = enqueue(tx, event)
+			return err
+		}))
+		return c
+	}
+	summary := func() (waiting, dead int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(ctx, `select coalesce(sum(waiting), 0), coalesce(sum(dead), 0)
+			from private.job_summary where tenant_id = $1 and integration = 'crm'`, b.tenantID).Scan(&waiting, &dead))
+		return waiting, dead
+	}
+	requireSummary := func(waiting, dead int) {
+		t.Helper()
+		var w, d int
+		require.NoError(t, b.pool.QueryRow(ctx, `
+			select count(*) filter (where state in ('available', 'pending', 'retryable', 'running', 'scheduled')),
+			       count(*) filter (where state in ('discarded', 'cancelled') and not metadata ? 'resolved_at')
+			from private.river_job where kind = 'crm_sync' and args->>'tenant_id' = $1::text`, b.tenantID).Scan(&w, &d))
+		require.Equal(t, []int{waiting, dead}, []int{w, d}, "the recount")
+		w, d = summary()
+		require.Equal(t, []int{waiting, dead}, []int{w, d}, "the kept summary")
+	}
+
+	require.Equal(t, calls{trigger: 0, function: 1}, inPipe("evt_pipe"), "counted in the insert's statement")
+	requireSummary(1, 0)
+	require.Equal(t, calls{trigger: 1, function: 0}, withRiver("evt_river"), "River's client: counted by the trigger")
+	requireSummary(2, 0)
+	require.Equal(t, calls{trigger: 0, function: 1}, inPipe("evt_river"), "a duplicate of River's job")
+	require.Equal(t, calls{trigger: 0, function: 0}, withRiver("evt_pipe"), "River's duplicate of the pipe's job")
+	requireSummary(2, 0)
+
+	var counted []*bool
+	rows, err := b.pool.Query(ctx, `select counted from private.river_job where kind = 'crm_sync' order by args->>'source_event'`)
+	require.NoError(t, err)
+	counted, err = pgx.CollectRows(rows, pgx.RowTo[*bool])
+	require.NoError(t, err)
+	require.Len(t, counted, 2)
+	require.True(t, counted[0] != nil && *counted[0], "evt_pipe: counted by its writer")
+	require.Nil(t, counted[1], "evt_river: counted by the trigger")
+
+	// The pipe's job dies: the update trigger counts it like any job. A dead letter does not
+	// block its key, so the same push queued again is a new job, counted once; the dead one
+	// then goes (the delete trigger).
+	_, err = b.pool.Exec(ctx, `update private.river_job set state = 'cancelled', finalized_at = now()
+		where args->>'source_event' = 'evt_pipe'`)
+	require.NoError(t, err)
+	requireSummary(1, 1)
+	require.Equal(t, calls{trigger: 0, function: 1}, inPipe("evt_pipe"))
+	requireSummary(2, 1)
+	_, err = b.pool.Exec(ctx, `delete from private.river_job where args->>'source_event' = 'evt_pipe' and state = 'cancelled'`)
+	require.NoError(t, err)
+	requireSummary(2, 0)
+}
+
+// A push queued for a subject whose sync status is already pending with no attempt leaves the
+// status row as it is (no new row version), whichever way it is queued; a status in any other
+// state becomes pending with its attempts reset, as always.
+func TestQueuedPushLeavesAPendingStatusAsItIs(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for name, enqueue := range map[string]func(*testing.T, bundle, func(context.Context, pgx.Tx) error){
+		"in a pipe": enqueueInPipe, "with River": enqueueWithRiver,
+	} {
+		tenant := newTenant(t, b.pool, "")
+		n := 0
+		push := func() {
+			n++
+			enqueue(t, b, func(ctx context.Context, tx pgx.Tx) error {
+				return b.inserter.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_%d", n), int64(n))
+			})
+		}
+		type status struct {
+			state    string
+			attempts int
+			version  string // xmin: a new row version has another
+		}
+		read := func() (s status) {
+			t.Helper()
+			require.NoError(t, b.pool.QueryRow(ctx, `select state, attempts, xmin::text from private.sync_status
+				where integration = 'crm' and subject = $1`, jobs.CRMSubject(tenant)).Scan(&s.state, &s.attempts, &s.version))
+			return s
+		}
+		set := func(state string, attempts int) {
+			t.Helper()
+			_, err := b.pool.Exec(ctx, `update private.sync_status set state = $1, attempts = $2
+				where integration = 'crm' and subject = $3`, state, attempts, jobs.CRMSubject(tenant))
+			require.NoError(t, err)
+		}
+
+		push()
+		first := read()
+		require.Equal(t, "pending", first.state, name)
+		push()
+		require.Equal(t, first, read(), "%s: already pending, left as it is", name)
+
+		for _, before := range []struct {
+			state    string
+			attempts int
+		}{{"retrying", 2}, {"failed", 5}, {"synced", 1}, {"pending", 1}} {
+			set(before.state, before.attempts)
+			was := read()
+			push()
+			now := read()
+			require.Equal(t, "pending", now.state, "%s: after %s", name, before.state)
+			require.Zero(t, now.attempts, "%s: after %s", name, before.state)
+			require.NotEqual(t, was.version, now.version, "%s: after %s", name, before.state)
+		}
+		require.Equal(t, n, countJobsOf(t, b, tenant), name)
+	}
+}
+
+func countJobsOf(t *testing.T, b bundle, tenant uuid.UUID) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(),
+		`select count(*) from private.river_job where args->>'tenant_id' = $1::text`, tenant).Scan(&n))
+	return n
 }

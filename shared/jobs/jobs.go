@@ -197,13 +197,15 @@ func (i *Inserter) insert(ctx context.Context, tx pgx.Tx, args river.JobArgs, in
 }
 
 // markPending records that a push of subject is queued. attempts restarts: it counts the
-// attempts at the newest change.
+// attempts at the newest change. A status already pending with no attempt is left as it is
+// (as private.river_insert_unique does): a new row version would change nothing.
 func markPending(ctx context.Context, tx pgx.Tx, integration, subject string, tenantID uuid.UUID) error {
 	const sql = `
 		insert into private.sync_status (integration, subject, tenant_id, state, attempts)
 		values ($1, $2, $3, 'pending', 0)
 		on conflict (integration, subject) do update
-		set state = 'pending', attempts = 0, updated_at = now()`
+		set state = 'pending', attempts = 0, updated_at = now()
+		where (sync_status.state, sync_status.attempts) is distinct from ('pending', 0)`
 	// Nobody waits for its answer: on a db.Pipe it goes with the transaction's next statement.
 	if err := db.Defer(ctx, tx, sql, integration, subject, tenantID); err != nil {
 		return fmt.Errorf("mark sync status pending: %w", err)

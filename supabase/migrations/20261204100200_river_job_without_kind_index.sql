@@ -1,0 +1,22 @@
+-- River's index on private.river_job (kind) goes (issue 12): every job insert, and every
+-- update River makes of a job outside a HOT update (its fetch, its completion: state is
+-- indexed), added an entry to it, and nothing needs it that river_job_kind_tenant_idx
+-- (kind, (args->>'tenant_id')), whose first column is kind, does not serve as well.
+--
+-- Measured with callgrind on a throwaway PostgreSQL 15 (BenchmarkEnqueueCRMSyncInPipe/pending,
+-- backend instructions per queued job): about 8k less per insert.
+--
+-- Who filters or orders by kind:
+-- - River v0.51: JobGetAvailable (kind = any(...) besides state and queue: it goes through
+--   river_job_prioritized_fetching_index), JobGetByKindMany (rivertest's helpers, which this
+--   project does not use outside tests) and JobKindList (River UI's kind list, not deployed
+--   here). River's unique inserts use river_job_unique_idx; its maintenance services use the
+--   state and finalized_at indexes and the primary key.
+-- - Ours: shared/health.Read (kind = $1, with or without the tenant), shared/health's oldest
+--   waiting job (river_job_waiting_tenant_idx), shared/reconcile's pushes (kind and tenant).
+--   All of them lead with kind, so river_job_kind_tenant_idx serves them
+--   (shared/jobs TestJobsOfAKindAreFoundThroughAnIndex).
+--
+-- A future River migration that drops or rebuilds this index by name must be written with
+-- "if exists" (or lose that line) when cmd/rivermigrations renders it for this project.
+drop index private.river_job_kind;
