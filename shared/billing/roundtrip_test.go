@@ -68,6 +68,10 @@ func TestDeliveryRoundTrips(t *testing.T) {
 		// claim (private.webhook_claim), the writes in one statement (db.Pipe.DeferCall:
 		// subscription, projection, CRM job, the event's record), commit.
 		{"new subscription change", sub(2, "price_pro"), maxRoundTripsNewEvent, 5},
+		// Of the same second, saying another price: the refresh from Stripe is queued in the
+		// same statement as the other writes (private.river_insert_unique), not by River's
+		// client in statements of its own.
+		{"a tie, with its refresh", sub(2, "price_team"), maxRoundTripsNewEvent, 5},
 		{"new payment", paid(3), maxRoundTripsNewEvent, 5},
 		{"first delivery", redelivered, maxRoundTripsNewEvent, 5},
 		// begin and the statement timeout, claim (it finds the event and locks nothing), commit.
@@ -80,6 +84,8 @@ func TestDeliveryRoundTrips(t *testing.T) {
 		require.LessOrEqual(t, got.RoundTrips, tc.max, "%s: round trips", tc.name)
 		require.LessOrEqual(t, got.Statements, tc.maxStmts, "%s: statements (begin and commit included)", tc.name)
 	}
+	require.Equal(t, 1, b.count(t, `select count(*)::int from private.river_job where kind = 'billing_refresh'`),
+		"the tie queued its refresh")
 }
 
 // A delivery stores its event once, as Stripe signed it, compressed in the row (issue 12): a

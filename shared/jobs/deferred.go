@@ -31,14 +31,20 @@ func (i *Inserter) deferInsert(ctx context.Context, p *db.Pipe, args river.JobAr
 	if err != nil {
 		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
 	}
-	var inserted bool
+	var (
+		inserted bool
+		status   *string // the integration whose sync status the job sets pending (none: nil)
+	)
+	if integration != "" {
+		status = &integration
+	}
 	p.DeferCall("private.river_insert_unique", &inserted, func() error {
-		if inserted && i.onInsert != nil {
+		if inserted && status != nil && i.onInsert != nil {
 			i.onInsert(ctx, integration)
 		}
 		return nil
 	}, job.kind, string(job.args), job.queue, job.priority, job.maxAttempts, job.uniqueKey, job.uniqueStates,
-		integration, subject, tenantID)
+		status, subject, tenantID)
 	return nil
 }
 

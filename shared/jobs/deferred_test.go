@@ -115,6 +115,56 @@ func TestJobsWrittenInAPipeAreRiversOwn(t *testing.T) {
 	require.Equal(t, 2, countJobs(t, b.pool, jobs.KindHelpdeskTicket))
 }
 
+// A billing refresh queued in the webhook's Pipe is River's own too: one job per
+// (subscription, tied second) whoever wrote it, the row River writes (its unique states leave
+// completed out, so a completed refresh does not block the next), no sync status, and nothing
+// announced (the billing-refresh function's schedule works it).
+func TestARefreshWrittenInAPipeIsRiversOwn(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	announced := 0
+	b.inserter.OnInsert(func(context.Context, string) { announced++ })
+	refresh := func(sub string, tied time.Time) func(context.Context, pgx.Tx) error {
+		return func(ctx context.Context, tx pgx.Tx) error {
+			return b.inserter.EnqueueBillingRefresh(ctx, tx, b.tenantID, sub, tied)
+		}
+	}
+	tied := time.Unix(1_700_000_000, 0)
+	enqueueInPipe(t, b, refresh("sub_pipe", tied))
+	enqueueInPipe(t, b, refresh("sub_pipe", tied))
+	enqueueWithRiver(t, b, refresh("sub_pipe", tied))
+	enqueueWithRiver(t, b, refresh("sub_river", tied))
+	enqueueInPipe(t, b, refresh("sub_river", tied))
+	enqueueInPipe(t, b, refresh("sub_pipe", tied.Add(time.Second))) // a later tie: a job of its own
+	require.Equal(t, 3, countJobs(t, b.pool, jobs.KindBillingRefresh))
+	require.Zero(t, announced)
+	var statuses int
+	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from private.sync_status`).Scan(&statuses))
+	require.Zero(t, statuses, "a refresh has no sync status")
+
+	const shape = `select kind, queue, priority, max_attempts, state::text, attempt, metadata::text, tags::text[],
+		unique_states::text, errors is null, finalized_at is null, octet_length(unique_key), args->>'tenant_id'
+		from private.river_job where args->>'subscription_id' = $1 and (args->>'tied_second')::bigint = $2`
+	rowOf := func(sub string) []any {
+		t.Helper()
+		rows, err := b.pool.Query(ctx, shape, sub, tied.Unix())
+		require.NoError(t, err)
+		all, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) ([]any, error) { return r.Values() })
+		require.NoError(t, err)
+		require.Len(t, all, 1, sub)
+		return all[0]
+	}
+	require.Equal(t, rowOf("sub_river"), rowOf("sub_pipe"))
+
+	// Completed, it no longer blocks the same tie: River's insert and the Pipe's both queue anew.
+	_, err := b.pool.Exec(ctx, `update private.river_job set state = 'completed', finalized_at = now() where kind = $1`, jobs.KindBillingRefresh)
+	require.NoError(t, err)
+	enqueueInPipe(t, b, refresh("sub_pipe", tied))
+	enqueueWithRiver(t, b, refresh("sub_river", tied))
+	require.Equal(t, 5, countJobs(t, b.pool, jobs.KindBillingRefresh))
+}
+
 // A job written in a Pipe goes with the transaction: rolled back with it.
 func TestJobInAPipeRollsBackWithTheTransaction(t *testing.T) {
 	t.Parallel()

@@ -224,6 +224,12 @@ func (i *Inserter) EnqueueBillingRefresh(ctx context.Context, tx pgx.Tx, tenantI
 		return fmt.Errorf("enqueue billing refresh for tenant %s: %w", tenantID, ErrNoSubscription)
 	}
 	args := BillingRefreshArgs{TenantID: tenantID, SubscriptionID: subscriptionID, TiedSecond: tied.Unix()}
+	if p, ok := tx.(*db.Pipe); ok {
+		// The webhook's transaction: the job goes with its other writes, without a round trip
+		// of its own (a refresh has no sync status; the billing-refresh function's schedule
+		// works it).
+		return i.deferInsert(ctx, p, args, "", tenantID, subscriptionID)
+	}
 	if _, err := i.client.InsertTx(ctx, tx, args, nil); err != nil {
 		return fmt.Errorf("enqueue billing refresh of %s: %w", subscriptionID, err)
 	}
