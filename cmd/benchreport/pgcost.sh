@@ -12,7 +12,7 @@
 # runs the cluster as the postgres user. About a minute.
 # BENCH and PKG choose another benchmark (one operation an iteration). With UPDATE=BENCHMARKS.md
 # and LABEL=..., the figure is also written into that file's webhook-pg block, one row a label
-# (a label's row is replaced).
+# (a label's row is replaced). COMMIT names the commit when SRC is not a git checkout.
 set -euo pipefail
 src=$(cd "${1:-.}" && pwd); port=${2:-5449}; n1=${3:-30}; n2=${4:-130}
 bench=${BENCH:-BenchmarkWebhookDelivery}; pkg=${PKG:-./shared/billing/}
@@ -54,10 +54,10 @@ run() { # $1 deliveries: prints the backends' instructions over a whole run of t
   echo "$total"
 }
 a=$(run "$n1"); b=$(run "$n2")
-per=$(( (b - a) / (n2 - n1) )); commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')
+per=$(( (b - a) / (n2 - n1) )); commit=${COMMIT:-$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo '?')}
 echo "postgres backend instructions per operation of $bench: $per ($n1 operations: $a, $n2: $b; $commit)"
 [ -n "${UPDATE:-}" ] || exit 0
-python3 - "$UPDATE" "${LABEL:?LABEL names the row}" "$bench" "$commit" "$per" <<'PY'
+python3 - "$UPDATE" "${LABEL:?LABEL names the row}" "$(printf %s "$bench" | tr -d '$^')" "$commit" "$per" <<'PY'
 import sys, time
 path, label, bench, commit, per = sys.argv[1:]
 begin, end = "<!-- webhook-pg:instructions begin -->", "<!-- webhook-pg:instructions end -->"
