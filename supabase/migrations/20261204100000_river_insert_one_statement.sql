@@ -27,6 +27,28 @@
 --
 -- River's queries name their columns (sqlc expands River's "select *" when River is built), so
 -- the extra column is invisible to River: its inserts leave it null, its updates keep it.
+--
+-- A push queued for a subject whose sync status is already pending (with no attempt yet) leaves
+-- the status row as it is, instead of writing a new version of it that changes nothing but
+-- updated_at (issue 12).
+--
+-- In the side-by-side harness (cmd/dev -no-workers) every CRM push after a tenant's first finds
+-- its status pending; in production that happens whenever a tenant's events come faster than
+-- its pushes. The update cost a new row version, its CHECKs and the trigger
+-- sync_summary_update's WHEN read back and planned, for no change in any count: callgrind on a
+-- throwaway PostgreSQL 15, BenchmarkEnqueueCRMSyncInPipe/pending, 0.80M -> 0.70M backend
+-- instructions per transaction with a new job (with the domain checks of the migrations after
+-- this one). A status in any other state (synced, retrying,
+-- failed, or pending with attempts counted) is set pending with attempts 0 as before.
+--
+-- Kept: the upsert still locks the existing row (ON CONFLICT DO UPDATE locks the row before it
+-- evaluates its WHERE, on the row's latest version), so a worker's concurrent update of the
+-- same status is ordered with this one exactly as before: if the worker commits "synced"
+-- first, this statement sees "synced" and sets it pending again.
+-- Changed: updated_at of a pending status is the time it became pending, no longer the time of
+-- the latest push queued for it (nothing reads it; shared/jobs.markPending, River's path, does
+-- the same, so both writers agree).
+
 alter table private.river_job add column counted boolean;
 comment on column private.river_job.counted is
     'true: the writer (private.river_insert_unique) counted the job in private.job_summary itself; null: the insert trigger counted it (or it is not a push)';
@@ -72,6 +94,7 @@ begin
         select p_integration, p_subject, p_tenant, 'pending', 0 from job where p_integration is not null
         on conflict (integration, subject) do update
         set state = 'pending', attempts = 0, updated_at = now()
+        where (sync_status.state, sync_status.attempts) is distinct from ('pending', 0)
     ), waiting as (
         -- A new job is available: waiting + 1 (job_summary_track's count for an insert).
         insert into private.job_summary as s (tenant_id, integration, shard, waiting, dead)
