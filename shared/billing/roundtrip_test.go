@@ -37,19 +37,21 @@ func TestDeliveryRoundTrips(t *testing.T) {
 	t.Parallel()
 	t.Run("unnamed statements", func(t *testing.T) {
 		t.Parallel()
-		deliveryRoundTrips(t)
+		deliveryRoundTrips(t, "")
 	})
 	t.Run("prepared statements", func(t *testing.T) {
 		t.Parallel()
 		// A pool of one, as the webhook's Lambda instances have: the deliveries and the
 		// check of what is prepared all run on the same backend.
-		b := deliveryRoundTrips(t, dbtest.Prepared, func(o *db.Options) { o.MaxConns = 1 })
+		b := deliveryRoundTrips(t, ", prepared", dbtest.Prepared, func(o *db.Options) { o.MaxConns = 1 })
 		require.Equal(t, 1, b.count(t, `select count(*)::int from pg_prepared_statements where statement = 'select private.webhook_claim($1, $2, $3)'`),
 			"the claim is prepared once on the connection and reused by every delivery")
 	})
 }
 
-func deliveryRoundTrips(t *testing.T, opts ...dbtest.Option) *bundle {
+// deliveryRoundTrips runs the deliveries on a pool opened with opts; shape follows each
+// delivery's name in the log (cmd/benchreport tabulates the lines).
+func deliveryRoundTrips(t *testing.T, shape string, opts ...dbtest.Option) *bundle {
 	var counter *dbtest.Counter
 	b := setup(t, counted(&counter), pooled(opts...))
 	now := time.Now().Add(-time.Minute)
@@ -100,7 +102,7 @@ func deliveryRoundTrips(t *testing.T, opts ...dbtest.Option) *bundle {
 		{"new customer found by metadata", byMetadata, maxRoundTripsNewCustomer, 12},
 	} {
 		got := deliver(tc.payload)
-		t.Logf("%s: %d round trips, %d statements, %d describes:\n  %s", tc.name, got.RoundTrips, got.Statements, got.Describes,
+		t.Logf("%s%s: %d round trips, %d statements, %d describes:\n  %s", tc.name, shape, got.RoundTrips, got.Statements, got.Describes,
 			strings.Join(got.SQL, "\n  "))
 		require.LessOrEqual(t, got.RoundTrips, tc.max, "%s: round trips", tc.name)
 		require.LessOrEqual(t, got.Statements, tc.maxStmts, "%s: statements (begin and commit included)", tc.name)
