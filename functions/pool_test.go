@@ -22,11 +22,26 @@ import (
 // a time, so the template gives the webhook a pool of one (DB_MAX_CONNS): every kind of
 // delivery (each sample event, a redelivery, an unknown customer's event, a refused
 // signature that is noted for delivery health) is answered under the RIE with that pool, none
-// waiting for a second connection that cannot come, and the instance holds one backend.
+// waiting for a second connection that cannot come, and the instance holds one backend. So it
+// is with DB_PREPARED_STATEMENTS=true, for a DATABASE_URL that keeps its backend.
 func TestTheWebhookInstanceWorksOnAPoolOfOne(t *testing.T) {
 	t.Parallel()
+	t.Run("unnamed statements", func(t *testing.T) {
+		t.Parallel()
+		webhookOnAPoolOfOne(t, nil)
+	})
+	t.Run("prepared statements", func(t *testing.T) {
+		t.Parallel()
+		webhookOnAPoolOfOne(t, map[string]string{"DB_PREPARED_STATEMENTS": "true"})
+	})
+}
+
+func webhookOnAPoolOfOne(t *testing.T, extra map[string]string) {
 	b, f, env := webhookSetup(t)
 	require.Equal(t, "1", env["DB_MAX_CONNS"], "template.yaml (and env.json) give the webhook a pool of one")
+	for k, v := range extra {
+		env[k] = v
+	}
 	em := startUnderRIE(t, b, f, env)
 	signer := demo.Signer{WebhookSecret: env["STRIPE_WEBHOOK_SECRET"], TokenTTL: time.Minute}
 

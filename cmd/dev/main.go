@@ -19,6 +19,7 @@ import (
 	_ "net/http/pprof" // served only with -pprof, on its own loopback address
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -41,7 +42,15 @@ func main() {
 	if dbURL == "" {
 		dbURL = DefaultDatabaseURL
 	}
-	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers,
+	prepared := true
+	if v, ok := os.LookupEnv("DB_PREPARED_STATEMENTS"); ok {
+		var err error
+		if prepared, err = strconv.ParseBool(v); err != nil {
+			fmt.Fprintln(os.Stderr, "dev: DB_PREPARED_STATEMENTS is not true or false")
+			os.Exit(2)
+		}
+	}
+	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers, UnpreparedStatements: !prepared,
 		EphemeralStandins: *ephemeral, StandinLatency: *latency, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
@@ -53,7 +62,13 @@ type options struct {
 	Addr string
 	// DatabaseURL is the dev database (created when missing); every function uses it.
 	DatabaseURL string
-	Workers     bool
+	// UnpreparedStatements runs the pools as the deployed functions run by default, behind
+	// Supavisor's transaction mode: no statement prepared on the server. The dev database is
+	// a direct connection (the server creates it), a long-running server's shape, so it
+	// prepares each statement once per connection (db.Options.PreparedStatements) unless
+	// DB_PREPARED_STATEMENTS=false.
+	UnpreparedStatements bool
+	Workers              bool
 	// EphemeralStandins puts the provider stand-ins on free ports instead of env.json's fixed
 	// ones (and points the functions at them), so a test can run beside a `make dev`.
 	EphemeralStandins bool

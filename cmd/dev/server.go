@@ -110,7 +110,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	if err := ensureDatabase(ctx, s.dbURL); err != nil {
 		return nil, err
 	}
-	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: 16, ApplicationName: "make-dev"})
+	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: 16, ApplicationName: "make-dev", PreparedStatements: !o.UnpreparedStatements})
 	if err != nil {
 		return nil, fmt.Errorf("open dev database: %w", err)
 	}
@@ -120,7 +120,8 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 		return nil, err
 	}
 	if o.Workers {
-		s.workerPool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: workerConns, ApplicationName: "make-dev-workers"})
+		s.workerPool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: workerConns, ApplicationName: "make-dev-workers",
+			PreparedStatements: !o.UnpreparedStatements})
 		if err != nil {
 			s.pool.Close()
 			return nil, fmt.Errorf("open dev database for the workers: %w", err)

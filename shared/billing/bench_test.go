@@ -45,9 +45,16 @@ import (
 // Go side's allocations (-benchmem's allocs/op and B/op), and cpu-us/op, this process's CPU
 // time (user and system, from getrusage) per delivery: the function's own CPU, PostgreSQL's
 // excluded, with the HTTP server's and the Lambda runtime's I/O left out.
-func BenchmarkWebhookDelivery(b *testing.B) {
+func BenchmarkWebhookDelivery(b *testing.B) { benchmarkWebhookDelivery(b) }
+
+// BenchmarkWebhookDeliveryPrepared is BenchmarkWebhookDelivery on a pool that prepares its
+// statements (DB_PREPARED_STATEMENTS=true: a direct connection, or a pooler in session mode),
+// for `BENCH=BenchmarkWebhookDeliveryPrepared make bench-pg`.
+func BenchmarkWebhookDeliveryPrepared(b *testing.B) { benchmarkWebhookDelivery(b, dbtest.Prepared) }
+
+func benchmarkWebhookDelivery(b *testing.B, opts ...dbtest.Option) {
 	var counter *dbtest.Counter
-	bb := setup(b, counted(&counter))
+	bb := setup(b, counted(&counter), pooled(opts...))
 	now := time.Now()
 	invocations := invoicePaidInvocations(b, bb, now, b.N)
 	fn := lambda.NewHandler(web.Lambda(bb.handler))

@@ -52,6 +52,12 @@ type setupOptions struct {
 	secrets          []string
 	counter          **dbtest.Counter // set: the pool counts its round trips into it
 	limit            *web.Limiter     // the bound on requests at once (none when nil)
+	pool             []dbtest.Option  // how the pool is opened (dbtest's defaults when empty)
+}
+
+// pooled opens the bundle's pool with opts (dbtest.Prepared: prepared statements).
+func pooled(opts ...dbtest.Option) func(*setupOptions) {
+	return func(o *setupOptions) { o.pool = append(o.pool, opts...) }
 }
 
 // limited puts the handler behind l, as the dev server and Lambda put every function.
@@ -74,9 +80,9 @@ func setup(t testing.TB, opts ...func(*setupOptions)) *bundle {
 	}
 	var pool *pgxpool.Pool
 	if o.counter != nil {
-		pool, *o.counter = dbtest.NewCounted(t)
+		pool, *o.counter = dbtest.NewCounted(t, o.pool...)
 	} else {
-		pool = dbtest.New(t)
+		pool = dbtest.New(t, o.pool...)
 	}
 	b := &bundle{pool: pool, metrics: &telemetrytest.Buffer{}, logs: &telemetrytest.Buffer{}, fixtures: map[string]map[string]any{}}
 	for _, r := range []string{"event", "invoice", "subscription", "checkout.session"} {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing"
+	"github.com/portal-functions/portal-functions/shared/db"
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
 )
 
@@ -27,10 +28,32 @@ const (
 // the pool through the real handler: a new event of a known tenant, its redelivery, and a
 // new event whose tenant comes from its metadata. A change that adds a round trip fails here
 // as a count, whatever the machine's load; so does one that adds a statement.
+//
+// It holds for both of the pool's shapes: statements sent unnamed (behind Supavisor's
+// transaction mode, the default) and prepared once per connection (a connection that keeps
+// its backend: db.Options.PreparedStatements). Prepared, a warm connection sends no statement
+// to be parsed again: the claim is prepared once, whatever the number of deliveries.
 func TestDeliveryRoundTrips(t *testing.T) {
 	t.Parallel()
+	t.Run("unnamed statements", func(t *testing.T) {
+		t.Parallel()
+		deliveryRoundTrips(t, "")
+	})
+	t.Run("prepared statements", func(t *testing.T) {
+		t.Parallel()
+		// A pool of one, as the webhook's Lambda instances have: the deliveries and the
+		// check of what is prepared all run on the same backend.
+		b := deliveryRoundTrips(t, ", prepared", dbtest.Prepared, func(o *db.Options) { o.MaxConns = 1 })
+		require.Equal(t, 1, b.count(t, `select count(*)::int from pg_prepared_statements where statement = 'select private.webhook_claim($1, $2, $3)'`),
+			"the claim is prepared once on the connection and reused by every delivery")
+	})
+}
+
+// deliveryRoundTrips runs the deliveries on a pool opened with opts; shape follows each
+// delivery's name in the log (cmd/benchreport tabulates the lines).
+func deliveryRoundTrips(t *testing.T, shape string, opts ...dbtest.Option) *bundle {
 	var counter *dbtest.Counter
-	b := setup(t, counted(&counter))
+	b := setup(t, counted(&counter), pooled(opts...))
 	now := time.Now().Add(-time.Minute)
 	at := func(s int) time.Time { return now.Add(time.Duration(s) * time.Second) }
 	sub := func(s int, price string) []byte {
@@ -79,13 +102,17 @@ func TestDeliveryRoundTrips(t *testing.T) {
 		{"new customer found by metadata", byMetadata, maxRoundTripsNewCustomer, 12},
 	} {
 		got := deliver(tc.payload)
-		t.Logf("%s: %d round trips, %d statements, %d describes:\n  %s", tc.name, got.RoundTrips, got.Statements, got.Describes,
+		t.Logf("%s%s: %d round trips, %d statements, %d describes:\n  %s", tc.name, shape, got.RoundTrips, got.Statements, got.Describes,
 			strings.Join(got.SQL, "\n  "))
 		require.LessOrEqual(t, got.RoundTrips, tc.max, "%s: round trips", tc.name)
 		require.LessOrEqual(t, got.Statements, tc.maxStmts, "%s: statements (begin and commit included)", tc.name)
+		if tc.max < maxRoundTripsNewCustomer {
+			require.Zero(t, got.Describes, "%s: a warm connection describes or prepares nothing again", tc.name)
+		}
 	}
 	require.Equal(t, 1, b.count(t, `select count(*)::int from private.river_job where kind = 'billing_refresh'`),
 		"the tie queued its refresh")
+	return b
 }
 
 // A delivery stores its event once, as Stripe signed it, compressed in the row (issue 12): a

@@ -2,8 +2,10 @@
 //
 // The pool is sized for Lambda (one invocation at a time per container, so a handful of
 // connections), has connect and idle timeouts so a frozen container does not hold server
-// slots, and never depends on server-side prepared statements surviving between transactions,
-// so it works behind Supavisor's transaction mode as well as on a direct connection.
+// slots, and by default never depends on server-side prepared statements surviving between
+// transactions, so it works behind Supavisor's transaction mode as well as on a direct
+// connection. Where the connection keeps its backend, Options.PreparedStatements spares
+// Postgres the parse and plan of every statement.
 package db
 
 import (
@@ -54,6 +56,15 @@ type Options struct {
 	// Lazy skips the first ping: a Lambda cold start must not fail because the database is
 	// briefly down; requests then answer 503 until it is back.
 	Lazy bool
+	// PreparedStatements prepares each statement once per connection and then only binds and
+	// executes it (pgx's statement cache), sparing Postgres the parse, analysis and planning
+	// that an unnamed statement costs on every execution: a fifth of its work per webhook
+	// delivery (make bench-pg). Only for a connection that keeps its backend: a direct
+	// connection or a pooler in session mode. A pooler in transaction mode (Supavisor on
+	// port 6543, PgBouncer before 1.21 or without max_prepared_statements) hands the next
+	// transaction another backend, where the statement does not exist. Off by default: the
+	// functions' documented connection is Supavisor's transaction mode.
+	PreparedStatements bool
 	// Tracer sees every query, batch and prepare on the pool's connections (pgx's tracing
 	// hooks): tests count round trips with it (dbtest.Counter), a deployment may log with it.
 	Tracer pgx.QueryTracer
@@ -84,9 +95,13 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 	cfg.MaxConnLifetime = 30 * time.Minute
 	cfg.HealthCheckPeriod = 30 * time.Second
 	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
-	// Describe each statement on its connection and cache only the description, never a named
-	// server-side statement: safe when a transaction pooler hands us another backend.
+	// Without PreparedStatements, describe each statement on its connection and cache only the
+	// description, never a named server-side statement: safe when a transaction pooler hands
+	// us another backend.
 	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	if opts.PreparedStatements {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
+	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = opts.ApplicationName
 	cfg.ConnConfig.Tracer = opts.Tracer
 	var setTimeout string

@@ -34,6 +34,10 @@ type Base struct {
 	// their begin as set local, so it holds behind a transaction pooler); keep it below the
 	// function's Timeout so a runaway statement is answered 503 before Lambda kills it.
 	DBStatementTimeout time.Duration `env:"DB_STATEMENT_TIMEOUT" default:"10s"`
+	// DBPreparedStatements prepares each statement once per connection (db.Options): only for
+	// a DATABASE_URL that keeps its backend (direct, or a pooler in session mode), never
+	// Supavisor's transaction mode.
+	DBPreparedStatements bool `env:"DB_PREPARED_STATEMENTS" default:"false"`
 }
 
 // Deps are the resources a function is built from. The Lambda runner makes one set per
@@ -186,10 +190,11 @@ func mustLoad[C any](ctx context.Context, name string) (Deps, C) {
 	openCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pool, err := db.Open(openCtx, base.DatabaseURL.Reveal(), db.Options{
-		MaxConns:         int32(base.DBMaxConns),
-		StatementTimeout: base.DBStatementTimeout,
-		ApplicationName:  name,
-		Lazy:             true,
+		MaxConns:           int32(base.DBMaxConns),
+		StatementTimeout:   base.DBStatementTimeout,
+		PreparedStatements: base.DBPreparedStatements,
+		ApplicationName:    name,
+		Lazy:               true,
 	})
 	if err != nil {
 		fail(logger, err)

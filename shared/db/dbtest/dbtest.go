@@ -36,26 +36,37 @@ func ServerURL() string {
 	return DefaultURL
 }
 
+// Option changes the pool a test gets (db.Options).
+type Option func(*db.Options)
+
+// Prepared gives the pool's connections prepared statements (db.Options.PreparedStatements),
+// as a function whose DATABASE_URL keeps its backend runs them.
+func Prepared(o *db.Options) { o.PreparedStatements = true }
+
 // New creates a migrated database for t and returns a pool on it; both go away when t ends.
-func New(t testing.TB) *pgxpool.Pool {
+func New(t testing.TB, opts ...Option) *pgxpool.Pool {
 	t.Helper()
-	return open(t, nil)
+	return open(t, nil, opts)
 }
 
 // NewCounted is New with a Counter on the pool, so a test can hold a code path to a budget of
 // round trips and statements.
-func NewCounted(t testing.TB) (*pgxpool.Pool, *Counter) {
+func NewCounted(t testing.TB, opts ...Option) (*pgxpool.Pool, *Counter) {
 	t.Helper()
 	c := &Counter{}
-	return open(t, c), c
+	return open(t, c, opts), c
 }
 
-func open(t testing.TB, tracer pgx.QueryTracer) *pgxpool.Pool {
+func open(t testing.TB, tracer pgx.QueryTracer, opts []Option) *pgxpool.Pool {
 	t.Helper()
 	u := NewURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := db.Open(ctx, u, db.Options{MaxConns: 20, ApplicationName: "dbtest", Tracer: tracer})
+	o := db.Options{MaxConns: 20, ApplicationName: "dbtest", Tracer: tracer}
+	for _, f := range opts {
+		f(&o)
+	}
+	pool, err := db.Open(ctx, u, o)
 	if err != nil {
 		t.Fatalf("dbtest: open test database: %v", err)
 	}
