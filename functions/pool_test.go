@@ -39,6 +39,7 @@ func TestTheWebhookInstanceWorksOnAPoolOfOne(t *testing.T) {
 func webhookOnAPoolOfOne(t *testing.T, extra map[string]string) {
 	b, f, env := webhookSetup(t)
 	require.Equal(t, "1", env["DB_MAX_CONNS"], "template.yaml (and env.json) give the webhook a pool of one")
+	require.Equal(t, "false", env["DB_PREPARED_STATEMENTS"], "env.json keeps the template's default, which suits Supavisor's transaction mode")
 	for k, v := range extra {
 		env[k] = v
 	}
