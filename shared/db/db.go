@@ -24,6 +24,13 @@ import (
 // webhook sender retries, instead of 500.
 var ErrUnavailable = errors.New("database unavailable")
 
+// ErrPreparedStatementLost marks an error as a statement prepared on one backend run on
+// another: Options.PreparedStatements behind a pooler in transaction mode. It names the
+// setting, so the log line of the failed request says what to change.
+var ErrPreparedStatementLost = errors.New("a prepared statement is missing on this backend or already there " +
+	"(DB_PREPARED_STATEMENTS=true needs a DATABASE_URL that keeps its backend: a direct connection or a pooler " +
+	"in session mode, not Supavisor's transaction mode)")
+
 // Querier is what data-access code needs from a pool, a connection or a transaction.
 type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
@@ -219,13 +226,21 @@ func Detach(ctx context.Context, d time.Duration) (context.Context, context.Canc
 // Classify wraps err with ErrUnavailable when it says the server could not be reached or went
 // away (connection refused, timeouts while connecting, admin shutdown, too many connections)
 // or did not answer in time (a statement cancelled at the statement timeout),
-// so the edge answers 503 rather than 500. Other errors come back unchanged.
+// so the edge answers 503 rather than 500; with ErrPreparedStatementLost when a prepared
+// statement was missing on the backend (a 500 whose log names the setting to change). Other
+// errors come back unchanged.
 func Classify(err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) {
 		return err
 	}
 	if IsUnavailable(err) {
 		return &unavailableError{err: err}
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") && !errors.Is(err, ErrPreparedStatementLost) {
+		// invalid_sql_statement_name, duplicate_prepared_statement: only pgx's statement
+		// cache names statements here, so its backend changed under it.
+		return fmt.Errorf("%w: %w", ErrPreparedStatementLost, err)
 	}
 	return err
 }
