@@ -327,7 +327,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	return after, nil
 }
 
-// prefetch is what the first round trip reads (private.webhook_claim): whether the event is
+// prefetch is what the first round trip reads (private.webhook_claim_rows): whether the event is
 // already recorded, and for an event of a known customer the projection of the tenant the
 // customer maps to, locked, with its subscriptions (read after the lock, so as the previous
 // holder of the lock left them) and, for an event that can open a ticket, the tenant's
@@ -351,65 +351,108 @@ type tenantRule struct {
 
 // queue adds the claim's reads to the first batch; seen says the event is already recorded.
 // With no customer only the event is looked up; the tenant's rule is read when rule is set.
+// The claim returns the account and its subscriptions as whole row values (a record and an
+// array of records inside its record), read with the connection's type map.
 func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule bool, seen *bool) {
 	pre.customer = customerID
 	var customer *string
 	if customerID != "" {
 		customer = &customerID
 	}
-	var subs subscriptionArrays
-	b.Queue(`select private.webhook_claim($1, $2, $3)`, eventID, customer, rule).QueryRow(func(row pgx.Row) error {
-		var onFailure pgtype.Bool
-		a, found, err := scanAccountRow(fieldsOf{row}, []any{seen, &onFailure, &pre.rule.contactEmail}, subs.dests())
-		if err != nil {
+	b.Queue(`select private.webhook_claim_rows($1, $2, $3)`, eventID, customer, rule).Query(func(rows pgx.Rows) error {
+		if err := pre.scanClaim(rows, rule, seen); err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
-		}
-		if found && !*seen {
-			pre.account, pre.locked = a, true
-			pre.account.Subscriptions = subs.states()
-			pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
-			pre.ruleRead = rule
 		}
 		return nil
 	})
 }
 
-// fieldsOf reads a row of one column, a record, as if the record's fields were the row's
-// columns. The claim is sent as one record: Postgres then parses, copies and plans one target
-// instead of a column per field.
-type fieldsOf struct{ row pgx.Row }
-
-func (f fieldsOf) Scan(dest ...any) error { return f.row.Scan(pgtype.CompositeFields(dest)) }
-
-// subscriptionArrays are a tenant's subscription registers as private.webhook_claim returns
-// them: one array per column of subscriptionsQuery. pgtype's types take pgx's direct scan
-// plans: a **T or []*T destination costs a reflect-built plan per column on every row.
-type subscriptionArrays struct {
-	ids, prices, plans, planEvents, statuses, statusEvents pgtype.FlatArray[pgtype.Text]
-	periodEnds, planCreated, statusCreated                 pgtype.FlatArray[pgtype.Timestamptz]
-	cancels                                                pgtype.FlatArray[pgtype.Bool]
-}
-
-func (s *subscriptionArrays) dests() []any {
-	return []any{&s.ids, &s.prices, &s.plans, &s.periodEnds, &s.cancels, &s.planCreated, &s.planEvents,
-		&s.statuses, &s.statusCreated, &s.statusEvents}
-}
-
-func (s *subscriptionArrays) states() map[string]SubscriptionState {
-	out := make(map[string]SubscriptionState, len(s.ids))
-	for i, id := range s.ids {
-		if !id.Valid {
-			continue
+// scanClaim reads the claim's one row.
+func (pre *prefetch) scanClaim(rows pgx.Rows, rule bool, seen *bool) error {
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
 		}
-		out[id.String] = SubscriptionState{
-			ID: id.String, PriceID: s.prices[i].String, Plan: s.plans[i].String, CurrentPeriodEnd: timeOf(s.periodEnds[i]),
-			CancelAtPeriodEnd: s.cancels[i].Valid && s.cancels[i].Bool,
-			PlanStamp:         stampCols{s.planCreated[i], s.planEvents[i]}.stamp(),
-			Status:            s.statuses[i].String,
-			StatusStamp:       stampCols{s.statusCreated[i], s.statusEvents[i]}.stamp(),
+		return pgx.ErrNoRows
+	}
+	var (
+		onFailure     pgtype.Bool
+		account, subs pgtype.UndecodedBytes
+	)
+	err := rows.Scan(pgtype.CompositeFields{seen, &onFailure, &pre.rule.contactEmail, &account, &subs})
+	if err != nil || *seen || account == nil {
+		return err
+	}
+	m := rows.Conn().TypeMap()
+	a, found, err := scanAccountRow(rowValue{m, account})
+	if err != nil || !found {
+		return err
+	}
+	var states pgtype.FlatArray[subscriptionRecord]
+	if subs != nil {
+		if err := m.Scan(pgtype.RecordArrayOID, pgtype.BinaryFormatCode, subs, &states); err != nil {
+			return fmt.Errorf("read billing subscriptions: %w", err)
 		}
 	}
-	return out
+	a.Subscriptions = make(map[string]SubscriptionState, len(states))
+	for i := range states {
+		s := states[i].state()
+		a.Subscriptions[s.ID] = s
+	}
+	pre.account, pre.locked = a, true
+	pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
+	pre.ruleRead = rule
+	return nil
+}
+
+// rowValue reads a row value (a table's composite, sent in a record's binary form) as if its
+// fields were a row's columns: the claim sends the account whole, so Postgres builds one
+// value instead of a column per field.
+type rowValue struct {
+	m   *pgtype.Map
+	src []byte
+}
+
+func (r rowValue) Scan(dest ...any) error {
+	return r.m.Scan(pgtype.RecordOID, pgtype.BinaryFormatCode, r.src, pgtype.CompositeFields(dest))
+}
+
+// subscriptionRecord is one subscription's registers, read from its row value
+// (private.billing_subscriptions' columns in the table's order: subscriptionColumns) or from
+// a row of subscriptionsQuery.
+type subscriptionRecord struct {
+	id, price, plan, planEvent, status, statusEvent pgtype.Text
+	periodEnd, planCreated, statusCreated           pgtype.Timestamptz
+	cancel                                          pgtype.Bool
+}
+
+// dests are the destinations of subscriptionColumns' fields (nil: not read).
+func (s *subscriptionRecord) dests() [11]any {
+	return [11]any{nil, &s.id, &s.price, &s.plan, &s.periodEnd, &s.cancel, &s.planCreated, &s.planEvent,
+		&s.status, &s.statusCreated, &s.statusEvent}
+}
+
+// ScanIndex and ScanNull make a subscriptionRecord an element pgx reads a record array into.
+func (s *subscriptionRecord) ScanIndex(i int) any {
+	if d := s.dests(); i < len(d) {
+		return d[i]
+	}
+	return nil
+}
+
+// ScanNull refuses a null element: array_agg of rows has none.
+func (s *subscriptionRecord) ScanNull() error {
+	return errors.New("null billing subscription row")
+}
+
+func (s *subscriptionRecord) state() SubscriptionState {
+	return SubscriptionState{
+		ID: s.id.String, PriceID: s.price.String, Plan: s.plan.String, CurrentPeriodEnd: timeOf(s.periodEnd),
+		CancelAtPeriodEnd: s.cancel.Valid && s.cancel.Bool,
+		PlanStamp:         stampCols{s.planCreated, s.planEvent}.stamp(),
+		Status:            s.status.String,
+		StatusStamp:       stampCols{s.statusCreated, s.statusEvent}.stamp(),
+	}
 }
 
 // ruleOf is the failure-ticket rule of tenantID when the claim read it (nil otherwise).
@@ -561,17 +604,21 @@ func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID 
 	return tag.RowsAffected() == 1, nil
 }
 
-// accountColumns are the projection's columns in the order scanAccount reads them.
-const accountColumns = `tenant_id,
-	customer_id, customer_event_created, customer_event_id,
-	customer_email, email_event_created, email_event_id,
-	subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
-	subscription_event_created, subscription_event_id,
-	status, status_event_created, status_event_id,
-	last_payment_at, last_payment_amount, last_payment_currency, last_invoice_id,
-	payment_event_created, payment_event_id,
-	last_failure_at, last_failure_reason, last_failure_invoice_id,
-	failure_event_created, failure_event_id, crm_version`
+// accountColumns are the projection's columns, all of them in the table's order: the fields
+// of its row value, which private.webhook_claim_rows returns whole, are the same
+// (TestClaimReadsTheTablesColumnsInOrder). scanAccountRow reads them in this order.
+const accountColumns = `tenant_id, customer_id, customer_email, subscription_id, price_id, plan, status,
+	current_period_end, cancel_at_period_end, last_payment_at, last_payment_amount, last_payment_currency,
+	last_invoice_id, last_failure_at, last_failure_reason, source_event_created, source_event_id,
+	created_at, updated_at, customer_event_created, customer_event_id, email_event_created, email_event_id,
+	subscription_event_created, subscription_event_id, status_event_created, status_event_id,
+	payment_event_created, payment_event_id, failure_event_created, failure_event_id,
+	last_failure_invoice_id, crm_version`
+
+// subscriptionColumns are private.billing_subscriptions' columns in the table's order, the
+// fields of its row value (subscriptionRecord.dests).
+const subscriptionColumns = `tenant_id, subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
+	plan_event_created, plan_event_id, status, status_event_created, status_event_id`
 
 // lockAccount returns the tenant's projection row, creating it, locked until the transaction
 // ends so events of one tenant apply one at a time. Its three statements go in one round trip
@@ -632,17 +679,10 @@ func loadSubscriptions(ctx context.Context, q db.Querier, tenantID uuid.UUID) (m
 // collectSubscriptions reads the rows of subscriptionsQuery.
 func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SubscriptionState, error) {
-		var (
-			s                    SubscriptionState
-			price, plan, status  pgtype.Text
-			periodEnd            pgtype.Timestamptz
-			planStamp, statStamp stampCols
-		)
-		err := row.Scan(&s.ID, &price, &plan, &periodEnd, &s.CancelAtPeriodEnd, &planStamp.created, &planStamp.id,
-			&status, &statStamp.created, &statStamp.id)
-		s.PriceID, s.Plan, s.CurrentPeriodEnd, s.PlanStamp = price.String, plan.String, timeOf(periodEnd), planStamp.stamp()
-		s.Status, s.StatusStamp = status.String, statStamp.stamp()
-		return s, err
+		var s subscriptionRecord
+		d := s.dests()
+		err := row.Scan(d[1:]...) // subscriptionsQuery leaves out the tenant
+		return s.state(), err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load billing subscriptions: %w", err)
@@ -655,17 +695,15 @@ func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 }
 
 func scanAccount(row pgx.Row) (Account, error) {
-	a, found, err := scanAccountRow(row, nil, nil)
+	a, found, err := scanAccountRow(row)
 	if err == nil && !found {
 		err = errors.New("billing account row without a tenant")
 	}
 	return a, err
 }
 
-// scanAccountRow reads accountColumns between the columns scanned into before and after;
-// found is false when the row's account columns are null (private.webhook_claim found no
-// projection).
-func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
+// scanAccountRow reads accountColumns; found is false when the tenant is null.
+func scanAccountRow(row pgx.Row) (Account, bool, error) {
 	var (
 		a                                                 Account
 		tenant                                            pgtype.UUID
@@ -676,13 +714,13 @@ func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 		cancel                                            pgtype.Bool
 		cust, mail, subs, stat, pay, fail                 stampCols
 	)
-	err := row.Scan(append(append(before, &tenant,
-		&customer, &cust.created, &cust.id,
-		&email, &mail.created, &mail.id,
-		&sub, &price, &plan, &periodEnd, &cancel, &subs.created, &subs.id,
-		&status, &stat.created, &stat.id,
-		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
-		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &crmVersion), after...)...)
+	err := row.Scan(&tenant, &customer, &email, &sub, &price, &plan, &status,
+		&periodEnd, &cancel, &paidAt, &amount, &payCur,
+		&invoice, &failedAt, &failReason, nil, nil, // source_event_created, source_event_id
+		nil, nil, &cust.created, &cust.id, &mail.created, &mail.id, // created_at, updated_at
+		&subs.created, &subs.id, &stat.created, &stat.id,
+		&pay.created, &pay.id, &fail.created, &fail.id,
+		&failInvoice, &crmVersion)
 	if err != nil || !tenant.Valid {
 		return Account{}, false, err
 	}
