@@ -313,7 +313,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 		// unmatched backlog) counts on from it.
 		after.CRMVersion = before.CRMVersion + 1
 	}
-	err := saveAccount(ctx, tx, after, c.SubscriptionID, crmChanged)
+	err := saveAccount(ctx, tx, before, after, c.SubscriptionID, crmChanged)
 	if err != nil {
 		return after, err
 	}
@@ -740,14 +740,16 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 }
 
 // saveAccount writes the registers of the subscription the change touched (none when
-// touched is empty), then every facet of a with its stamp, and the newest stamp as the row's
+// touched is empty), then the facets of a with their stamps, and the newest stamp as the row's
 // source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
-// the same statement.
+// the same statement. before is the locked row as it is: when a keeps its subscription facet
+// and status (keepsSubscription), only the other facets are written.
 //
 // On a db.Pipe both writes are deferred: they go with the next statement or the commit, in one
 // statement with the delivery's other writes (db.Pipe.DeferCall). Both are PL/pgSQL functions
-// (20261201001200_webhook_functions.sql), whose plans Postgres keeps.
-func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmChanged bool) error {
+// (20261201001200_webhook_functions.sql, 20261205100100_save_billing_invoice_facets.sql),
+// whose plans Postgres keeps.
+func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool) error {
 	if s, ok := a.Subscriptions[touched]; ok {
 		err := db.DeferCall(ctx, tx, "private.save_billing_subscription",
 			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
@@ -757,13 +759,28 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 		}
 	}
 	src := a.Source()
-	status := a.Status
-	if status == "" {
-		status = StatusNone
-	}
 	var amount *int64
 	if !a.PaymentStamp.IsZero() {
 		amount = &a.LastPaymentAmount
+	}
+	if keepsSubscription(before, a) {
+		err := db.DeferCall(ctx, tx, "private.save_billing_invoice_facets",
+			a.TenantID,
+			textOrNull(a.CustomerID), stampTime(a.CustomerStamp), textOrNull(a.CustomerStamp.EventID),
+			textOrNull(a.CustomerEmail), stampTime(a.EmailStamp), textOrNull(a.EmailStamp.EventID),
+			timeOrNil(a.LastPaymentAt), amount, textOrNull(a.LastPaymentCurrency),
+			textOrNull(a.LastInvoiceID), stampTime(a.PaymentStamp), textOrNull(a.PaymentStamp.EventID),
+			timeOrNil(a.LastFailureAt), textOrNull(a.LastFailureReason), textOrNull(a.LastFailureInvoiceID),
+			stampTime(a.FailureStamp), textOrNull(a.FailureStamp.EventID),
+			stampTime(src), textOrNull(src.EventID), crmChanged)
+		if err != nil {
+			return fmt.Errorf("save billing account: %w", err)
+		}
+		return nil
+	}
+	status := a.Status
+	if status == "" {
+		status = StatusNone
 	}
 	err := db.DeferCall(ctx, tx, "private.save_billing_account",
 		a.TenantID,
@@ -782,6 +799,23 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 	}
 	return nil
 }
+
+// keepsSubscription reports whether after holds before's subscription facet and status, so
+// saving it may leave those columns as the locked row has them
+// (private.save_billing_invoice_facets writes every other facet). Otherwise the whole row is
+// written. TestKeepsSubscriptionComparesEveryOtherField holds it to every field of Account.
+func keepsSubscription(before, after Account) bool {
+	return after.SubscriptionID == before.SubscriptionID && after.PriceID == before.PriceID &&
+		after.Plan == before.Plan && after.CurrentPeriodEnd.Equal(before.CurrentPeriodEnd) &&
+		after.CancelAtPeriodEnd == before.CancelAtPeriodEnd && sameStamp(after.SubscriptionStamp, before.SubscriptionStamp) &&
+		after.Status == before.Status && sameStamp(after.StatusStamp, before.StatusStamp)
+}
+
+func sameStamp(a, b Stamp) bool { return a.EventID == b.EventID && a.Created.Equal(b.Created) }
+
+// textOrNull is s, or SQL NULL when it is empty (what private.save_billing_account's nullif
+// made of it).
+func textOrNull(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
 
 // openFailureTicket opens the support ticket of a failed invoice when the tenant's rule asks
 // for one; at most one per invoice (the unique (tenant, source, source_ref) key). uuid.Nil
