@@ -53,7 +53,8 @@ func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
 		b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at))
 	rec := b.deliver(t, paid, time.Now(), testSecret)
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
-	waitForCalls("record_stripe_event", 1)
+	// An invoice event's record saves the projection's invoice facets in the same call.
+	waitForCalls("record_stripe_event_with_facets", 1)
 	require.Equal(t, 0, calls("webhook_delivery_counts_track"), "the delivery's record ran the inbox's row trigger")
 	received, processed := counted()
 	require.Equal(t, [2]int{1, 1}, [2]int{received, processed}, "the delivery counted once, as processed")

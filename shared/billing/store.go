@@ -227,7 +227,11 @@ func effectFor(ev Event) (effect, error) {
 // outcome (live: the event's record, written now with its outcome; stored: its row updated).
 // Both paths call it inside their one transaction.
 func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, live bool) error {
-	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, live) }
+	var held *facetsSave // a live event's record takes its save of the invoice facets along
+	if live {
+		held = &facetsSave{}
+	}
+	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, held) }
 	if !handled(ev.Type) {
 		res.Outcome = OutcomeIgnored
 		return done()
@@ -258,7 +262,7 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 		return done()
 	}
 	res.Outcome, res.TenantID = OutcomeProcessed, tenantID
-	if err := p.apply(ctx, tx, ev, eff, res, pre); err != nil {
+	if err := p.apply(ctx, tx, ev, eff, res, pre, held); err != nil {
 		return err
 	}
 	return done()
@@ -266,8 +270,9 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
 // change calls for: a refresh from Stripe when it ties with another event of its second, a
-// CRM push when the CRM's view changed.
-func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch) error {
+// CRM push when the CRM's view changed. A save of the invoice facets goes into held when it
+// is not nil (see saveAccount).
+func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, held *facetsSave) error {
 	before, err := pre.lockedAccount(ctx, tx, res.TenantID)
 	if err != nil {
 		return err
@@ -278,7 +283,7 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 		}
 		res.Refresh = true
 	}
-	after, err := project(ctx, tx, p.jobs, before, eff.change, ev.ID, res)
+	after, err := project(ctx, tx, p.jobs, before, eff.change, ev.ID, res, held)
 	if err != nil {
 		return err
 	}
@@ -299,8 +304,9 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 
 // project applies c to the locked account before, saves what changed and queues a CRM push
 // (caused by source) when the CRM's view changed; res.Updated and res.CRMSync say which
-// happened. The webhook and the refresh worker apply changes through it alone.
-func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result) (Account, error) {
+// happened. The webhook and the refresh worker apply changes through it alone. held, when not
+// nil, takes a save of the invoice facets instead of the transaction (saveAccount).
+func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result, held *facetsSave) (Account, error) {
 	after, changed := before.Apply(c)
 	if !changed {
 		return after, nil
@@ -313,7 +319,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 		// unmatched backlog) counts on from it.
 		after.CRMVersion = before.CRMVersion + 1
 	}
-	err := saveAccount(ctx, tx, before, after, c.SubscriptionID, crmChanged)
+	err := saveAccount(ctx, tx, before, after, c.SubscriptionID, crmChanged, held)
 	if err != nil {
 		return after, err
 	}
@@ -477,23 +483,31 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 // here, once, with its outcome: the primary key makes it the claim too (a delivery of the same
 // id that committed first fails this one, which rolls back: isClaimedMeanwhile). The record keeps
 // the verified bytes once (raw_payload) and the event's customer (customer_id, which
-// applyUnmatched looks up). A stored event's locked row is updated.
+// applyUnmatched looks up). A stored event's locked row is updated. held is not nil for a live
+// delivery: when it holds the save of the invoice facets, the record and the save are one call.
 // It is deferred: it goes to the database with the commit.
-func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, live bool) error {
+func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, held *facetsSave) error {
 	var tenant *uuid.UUID
 	if res.TenantID != uuid.Nil {
 		tenant = &res.TenantID
 	}
-	if live {
+	switch {
+	case held != nil && held.args != nil && tenant != nil:
+		tx.DeferCall("private.record_stripe_event_with_facets", nil, nil, append([]any{
+			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, customerID, ev.Payload,
+			string(res.Outcome), tenant, res.CRMSync}, held.args...)...)
+	case held != nil && held.args != nil:
+		return errors.New("record stripe event: an account save without a tenant")
+	case held != nil:
 		tx.DeferCall("private.record_stripe_event", nil, nil,
 			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, customerID, ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync)
-		return nil
-	}
-	tx.Defer(`
+	default:
+		tx.Defer(`
 		update private.stripe_events
 		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end, crm_sync = $4
 		where id = $1`, ev.ID, string(res.Outcome), tenant, res.CRMSync)
+	}
 	return nil
 }
 
@@ -743,13 +757,15 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 // touched is empty), then the facets of a with their stamps, and the newest stamp as the row's
 // source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
 // the same statement. before is the locked row as it is: when a keeps its subscription facet
-// and status (keepsSubscription), only the other facets are written.
+// and status (keepsSubscription), only the other facets are written, and when held is not nil
+// that save is left in it for the event's record to make (finish: one PL/pgSQL call instead of
+// two, each with its search_path set and restored).
 //
 // On a db.Pipe both writes are deferred: they go with the next statement or the commit, in one
 // statement with the delivery's other writes (db.Pipe.DeferCall). Both are PL/pgSQL functions
 // (20261201001200_webhook_functions.sql, 20261205100100_save_billing_invoice_facets.sql),
 // whose plans Postgres keeps.
-func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool) error {
+func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool, held *facetsSave) error {
 	if s, ok := a.Subscriptions[touched]; ok {
 		err := db.DeferCall(ctx, tx, "private.save_billing_subscription",
 			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
@@ -764,16 +780,19 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 		amount = &a.LastPaymentAmount
 	}
 	if keepsSubscription(before, a) {
-		err := db.DeferCall(ctx, tx, "private.save_billing_invoice_facets",
-			a.TenantID,
+		facets := []any{
 			textOrNull(a.CustomerID), stampTime(a.CustomerStamp), textOrNull(a.CustomerStamp.EventID),
 			textOrNull(a.CustomerEmail), stampTime(a.EmailStamp), textOrNull(a.EmailStamp.EventID),
 			timeOrNil(a.LastPaymentAt), amount, textOrNull(a.LastPaymentCurrency),
 			textOrNull(a.LastInvoiceID), stampTime(a.PaymentStamp), textOrNull(a.PaymentStamp.EventID),
 			timeOrNil(a.LastFailureAt), textOrNull(a.LastFailureReason), textOrNull(a.LastFailureInvoiceID),
 			stampTime(a.FailureStamp), textOrNull(a.FailureStamp.EventID),
-			stampTime(src), textOrNull(src.EventID), crmChanged)
-		if err != nil {
+			stampTime(src), textOrNull(src.EventID), crmChanged}
+		if held != nil {
+			held.args = facets
+			return nil
+		}
+		if err := db.DeferCall(ctx, tx, "private.save_billing_invoice_facets", append([]any{a.TenantID}, facets...)...); err != nil {
 			return fmt.Errorf("save billing account: %w", err)
 		}
 		return nil
@@ -799,6 +818,11 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 	}
 	return nil
 }
+
+// facetsSave is a save of the invoice facets held back for the event's record: the
+// arguments of private.save_billing_invoice_facets after the tenant, which
+// private.record_stripe_event_with_facets takes after the record's.
+type facetsSave struct{ args []any }
 
 // keepsSubscription reports whether after holds before's subscription facet and status, so
 // saving it may leave those columns as the locked row has them
