@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
@@ -44,7 +45,7 @@ func TestKeepsSubscriptionComparesEveryOtherField(t *testing.T) {
 		"CustomerID": true, "CustomerStamp": true, "CustomerEmail": true, "EmailStamp": true,
 		"LastPaymentAt": true, "LastPaymentAmount": true, "LastPaymentCurrency": true, "LastInvoiceID": true,
 		"PaymentStamp": true, "LastFailureAt": true, "LastFailureReason": true, "LastFailureInvoiceID": true,
-		"FailureStamp": true,
+		"FailureStamp": true, "SavedSource": true,
 	}
 	notColumns := map[string]bool{"TenantID": true, "Subscriptions": true, "CRMVersion": true}
 	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -80,4 +81,45 @@ func TestKeepsSubscriptionComparesEveryOtherField(t *testing.T) {
 	after := before
 	after.CurrentPeriodEnd = at.In(time.FixedZone("x", 3600))
 	require.True(t, keepsSubscription(before, after))
+}
+
+// The claim reads the tenant's subscriptions only when asked (an event that names one): an
+// invoice event's claim skips their aggregate, and its save still derives the row's source
+// from them through the saved source.
+func TestClaimReadsSubscriptionsOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	ctx := context.Background()
+	tenant := uuid.New()
+	for _, sql := range []string{
+		`insert into public.tenants (id) values ($1)`,
+		`insert into private.stripe_customers (customer_id, tenant_id) values ('cus_claim', $1)`,
+		`insert into private.billing_accounts (tenant_id, source_event_created, source_event_id)
+			values ($1, '2026-11-30 12:00:00+00', 'evt_sub')`,
+		`insert into private.billing_subscriptions (tenant_id, subscription_id, plan_event_created, plan_event_id)
+			values ($1, 'sub_1', '2026-11-30 12:00:00+00', 'evt_sub')`,
+	} {
+		_, err := pool.Exec(ctx, sql, tenant)
+		require.NoError(t, err)
+	}
+	for _, subs := range []bool{false, true} {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		var pre prefetch
+		var seen bool
+		b := &pgx.Batch{}
+		pre.queue(b, "evt_new", "cus_claim", false, subs, &seen)
+		require.NoError(t, tx.SendBatch(ctx, b).Close())
+		require.NoError(t, tx.Rollback(ctx))
+		require.True(t, pre.locked)
+		require.Equal(t, tenant, pre.account.TenantID)
+		require.Equal(t, subs, pre.subsRead)
+		if subs {
+			require.Contains(t, pre.account.Subscriptions, "sub_1")
+		} else {
+			require.Empty(t, pre.account.Subscriptions)
+		}
+		require.Equal(t, Stamp{Created: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), EventID: "evt_sub"},
+			pre.account.Source(), "the saved source counts what the unread subscriptions said")
+	}
 }

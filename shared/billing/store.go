@@ -83,16 +83,17 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 		seen bool
 		pre  prefetch
 	)
-	customer, rule := "", false
+	customer, rule, subs := "", false, false
 	if handled(ev.Type) {
-		// The tenant's failure-ticket rule is read only for an event that can open a ticket.
-		customer, rule = eff.customerID, eff.failed != nil
+		// The tenant's failure-ticket rule is read only for an event that can open a ticket,
+		// its subscriptions only for one that names a subscription.
+		customer, rule, subs = eff.customerID, eff.failed != nil, needsSubscriptions(eff.change)
 	}
 	// One round trip begins, looks the event up and (for an event of a customer we know, the
 	// common case) reads and locks the tenant's projection; the writes, the event's record
 	// among them, go with the commit.
 	err = db.PipeTx(ctx, p.db, func(b *pgx.Batch) {
-		pre.queue(b, ev.ID, customer, rule, &seen)
+		pre.queue(b, ev.ID, customer, rule, subs, &seen)
 	}, func(tx *db.Pipe) error {
 		res = Result{}
 		if seen {
@@ -273,7 +274,7 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 // CRM push when the CRM's view changed. A save of the invoice facets goes into held when it
 // is not nil (see saveAccount).
 func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, held *facetsSave) error {
-	before, err := pre.lockedAccount(ctx, tx, res.TenantID)
+	before, err := pre.lockedAccount(ctx, tx, res.TenantID, needsSubscriptions(eff.change))
 	if err != nil {
 		return err
 	}
@@ -345,6 +346,7 @@ type prefetch struct {
 	customer string
 	account  Account // the mapped tenant's projection, locked, when locked
 	locked   bool
+	subsRead bool // the claim read the account's subscriptions
 	rule     tenantRule
 	ruleRead bool // the claim read rule
 }
@@ -356,17 +358,18 @@ type tenantRule struct {
 }
 
 // queue adds the claim's reads to the first batch; seen says the event is already recorded.
-// With no customer only the event is looked up; the tenant's rule is read when rule is set.
+// With no customer only the event is looked up; the tenant's rule is read when rule is set,
+// the account's subscriptions when subs is.
 // The claim returns the account and its subscriptions as whole row values (a record and an
 // array of records inside its record), read with the connection's type map.
-func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule bool, seen *bool) {
+func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule, subs bool, seen *bool) {
 	pre.customer = customerID
 	var customer *string
 	if customerID != "" {
 		customer = &customerID
 	}
-	b.Queue(`select private.webhook_claim_rows($1, $2, $3)`, eventID, customer, rule).Query(func(rows pgx.Rows) error {
-		if err := pre.scanClaim(rows, rule, seen); err != nil {
+	b.Queue(`select private.webhook_claim_rows($1, $2, $3, $4)`, eventID, customer, rule, subs).Query(func(rows pgx.Rows) error {
+		if err := pre.scanClaim(rows, rule, subs, seen); err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
 		}
 		return nil
@@ -374,7 +377,7 @@ func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule bool, 
 }
 
 // scanClaim reads the claim's one row.
-func (pre *prefetch) scanClaim(rows pgx.Rows, rule bool, seen *bool) error {
+func (pre *prefetch) scanClaim(rows pgx.Rows, rule, subsRead bool, seen *bool) error {
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
 			return err
@@ -405,7 +408,7 @@ func (pre *prefetch) scanClaim(rows pgx.Rows, rule bool, seen *bool) error {
 		s := states[i].state()
 		a.Subscriptions[s.ID] = s
 	}
-	pre.account, pre.locked = a, true
+	pre.account, pre.locked, pre.subsRead = a, true, subsRead
 	pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
 	pre.ruleRead = rule
 	return nil
@@ -469,9 +472,10 @@ func (pre *prefetch) ruleOf(tenantID uuid.UUID) *tenantRule {
 	return nil
 }
 
-// lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row.
-func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID) (Account, error) {
-	if pre.locked && pre.account.TenantID == tenantID {
+// lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row (and
+// its subscriptions, when subs says the change needs them).
+func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID, subs bool) (Account, error) {
+	if pre.locked && pre.account.TenantID == tenantID && (pre.subsRead || !subs) {
 		return pre.account, nil
 	}
 	return lockAccount(ctx, tx, tenantID)
@@ -726,11 +730,11 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 		periodEnd, paidAt, failedAt                       pgtype.Timestamptz
 		amount, crmVersion                                pgtype.Int8
 		cancel                                            pgtype.Bool
-		cust, mail, subs, stat, pay, fail                 stampCols
+		cust, mail, subs, stat, pay, fail, source         stampCols
 	)
 	err := row.Scan(&tenant, &customer, &email, &sub, &price, &plan, &status,
 		&periodEnd, &cancel, &paidAt, &amount, &payCur,
-		&invoice, &failedAt, &failReason, nil, nil, // source_event_created, source_event_id
+		&invoice, &failedAt, &failReason, &source.created, &source.id,
 		nil, nil, &cust.created, &cust.id, &mail.created, &mail.id, // created_at, updated_at
 		&subs.created, &subs.id, &stat.created, &stat.id,
 		&pay.created, &pay.id, &fail.created, &fail.id,
@@ -750,6 +754,7 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 	a.PaymentStamp = pay.stamp()
 	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = timeOf(failedAt), failReason.String, failInvoice.String
 	a.FailureStamp = fail.stamp()
+	a.SavedSource = source.stamp()
 	return a, true, nil
 }
 
@@ -818,6 +823,11 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 	}
 	return nil
 }
+
+// needsSubscriptions says whether applying c reads the account's subscriptions: Apply and
+// Tied look at the one c names, saveAccount writes it. Source does not need them: the row's
+// saved source already counts them (Account.SavedSource).
+func needsSubscriptions(c Change) bool { return c.SubscriptionID != "" }
 
 // facetsSave is a save of the invoice facets held back for the event's record: the
 // arguments of private.save_billing_invoice_facets after the tenant, which
