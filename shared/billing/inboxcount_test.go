@@ -87,6 +87,12 @@ func TestTheWritersRefuseAnUnknownOutcomeOrStatus(t *testing.T) {
 	refused(`select private.record_stripe_event($1, 'invoice.paid', '2023-10-16', now(), false, $2, '{}', 'applied', $3, false)`,
 		id, b.customer, b.tenantID)
 	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
+	// The record that saves the invoice facets records a processed event and nothing else.
+	withFacets := make([]any, 30)
+	withFacets[0], withFacets[1], withFacets[3], withFacets[4], withFacets[6] = id, "invoice.paid", time.Now(), false, []byte("{}")
+	withFacets[7], withFacets[8], withFacets[9], withFacets[29] = "ignored", b.tenantID, false, false
+	refused(`select private.record_stripe_event_with_facets(`+placeholders(30)+`)`, withFacets...)
+	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
 
 	b.exec(t, `insert into private.billing_accounts (tenant_id) values ($1) on conflict do nothing`, b.tenantID)
 	args := make([]any, 31)

@@ -498,7 +498,7 @@ func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Res
 	switch {
 	case held != nil && held.args != nil && tenant != nil:
 		tx.DeferCall("private.record_stripe_event_with_facets", nil, nil, append([]any{
-			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, customerID, ev.Payload,
+			ev.ID, ev.Type, textOrNull(ev.APIVersion), ev.Created, ev.Livemode, textOrNull(customerID), ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync}, held.args...)...)
 	case held != nil && held.args != nil:
 		return errors.New("record stripe event: an account save without a tenant")
