@@ -53,7 +53,8 @@ func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
 		b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at))
 	rec := b.deliver(t, paid, time.Now(), testSecret)
 	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
-	waitForCalls("record_stripe_event", 1)
+	// An invoice event's record saves the projection's invoice facets in the same call.
+	waitForCalls("record_stripe_event_with_facets", 1)
 	require.Equal(t, 0, calls("webhook_delivery_counts_track"), "the delivery's record ran the inbox's row trigger")
 	received, processed := counted()
 	require.Equal(t, [2]int{1, 1}, [2]int{received, processed}, "the delivery counted once, as processed")
@@ -85,6 +86,12 @@ func TestTheWritersRefuseAnUnknownOutcomeOrStatus(t *testing.T) {
 	id := "evt_" + randomID(24)
 	refused(`select private.record_stripe_event($1, 'invoice.paid', '2023-10-16', now(), false, $2, '{}', 'applied', $3, false)`,
 		id, b.customer, b.tenantID)
+	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
+	// The record that saves the invoice facets records a processed event and nothing else.
+	withFacets := make([]any, 30)
+	withFacets[0], withFacets[1], withFacets[3], withFacets[4], withFacets[6] = id, "invoice.paid", time.Now(), false, []byte("{}")
+	withFacets[7], withFacets[8], withFacets[9], withFacets[29] = "ignored", b.tenantID, false, false
+	refused(`select private.record_stripe_event_with_facets(`+placeholders(30)+`)`, withFacets...)
 	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
 
 	b.exec(t, `insert into private.billing_accounts (tenant_id) values ($1) on conflict do nothing`, b.tenantID)

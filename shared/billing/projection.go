@@ -91,6 +91,11 @@ type Account struct {
 	// CRMVersion counts the changes the CRM shows (private.billing_accounts.crm_version): a
 	// CRM push is queued for the version its change made, and completes once HubSpot holds it.
 	CRMVersion int64
+
+	// SavedSource is the row's source as it was last saved (source_event_created,
+	// source_event_id): Source counts it, so an account read without its subscriptions (for a
+	// change that touches none) still derives the row's source from the newest event it holds.
+	SavedSource Stamp
 }
 
 // SubscriptionState is one of a tenant's subscriptions as its own events describe it: the plan
@@ -263,11 +268,11 @@ func (a Account) showCurrent() Account {
 	return a
 }
 
-// Source is the newest stamp of any facet or subscription: the event the row was last
-// derived from.
+// Source is the newest stamp of any facet or subscription, or of the row's saved source: the
+// event the row was last derived from.
 func (a Account) Source() Stamp {
 	src := Stamp{}
-	stamps := []Stamp{a.CustomerStamp, a.EmailStamp, a.PaymentStamp, a.FailureStamp}
+	stamps := []Stamp{a.SavedSource, a.CustomerStamp, a.EmailStamp, a.PaymentStamp, a.FailureStamp}
 	for _, s := range a.Subscriptions {
 		stamps = append(stamps, s.PlanStamp, s.StatusStamp)
 	}

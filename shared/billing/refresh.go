@@ -78,7 +78,7 @@ func (w *RefreshWorker) Work(ctx context.Context, job *river.Job[jobs.BillingRef
 		if before.Tied(change) {
 			return jobs.RetryAfter(time.Second, fmt.Errorf("refresh %s: %w", args.SubscriptionID, ErrRefreshTied))
 		}
-		if _, err := project(ctx, tx, w.jobs, before, change, source, &Result{}); err != nil {
+		if _, err := project(ctx, tx, w.jobs, before, change, source, &Result{}, nil); err != nil {
 			return err
 		}
 		if _, err := river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job); err != nil {

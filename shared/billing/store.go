@@ -83,16 +83,17 @@ func (p *Processor) Process(ctx context.Context, ev Event) (Result, error) {
 		seen bool
 		pre  prefetch
 	)
-	customer, rule := "", false
+	customer, rule, subs := "", false, false
 	if handled(ev.Type) {
-		// The tenant's failure-ticket rule is read only for an event that can open a ticket.
-		customer, rule = eff.customerID, eff.failed != nil
+		// The tenant's failure-ticket rule is read only for an event that can open a ticket,
+		// its subscriptions only for one that names a subscription.
+		customer, rule, subs = eff.customerID, eff.failed != nil, needsSubscriptions(eff.change)
 	}
 	// One round trip begins, looks the event up and (for an event of a customer we know, the
 	// common case) reads and locks the tenant's projection; the writes, the event's record
 	// among them, go with the commit.
 	err = db.PipeTx(ctx, p.db, func(b *pgx.Batch) {
-		pre.queue(b, ev.ID, customer, rule, &seen)
+		pre.queue(b, ev.ID, customer, rule, subs, &seen)
 	}, func(tx *db.Pipe) error {
 		res = Result{}
 		if seen {
@@ -227,7 +228,11 @@ func effectFor(ev Event) (effect, error) {
 // outcome (live: the event's record, written now with its outcome; stored: its row updated).
 // Both paths call it inside their one transaction.
 func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, live bool) error {
-	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, live) }
+	var held *facetsSave // a live event's record takes its save of the invoice facets along
+	if live {
+		held = &facetsSave{}
+	}
+	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, held) }
 	if !handled(ev.Type) {
 		res.Outcome = OutcomeIgnored
 		return done()
@@ -258,7 +263,7 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 		return done()
 	}
 	res.Outcome, res.TenantID = OutcomeProcessed, tenantID
-	if err := p.apply(ctx, tx, ev, eff, res, pre); err != nil {
+	if err := p.apply(ctx, tx, ev, eff, res, pre, held); err != nil {
 		return err
 	}
 	return done()
@@ -266,9 +271,10 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
 // change calls for: a refresh from Stripe when it ties with another event of its second, a
-// CRM push when the CRM's view changed.
-func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch) error {
-	before, err := pre.lockedAccount(ctx, tx, res.TenantID)
+// CRM push when the CRM's view changed. A save of the invoice facets goes into held when it
+// is not nil (see saveAccount).
+func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, held *facetsSave) error {
+	before, err := pre.lockedAccount(ctx, tx, res.TenantID, needsSubscriptions(eff.change))
 	if err != nil {
 		return err
 	}
@@ -278,7 +284,7 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 		}
 		res.Refresh = true
 	}
-	after, err := project(ctx, tx, p.jobs, before, eff.change, ev.ID, res)
+	after, err := project(ctx, tx, p.jobs, before, eff.change, ev.ID, res, held)
 	if err != nil {
 		return err
 	}
@@ -299,8 +305,9 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 
 // project applies c to the locked account before, saves what changed and queues a CRM push
 // (caused by source) when the CRM's view changed; res.Updated and res.CRMSync say which
-// happened. The webhook and the refresh worker apply changes through it alone.
-func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result) (Account, error) {
+// happened. The webhook and the refresh worker apply changes through it alone. held, when not
+// nil, takes a save of the invoice facets instead of the transaction (saveAccount).
+func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result, held *facetsSave) (Account, error) {
 	after, changed := before.Apply(c)
 	if !changed {
 		return after, nil
@@ -313,7 +320,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 		// unmatched backlog) counts on from it.
 		after.CRMVersion = before.CRMVersion + 1
 	}
-	err := saveAccount(ctx, tx, after, c.SubscriptionID, crmChanged)
+	err := saveAccount(ctx, tx, before, after, c.SubscriptionID, crmChanged, held)
 	if err != nil {
 		return after, err
 	}
@@ -327,7 +334,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	return after, nil
 }
 
-// prefetch is what the first round trip reads (private.webhook_claim): whether the event is
+// prefetch is what the first round trip reads (private.webhook_claim_rows): whether the event is
 // already recorded, and for an event of a known customer the projection of the tenant the
 // customer maps to, locked, with its subscriptions (read after the lock, so as the previous
 // holder of the lock left them) and, for an event that can open a ticket, the tenant's
@@ -339,6 +346,7 @@ type prefetch struct {
 	customer string
 	account  Account // the mapped tenant's projection, locked, when locked
 	locked   bool
+	subsRead bool // the claim read the account's subscriptions
 	rule     tenantRule
 	ruleRead bool // the claim read rule
 }
@@ -350,66 +358,110 @@ type tenantRule struct {
 }
 
 // queue adds the claim's reads to the first batch; seen says the event is already recorded.
-// With no customer only the event is looked up; the tenant's rule is read when rule is set.
-func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule bool, seen *bool) {
+// With no customer only the event is looked up; the tenant's rule is read when rule is set,
+// the account's subscriptions when subs is.
+// The claim returns the account and its subscriptions as whole row values (a record and an
+// array of records inside its record), read with the connection's type map.
+func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule, subs bool, seen *bool) {
 	pre.customer = customerID
 	var customer *string
 	if customerID != "" {
 		customer = &customerID
 	}
-	var subs subscriptionArrays
-	b.Queue(`select private.webhook_claim($1, $2, $3)`, eventID, customer, rule).QueryRow(func(row pgx.Row) error {
-		var onFailure pgtype.Bool
-		a, found, err := scanAccountRow(fieldsOf{row}, []any{seen, &onFailure, &pre.rule.contactEmail}, subs.dests())
-		if err != nil {
+	b.Queue(`select private.webhook_claim_rows($1, $2, $3, $4)`, eventID, customer, rule, subs).Query(func(rows pgx.Rows) error {
+		if err := pre.scanClaim(rows, rule, subs, seen); err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
-		}
-		if found && !*seen {
-			pre.account, pre.locked = a, true
-			pre.account.Subscriptions = subs.states()
-			pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
-			pre.ruleRead = rule
 		}
 		return nil
 	})
 }
 
-// fieldsOf reads a row of one column, a record, as if the record's fields were the row's
-// columns. The claim is sent as one record: Postgres then parses, copies and plans one target
-// instead of a column per field.
-type fieldsOf struct{ row pgx.Row }
-
-func (f fieldsOf) Scan(dest ...any) error { return f.row.Scan(pgtype.CompositeFields(dest)) }
-
-// subscriptionArrays are a tenant's subscription registers as private.webhook_claim returns
-// them: one array per column of subscriptionsQuery. pgtype's types take pgx's direct scan
-// plans: a **T or []*T destination costs a reflect-built plan per column on every row.
-type subscriptionArrays struct {
-	ids, prices, plans, planEvents, statuses, statusEvents pgtype.FlatArray[pgtype.Text]
-	periodEnds, planCreated, statusCreated                 pgtype.FlatArray[pgtype.Timestamptz]
-	cancels                                                pgtype.FlatArray[pgtype.Bool]
-}
-
-func (s *subscriptionArrays) dests() []any {
-	return []any{&s.ids, &s.prices, &s.plans, &s.periodEnds, &s.cancels, &s.planCreated, &s.planEvents,
-		&s.statuses, &s.statusCreated, &s.statusEvents}
-}
-
-func (s *subscriptionArrays) states() map[string]SubscriptionState {
-	out := make(map[string]SubscriptionState, len(s.ids))
-	for i, id := range s.ids {
-		if !id.Valid {
-			continue
+// scanClaim reads the claim's one row.
+func (pre *prefetch) scanClaim(rows pgx.Rows, rule, subsRead bool, seen *bool) error {
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
 		}
-		out[id.String] = SubscriptionState{
-			ID: id.String, PriceID: s.prices[i].String, Plan: s.plans[i].String, CurrentPeriodEnd: timeOf(s.periodEnds[i]),
-			CancelAtPeriodEnd: s.cancels[i].Valid && s.cancels[i].Bool,
-			PlanStamp:         stampCols{s.planCreated[i], s.planEvents[i]}.stamp(),
-			Status:            s.statuses[i].String,
-			StatusStamp:       stampCols{s.statusCreated[i], s.statusEvents[i]}.stamp(),
+		return pgx.ErrNoRows
+	}
+	var (
+		onFailure     pgtype.Bool
+		account, subs pgtype.UndecodedBytes
+	)
+	err := rows.Scan(pgtype.CompositeFields{seen, &onFailure, &pre.rule.contactEmail, &account, &subs})
+	if err != nil || *seen || account == nil {
+		return err
+	}
+	m := rows.Conn().TypeMap()
+	a, found, err := scanAccountRow(rowValue{m, account})
+	if err != nil || !found {
+		return err
+	}
+	var states pgtype.FlatArray[subscriptionRecord]
+	if subs != nil {
+		if err := m.Scan(pgtype.RecordArrayOID, pgtype.BinaryFormatCode, subs, &states); err != nil {
+			return fmt.Errorf("read billing subscriptions: %w", err)
 		}
 	}
-	return out
+	a.Subscriptions = make(map[string]SubscriptionState, len(states))
+	for i := range states {
+		s := states[i].state()
+		a.Subscriptions[s.ID] = s
+	}
+	pre.account, pre.locked, pre.subsRead = a, true, subsRead
+	pre.rule.ticketOnFailure = onFailure.Valid && onFailure.Bool
+	pre.ruleRead = rule
+	return nil
+}
+
+// rowValue reads a row value (a table's composite, sent in a record's binary form) as if its
+// fields were a row's columns: the claim sends the account whole, so Postgres builds one
+// value instead of a column per field.
+type rowValue struct {
+	m   *pgtype.Map
+	src []byte
+}
+
+func (r rowValue) Scan(dest ...any) error {
+	return r.m.Scan(pgtype.RecordOID, pgtype.BinaryFormatCode, r.src, pgtype.CompositeFields(dest))
+}
+
+// subscriptionRecord is one subscription's registers, read from its row value
+// (private.billing_subscriptions' columns in the table's order: subscriptionColumns) or from
+// a row of subscriptionsQuery.
+type subscriptionRecord struct {
+	id, price, plan, planEvent, status, statusEvent pgtype.Text
+	periodEnd, planCreated, statusCreated           pgtype.Timestamptz
+	cancel                                          pgtype.Bool
+}
+
+// dests are the destinations of subscriptionColumns' fields (nil: not read).
+func (s *subscriptionRecord) dests() [11]any {
+	return [11]any{nil, &s.id, &s.price, &s.plan, &s.periodEnd, &s.cancel, &s.planCreated, &s.planEvent,
+		&s.status, &s.statusCreated, &s.statusEvent}
+}
+
+// ScanIndex and ScanNull make a subscriptionRecord an element pgx reads a record array into.
+func (s *subscriptionRecord) ScanIndex(i int) any {
+	if d := s.dests(); i < len(d) {
+		return d[i]
+	}
+	return nil
+}
+
+// ScanNull refuses a null element: array_agg of rows has none.
+func (s *subscriptionRecord) ScanNull() error {
+	return errors.New("null billing subscription row")
+}
+
+func (s *subscriptionRecord) state() SubscriptionState {
+	return SubscriptionState{
+		ID: s.id.String, PriceID: s.price.String, Plan: s.plan.String, CurrentPeriodEnd: timeOf(s.periodEnd),
+		CancelAtPeriodEnd: s.cancel.Valid && s.cancel.Bool,
+		PlanStamp:         stampCols{s.planCreated, s.planEvent}.stamp(),
+		Status:            s.status.String,
+		StatusStamp:       stampCols{s.statusCreated, s.statusEvent}.stamp(),
+	}
 }
 
 // ruleOf is the failure-ticket rule of tenantID when the claim read it (nil otherwise).
@@ -420,9 +472,10 @@ func (pre *prefetch) ruleOf(tenantID uuid.UUID) *tenantRule {
 	return nil
 }
 
-// lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row.
-func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID) (Account, error) {
-	if pre.locked && pre.account.TenantID == tenantID {
+// lockedAccount is lockAccount, answered from the prefetch when it read this tenant's row (and
+// its subscriptions, when subs says the change needs them).
+func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uuid.UUID, subs bool) (Account, error) {
+	if pre.locked && pre.account.TenantID == tenantID && (pre.subsRead || !subs) {
 		return pre.account, nil
 	}
 	return lockAccount(ctx, tx, tenantID)
@@ -434,23 +487,31 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 // here, once, with its outcome: the primary key makes it the claim too (a delivery of the same
 // id that committed first fails this one, which rolls back: isClaimedMeanwhile). The record keeps
 // the verified bytes once (raw_payload) and the event's customer (customer_id, which
-// applyUnmatched looks up). A stored event's locked row is updated.
+// applyUnmatched looks up). A stored event's locked row is updated. held is not nil for a live
+// delivery: when it holds the save of the invoice facets, the record and the save are one call.
 // It is deferred: it goes to the database with the commit.
-func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, live bool) error {
+func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, held *facetsSave) error {
 	var tenant *uuid.UUID
 	if res.TenantID != uuid.Nil {
 		tenant = &res.TenantID
 	}
-	if live {
+	switch {
+	case held != nil && held.args != nil && tenant != nil:
+		tx.DeferCall("private.record_stripe_event_with_facets", nil, nil, append([]any{
+			ev.ID, ev.Type, textOrNull(ev.APIVersion), ev.Created, ev.Livemode, textOrNull(customerID), ev.Payload,
+			string(res.Outcome), tenant, res.CRMSync}, held.args...)...)
+	case held != nil && held.args != nil:
+		return errors.New("record stripe event: an account save without a tenant")
+	case held != nil:
 		tx.DeferCall("private.record_stripe_event", nil, nil,
 			ev.ID, ev.Type, ev.APIVersion, ev.Created, ev.Livemode, customerID, ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync)
-		return nil
-	}
-	tx.Defer(`
+	default:
+		tx.Defer(`
 		update private.stripe_events
 		set outcome = $2, tenant_id = $3, applied_at = case when $2 = 'processed' then now() end, crm_sync = $4
 		where id = $1`, ev.ID, string(res.Outcome), tenant, res.CRMSync)
+	}
 	return nil
 }
 
@@ -561,17 +622,21 @@ func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID 
 	return tag.RowsAffected() == 1, nil
 }
 
-// accountColumns are the projection's columns in the order scanAccount reads them.
-const accountColumns = `tenant_id,
-	customer_id, customer_event_created, customer_event_id,
-	customer_email, email_event_created, email_event_id,
-	subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
-	subscription_event_created, subscription_event_id,
-	status, status_event_created, status_event_id,
-	last_payment_at, last_payment_amount, last_payment_currency, last_invoice_id,
-	payment_event_created, payment_event_id,
-	last_failure_at, last_failure_reason, last_failure_invoice_id,
-	failure_event_created, failure_event_id, crm_version`
+// accountColumns are the projection's columns, all of them in the table's order: the fields
+// of its row value, which private.webhook_claim_rows returns whole, are the same
+// (TestClaimReadsTheTablesColumnsInOrder). scanAccountRow reads them in this order.
+const accountColumns = `tenant_id, customer_id, customer_email, subscription_id, price_id, plan, status,
+	current_period_end, cancel_at_period_end, last_payment_at, last_payment_amount, last_payment_currency,
+	last_invoice_id, last_failure_at, last_failure_reason, source_event_created, source_event_id,
+	created_at, updated_at, customer_event_created, customer_event_id, email_event_created, email_event_id,
+	subscription_event_created, subscription_event_id, status_event_created, status_event_id,
+	payment_event_created, payment_event_id, failure_event_created, failure_event_id,
+	last_failure_invoice_id, crm_version`
+
+// subscriptionColumns are private.billing_subscriptions' columns in the table's order, the
+// fields of its row value (subscriptionRecord.dests).
+const subscriptionColumns = `tenant_id, subscription_id, price_id, plan, current_period_end, cancel_at_period_end,
+	plan_event_created, plan_event_id, status, status_event_created, status_event_id`
 
 // lockAccount returns the tenant's projection row, creating it, locked until the transaction
 // ends so events of one tenant apply one at a time. Its three statements go in one round trip
@@ -632,17 +697,10 @@ func loadSubscriptions(ctx context.Context, q db.Querier, tenantID uuid.UUID) (m
 // collectSubscriptions reads the rows of subscriptionsQuery.
 func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 	subs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (SubscriptionState, error) {
-		var (
-			s                    SubscriptionState
-			price, plan, status  pgtype.Text
-			periodEnd            pgtype.Timestamptz
-			planStamp, statStamp stampCols
-		)
-		err := row.Scan(&s.ID, &price, &plan, &periodEnd, &s.CancelAtPeriodEnd, &planStamp.created, &planStamp.id,
-			&status, &statStamp.created, &statStamp.id)
-		s.PriceID, s.Plan, s.CurrentPeriodEnd, s.PlanStamp = price.String, plan.String, timeOf(periodEnd), planStamp.stamp()
-		s.Status, s.StatusStamp = status.String, statStamp.stamp()
-		return s, err
+		var s subscriptionRecord
+		d := s.dests()
+		err := row.Scan(d[1:]...) // subscriptionsQuery leaves out the tenant
+		return s.state(), err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load billing subscriptions: %w", err)
@@ -655,17 +713,15 @@ func collectSubscriptions(rows pgx.Rows) (map[string]SubscriptionState, error) {
 }
 
 func scanAccount(row pgx.Row) (Account, error) {
-	a, found, err := scanAccountRow(row, nil, nil)
+	a, found, err := scanAccountRow(row)
 	if err == nil && !found {
 		err = errors.New("billing account row without a tenant")
 	}
 	return a, err
 }
 
-// scanAccountRow reads accountColumns between the columns scanned into before and after;
-// found is false when the row's account columns are null (private.webhook_claim found no
-// projection).
-func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
+// scanAccountRow reads accountColumns; found is false when the tenant is null.
+func scanAccountRow(row pgx.Row) (Account, bool, error) {
 	var (
 		a                                                 Account
 		tenant                                            pgtype.UUID
@@ -674,15 +730,15 @@ func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 		periodEnd, paidAt, failedAt                       pgtype.Timestamptz
 		amount, crmVersion                                pgtype.Int8
 		cancel                                            pgtype.Bool
-		cust, mail, subs, stat, pay, fail                 stampCols
+		cust, mail, subs, stat, pay, fail, source         stampCols
 	)
-	err := row.Scan(append(append(before, &tenant,
-		&customer, &cust.created, &cust.id,
-		&email, &mail.created, &mail.id,
-		&sub, &price, &plan, &periodEnd, &cancel, &subs.created, &subs.id,
-		&status, &stat.created, &stat.id,
-		&paidAt, &amount, &payCur, &invoice, &pay.created, &pay.id,
-		&failedAt, &failReason, &failInvoice, &fail.created, &fail.id, &crmVersion), after...)...)
+	err := row.Scan(&tenant, &customer, &email, &sub, &price, &plan, &status,
+		&periodEnd, &cancel, &paidAt, &amount, &payCur,
+		&invoice, &failedAt, &failReason, &source.created, &source.id,
+		nil, nil, &cust.created, &cust.id, &mail.created, &mail.id, // created_at, updated_at
+		&subs.created, &subs.id, &stat.created, &stat.id,
+		&pay.created, &pay.id, &fail.created, &fail.id,
+		&failInvoice, &crmVersion)
 	if err != nil || !tenant.Valid {
 		return Account{}, false, err
 	}
@@ -698,18 +754,23 @@ func scanAccountRow(row pgx.Row, before, after []any) (Account, bool, error) {
 	a.PaymentStamp = pay.stamp()
 	a.LastFailureAt, a.LastFailureReason, a.LastFailureInvoiceID = timeOf(failedAt), failReason.String, failInvoice.String
 	a.FailureStamp = fail.stamp()
+	a.SavedSource = source.stamp()
 	return a, true, nil
 }
 
 // saveAccount writes the registers of the subscription the change touched (none when
-// touched is empty), then every facet of a with its stamp, and the newest stamp as the row's
+// touched is empty), then the facets of a with their stamps, and the newest stamp as the row's
 // source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
-// the same statement.
+// the same statement. before is the locked row as it is: when a keeps its subscription facet
+// and status (keepsSubscription), only the other facets are written, and when held is not nil
+// that save is left in it for the event's record to make (finish: one PL/pgSQL call instead of
+// two, each with its search_path set and restored).
 //
 // On a db.Pipe both writes are deferred: they go with the next statement or the commit, in one
 // statement with the delivery's other writes (db.Pipe.DeferCall). Both are PL/pgSQL functions
-// (20261201001200_webhook_functions.sql), whose plans Postgres keeps.
-func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmChanged bool) error {
+// (20261201001200_webhook_functions.sql, 20261205100100_save_billing_invoice_facets.sql),
+// whose plans Postgres keeps.
+func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool, held *facetsSave) error {
 	if s, ok := a.Subscriptions[touched]; ok {
 		err := db.DeferCall(ctx, tx, "private.save_billing_subscription",
 			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
@@ -719,13 +780,31 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 		}
 	}
 	src := a.Source()
-	status := a.Status
-	if status == "" {
-		status = StatusNone
-	}
 	var amount *int64
 	if !a.PaymentStamp.IsZero() {
 		amount = &a.LastPaymentAmount
+	}
+	if keepsSubscription(before, a) {
+		facets := []any{
+			textOrNull(a.CustomerID), stampTime(a.CustomerStamp), textOrNull(a.CustomerStamp.EventID),
+			textOrNull(a.CustomerEmail), stampTime(a.EmailStamp), textOrNull(a.EmailStamp.EventID),
+			timeOrNil(a.LastPaymentAt), amount, textOrNull(a.LastPaymentCurrency),
+			textOrNull(a.LastInvoiceID), stampTime(a.PaymentStamp), textOrNull(a.PaymentStamp.EventID),
+			timeOrNil(a.LastFailureAt), textOrNull(a.LastFailureReason), textOrNull(a.LastFailureInvoiceID),
+			stampTime(a.FailureStamp), textOrNull(a.FailureStamp.EventID),
+			stampTime(src), textOrNull(src.EventID), crmChanged}
+		if held != nil {
+			held.args = facets
+			return nil
+		}
+		if err := db.DeferCall(ctx, tx, "private.save_billing_invoice_facets", append([]any{a.TenantID}, facets...)...); err != nil {
+			return fmt.Errorf("save billing account: %w", err)
+		}
+		return nil
+	}
+	status := a.Status
+	if status == "" {
+		status = StatusNone
 	}
 	err := db.DeferCall(ctx, tx, "private.save_billing_account",
 		a.TenantID,
@@ -744,6 +823,33 @@ func saveAccount(ctx context.Context, tx pgx.Tx, a Account, touched string, crmC
 	}
 	return nil
 }
+
+// needsSubscriptions says whether applying c reads the account's subscriptions: Apply and
+// Tied look at the one c names, saveAccount writes it. Source does not need them: the row's
+// saved source already counts them (Account.SavedSource).
+func needsSubscriptions(c Change) bool { return c.SubscriptionID != "" }
+
+// facetsSave is a save of the invoice facets held back for the event's record: the
+// arguments of private.save_billing_invoice_facets after the tenant, which
+// private.record_stripe_event_with_facets takes after the record's.
+type facetsSave struct{ args []any }
+
+// keepsSubscription reports whether after holds before's subscription facet and status, so
+// saving it may leave those columns as the locked row has them
+// (private.save_billing_invoice_facets writes every other facet). Otherwise the whole row is
+// written. TestKeepsSubscriptionComparesEveryOtherField holds it to every field of Account.
+func keepsSubscription(before, after Account) bool {
+	return after.SubscriptionID == before.SubscriptionID && after.PriceID == before.PriceID &&
+		after.Plan == before.Plan && after.CurrentPeriodEnd.Equal(before.CurrentPeriodEnd) &&
+		after.CancelAtPeriodEnd == before.CancelAtPeriodEnd && sameStamp(after.SubscriptionStamp, before.SubscriptionStamp) &&
+		after.Status == before.Status && sameStamp(after.StatusStamp, before.StatusStamp)
+}
+
+func sameStamp(a, b Stamp) bool { return a.EventID == b.EventID && a.Created.Equal(b.Created) }
+
+// textOrNull is s, or SQL NULL when it is empty (what private.save_billing_account's nullif
+// made of it).
+func textOrNull(s string) pgtype.Text { return pgtype.Text{String: s, Valid: s != ""} }
 
 // openFailureTicket opens the support ticket of a failed invoice when the tenant's rule asks
 // for one; at most one per invoice (the unique (tenant, source, source_ref) key). uuid.Nil

@@ -1,0 +1,125 @@
+package billing
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/portal-functions/portal-functions/shared/db/dbtest"
+)
+
+// The claim returns the account and its subscriptions as row values, whose fields are the
+// tables' columns in the tables' order, and the Go side reads them by position: a migration
+// that adds, drops or reorders a column of either table must change accountColumns or
+// subscriptionColumns with it, or this fails (instead of a field landing in the wrong place).
+func TestClaimReadsTheTablesColumnsInOrder(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	for _, tc := range []struct {
+		table, columns string
+	}{
+		{"private.billing_accounts", accountColumns},
+		{"private.billing_subscriptions", subscriptionColumns},
+	} {
+		var got []string
+		err := pool.QueryRow(context.Background(), `
+			select array_agg(attname order by attnum) from pg_attribute
+			where attrelid = $1::regclass and attnum > 0 and not attisdropped`, tc.table).Scan(&got)
+		require.NoError(t, err)
+		require.Equal(t, strings.Fields(strings.ReplaceAll(tc.columns, ",", " ")), got, tc.table)
+	}
+}
+
+// keepsSubscription decides that a save may leave columns as the row has them: it must compare
+// every field of Account that private.save_billing_invoice_facets does not write, including
+// any field added to Account later (a new facet), or that facet's change would be lost.
+func TestKeepsSubscriptionComparesEveryOtherField(t *testing.T) {
+	t.Parallel()
+	written := map[string]bool{ // by private.save_billing_invoice_facets
+		"CustomerID": true, "CustomerStamp": true, "CustomerEmail": true, "EmailStamp": true,
+		"LastPaymentAt": true, "LastPaymentAmount": true, "LastPaymentCurrency": true, "LastInvoiceID": true,
+		"PaymentStamp": true, "LastFailureAt": true, "LastFailureReason": true, "LastFailureInvoiceID": true,
+		"FailureStamp": true, "SavedSource": true,
+	}
+	notColumns := map[string]bool{"TenantID": true, "Subscriptions": true, "CRMVersion": true}
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	before := Account{TenantID: uuid.New(), SubscriptionID: "sub_1", PriceID: "price_1", Plan: "pro",
+		CurrentPeriodEnd: at, Status: "active", StatusStamp: Stamp{Created: at, EventID: "evt_1"},
+		SubscriptionStamp: Stamp{Created: at, EventID: "evt_1"}}
+	require.True(t, keepsSubscription(before, before))
+	typ := reflect.TypeOf(before)
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		if notColumns[name] {
+			continue
+		}
+		after := before
+		f := reflect.ValueOf(&after).Elem().Field(i)
+		switch v := f.Addr().Interface().(type) {
+		case *string:
+			*v += "_other"
+		case *bool:
+			*v = !*v
+		case *int64:
+			*v++
+		case *time.Time:
+			*v = v.Add(time.Second)
+		case *Stamp:
+			*v = Stamp{Created: v.Created.Add(time.Second), EventID: v.EventID + "_other"}
+		default:
+			t.Fatalf("Account.%s is a %s: teach this test (and keepsSubscription) about it", name, f.Type())
+		}
+		require.Equal(t, written[name], keepsSubscription(before, after), "Account.%s changed", name)
+	}
+	// The same instant in another location is the same register.
+	after := before
+	after.CurrentPeriodEnd = at.In(time.FixedZone("x", 3600))
+	require.True(t, keepsSubscription(before, after))
+}
+
+// The claim reads the tenant's subscriptions only when asked (an event that names one): an
+// invoice event's claim skips their aggregate, and its save still derives the row's source
+// from them through the saved source.
+func TestClaimReadsSubscriptionsOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
+	pool := dbtest.New(t)
+	ctx := context.Background()
+	tenant := uuid.New()
+	for _, sql := range []string{
+		`insert into public.tenants (id) values ($1)`,
+		`insert into private.stripe_customers (customer_id, tenant_id) values ('cus_claim', $1)`,
+		`insert into private.billing_accounts (tenant_id, source_event_created, source_event_id)
+			values ($1, '2026-11-30 12:00:00+00', 'evt_sub')`,
+		`insert into private.billing_subscriptions (tenant_id, subscription_id, plan_event_created, plan_event_id)
+			values ($1, 'sub_1', '2026-11-30 12:00:00+00', 'evt_sub')`,
+	} {
+		_, err := pool.Exec(ctx, sql, tenant)
+		require.NoError(t, err)
+	}
+	for _, subs := range []bool{false, true} {
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		var pre prefetch
+		var seen bool
+		b := &pgx.Batch{}
+		pre.queue(b, "evt_new", "cus_claim", false, subs, &seen)
+		require.NoError(t, tx.SendBatch(ctx, b).Close())
+		require.NoError(t, tx.Rollback(ctx))
+		require.True(t, pre.locked)
+		require.Equal(t, tenant, pre.account.TenantID)
+		require.Equal(t, subs, pre.subsRead)
+		if subs {
+			require.Contains(t, pre.account.Subscriptions, "sub_1")
+		} else {
+			require.Empty(t, pre.account.Subscriptions)
+		}
+		require.Equal(t, Stamp{Created: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), EventID: "evt_sub"},
+			pre.account.Source(), "the saved source counts what the unread subscriptions said")
+	}
+}
