@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -55,68 +54,7 @@ func (f LambdaHandler) Invoke(ctx context.Context, payload []byte) ([]byte, erro
 	if err != nil {
 		return nil, err
 	}
-	if out, ok := appendResponse(make([]byte, 0, 512+len(res.Body)), res); ok {
-		return out, nil
-	}
 	return json.Marshal(res)
-}
-
-// appendResponse appends res as the runtime reads it, the JSON encoding/json writes for it
-// (names, nulls and omissions alike; keys unsorted, and <, > and & unescaped, which change no
-// value), written directly: it goes out on every invocation, and encoding/json walks its
-// header map by reflection, an allocation per key and value. False, and encoding/json's job,
-// for what this does not write: multi-value headers (responseEvent sets none) or text that is
-// not UTF-8 (encoding/json replaces it).
-func appendResponse(b []byte, res events.APIGatewayV2HTTPResponse) ([]byte, bool) {
-	if res.MultiValueHeaders != nil {
-		return nil, false
-	}
-	ok := true
-	b = strconv.AppendInt(append(b, `{"statusCode":`...), int64(res.StatusCode), 10)
-	b = append(b, `,"headers":`...)
-	if res.Headers == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '{')
-		for k, v := range res.Headers {
-			if b[len(b)-1] != '{' {
-				b = append(b, ',')
-			}
-			b = appendQuoted(b, k, &ok)
-			b = append(b, ':')
-			b = appendQuoted(b, v, &ok)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, `,"multiValueHeaders":null,"body":`...)
-	b = appendQuoted(b, res.Body, &ok)
-	if res.IsBase64Encoded {
-		b = append(b, `,"isBase64Encoded":true`...)
-	}
-	b = append(b, `,"cookies":`...)
-	if res.Cookies == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, c := range res.Cookies {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendQuoted(b, c, &ok)
-		}
-		b = append(b, ']')
-	}
-	return append(b, '}'), ok
-}
-
-// appendQuoted appends s as a JSON string; *ok turns false, for good, if s is not UTF-8.
-func appendQuoted(b []byte, s string, ok *bool) []byte {
-	out, err := jsontext.AppendQuote(b, s)
-	if err != nil {
-		*ok = false
-		return b
-	}
-	return out
 }
 
 // invocation is the part of an API Gateway HTTP API event (events.APIGatewayV2HTTPRequest,

@@ -336,39 +336,3 @@ func TestLambdaEncodesResponsesAsAPIGatewayExpects(t *testing.T) {
 		})
 	}
 }
-
-// The response event written directly decodes as encoding/json's encoding of it does, and costs
-// one allocation (its buffer); what it does not write goes through encoding/json.
-func TestLambdaResponseEncodesAsEncodingJSON(t *testing.T) {
-	// Not parallel: AllocsPerRun counts the allocations of the whole process.
-	cases := map[string]events.APIGatewayV2HTTPResponse{
-		"json":       {StatusCode: 200, Headers: map[string]string{"Content-Type": "application/json", "X-Request-Id": "r1"}, Body: `{"a":"<b>&"}`},
-		"no headers": {StatusCode: 204},
-		"cookies":    {StatusCode: 302, Headers: map[string]string{"Location": "/x"}, Cookies: []string{"a=1; Path=/", `b="2"`}},
-		"no cookies": {StatusCode: 200, Headers: map[string]string{}, Cookies: []string{}},
-		"base64":     {StatusCode: 200, Headers: map[string]string{"Content-Type": "image/png"}, Body: "iVBORw0KGgo=", IsBase64Encoded: true},
-		"escapes":    {StatusCode: 400, Headers: map[string]string{"X-\"q\"": "tab\there\u2028"}, Body: "line\nbreak \\ \x01"},
-		"not utf-8":  {StatusCode: 200, Body: "bad \xff byte"},
-		"multi":      {StatusCode: 200, MultiValueHeaders: map[string][]string{"X-A": {"1", "2"}}},
-	}
-	for name, res := range cases {
-		handler := web.LambdaHandler(func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-			return res, nil
-		})
-		out, err := handler.Invoke(context.Background(), []byte(`{"rawPath":"/"}`))
-		require.NoError(t, err, name)
-		encoded, err := json.Marshal(res)
-		require.NoError(t, err)
-		var got, want map[string]any
-		require.NoError(t, json.Unmarshal(out, &got), "%s: %s", name, out)
-		require.NoError(t, json.Unmarshal(encoded, &want))
-		require.Equal(t, want, got, name)
-	}
-	res := cases["json"]
-	handler := web.LambdaHandler(func(context.Context, events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-		return res, nil
-	})
-	in := []byte(`{"rawPath":"/"}`)
-	allocs := testing.AllocsPerRun(50, func() { _, _ = handler.Invoke(context.Background(), in) })
-	require.LessOrEqual(t, allocs, 3.0, "the event's decoding and the response's buffer")
-}
