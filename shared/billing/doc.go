@@ -2,9 +2,9 @@
 // tenant's billing projection exactly once and in order, and the checkout endpoint that starts
 // a subscription for the caller's tenant.
 //
-// The webhook verifies the raw body's Stripe-Signature (by the rules of stripe-go's webhook
-// package, several secrets during a rotation, timestamps neither too old nor in the future)
-// before it parses a byte, then commits everything an event causes in ONE transaction: the event id in
+// The webhook verifies the raw body's Stripe-Signature (stripe-go's webhook package, several
+// secrets during a rotation, timestamps neither too old nor in the future) before it parses a
+// byte, then commits everything an event causes in ONE transaction: the event id in
 // private.stripe_events (its primary key is the dedupe key, so a replay changes nothing), the
 // tenant resolved from our own records, the projection in private.billing_accounts and the
 // follow-up jobs (CRM sync, helpdesk ticket). It never calls Stripe or anything else, so it
