@@ -1,15 +1,11 @@
 package billing
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -46,7 +42,6 @@ type VerifierOptions struct {
 // Safe for concurrent use.
 type Verifier struct {
 	secrets   []string
-	macs      []*sync.Pool // per secret: HMAC-SHA256 states keyed with it, reset between uses
 	tolerance time.Duration
 	ignoreVer bool
 	now       func() time.Time
@@ -69,12 +64,7 @@ func NewVerifier(o VerifierOptions) (*Verifier, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	macs := make([]*sync.Pool, len(secrets))
-	for i, secret := range secrets {
-		key := []byte(secret)
-		macs[i] = &sync.Pool{New: func() any { return &keyedMAC{h: hmac.New(sha256.New, key), sum: make([]byte, 0, 32)} }}
-	}
-	return &Verifier{secrets: secrets, macs: macs, tolerance: o.Tolerance, ignoreVer: o.IgnoreAPIVersionMismatch, now: o.Now}, nil
+	return &Verifier{secrets: secrets, tolerance: o.Tolerance, ignoreVer: o.IgnoreAPIVersionMismatch, now: o.Now}, nil
 }
 
 // Event is a verified Stripe event: the envelope fields we store, and the raw bytes exactly as
@@ -106,143 +96,63 @@ func (v *Verifier) Verify(payload []byte, header string) (Event, error) {
 	if strings.TrimSpace(header) == "" {
 		return Event{}, refuse(ErrMissingSignature, nil)
 	}
-	var sh signatureHeader
-	if err := sh.parse(header); err != nil {
+	if err := v.checkSignature(payload, header); err != nil {
 		return Event{}, err
 	}
-	if err := v.checkSignature(payload, &sh); err != nil {
+	ts, err := signedAt(header)
+	if err != nil {
 		return Event{}, err
 	}
-	if !sh.timed {
-		return Event{}, refuse(ErrMalformedSignature, errors.New("no timestamp"))
-	}
-	if ahead := time.Unix(sh.t, 0).Sub(v.now()); ahead > v.tolerance {
+	if ahead := ts.Sub(v.now()); ahead > v.tolerance {
 		return Event{}, refuse(ErrFutureTimestamp, fmt.Errorf("signed %s ahead of our clock", ahead.Round(time.Second)))
 	}
 	return v.parse(payload)
 }
 
-// signatureHeader is a Stripe-Signature header as stripe-go's webhook package reads it.
-type signatureHeader struct {
-	t     int64 // t=, the last one (0 when none: stripe-go then finds it stale)
-	timed bool  // a t= was given
-	// sigs are the v1 signatures of HMAC-SHA256's length (the usual one, or two during a
-	// rotation; more: any further ones); valid counts every v1 that is hex, as stripe-go does
-	// (none: no signature to check).
-	sigs  [2][sha256.Size]byte
-	n     int
-	more  [][sha256.Size]byte
-	valid int
-}
-
-// matches says one of the signatures is sum.
-func (sh *signatureHeader) matches(sum []byte) bool {
-	matched := false
-	for _, sig := range sh.sigs[:min(sh.n, len(sh.sigs))] {
-		matched = matched || hmac.Equal(sum, sig[:])
-	}
-	for _, sig := range sh.more {
-		matched = matched || hmac.Equal(sum, sig[:])
-	}
-	return matched
-}
-
-// parse reads "t=1495999758,v1=ABC,v1=DEF,v0=GHI" as stripe-go's webhook package does (its
-// refusals: a pair that is not one key and one value, a t that is not a decimal number; v1
-// values that are not hex are ignored, other keys too), without its strings and slices.
-func (sh *signatureHeader) parse(header string) error {
-	for rest := header; ; {
-		pair, more, found := strings.Cut(rest, ",")
-		k, val, ok := strings.Cut(pair, "=")
-		if !ok || strings.Contains(val, "=") {
-			return refuse(ErrMalformedSignature, webhook.ErrInvalidHeader)
-		}
-		switch k {
-		case "t":
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil {
-				return refuse(ErrMalformedSignature, fmt.Errorf("%w: timestamp: %w", webhook.ErrInvalidHeader, err))
-			}
-			sh.t, sh.timed = n, true
-		case "v1":
-			if len(val)%2 != 0 || !isHex(val) {
-				break // ignored, as stripe-go ignores it
-			}
-			sh.valid++
-			if len(val) == 2*sha256.Size {
-				var sig [sha256.Size]byte
-				for i := range sig {
-					sig[i] = unhex(val[2*i])<<4 | unhex(val[2*i+1])
-				}
-				if sh.n < len(sh.sigs) {
-					sh.sigs[sh.n] = sig
-				} else {
-					sh.more = append(sh.more, sig)
-				}
-				sh.n++
-			}
-		}
-		if !found {
+// checkSignature runs stripe-go's check once per secret. Only "no signature matched" moves on
+// to the next secret: a missing, malformed or stale header is refused whatever the secret.
+func (v *Verifier) checkSignature(payload []byte, header string) error {
+	for _, secret := range v.secrets {
+		err := webhook.ValidatePayloadWithTolerance(payload, header, secret, v.tolerance)
+		switch {
+		case err == nil:
 			return nil
-		}
-		rest = more
-	}
-}
-
-// unhex is the value of a hex digit (isHex checked it).
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c <= 'F':
-		return c - 'A' + 10
-	}
-	return c - 'a' + 10
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
-// checkSignature checks the header's signatures against each secret, as stripe-go's
-// ValidatePayloadWithTolerance would one secret after the other: no hex v1 signature at all,
-// or none that matches a secret, is ErrInvalidSignature; a timestamp older than the tolerance
-// (or none) is ErrStaleTimestamp whatever the secret. The HMAC of "t.payload" is computed
-// once per secret, with a state keyed with it at start (reset, not made, per delivery).
-func (v *Verifier) checkSignature(payload []byte, sh *signatureHeader) error {
-	if sh.valid == 0 {
-		return refuse(ErrInvalidSignature, nil)
-	}
-	if !sh.timed || time.Since(time.Unix(sh.t, 0)) > v.tolerance {
-		return refuse(ErrStaleTimestamp, webhook.ErrTooOld)
-	}
-	for i := range v.secrets {
-		m := v.macs[i].Get().(*keyedMAC)
-		m.sum = append(strconv.AppendInt(m.sum[:0], sh.t, 10), '.')
-		m.h.Reset()
-		m.h.Write(m.sum)
-		m.h.Write(payload)
-		m.sum = m.h.Sum(m.sum[:0])
-		matched := sh.matches(m.sum)
-		v.macs[i].Put(m)
-		if matched {
-			return nil
+		case errors.Is(err, webhook.ErrNoValidSignature):
+			continue
+		case errors.Is(err, webhook.ErrTooOld):
+			return refuse(ErrStaleTimestamp, err)
+		case errors.Is(err, webhook.ErrNotSigned):
+			return refuse(ErrMissingSignature, err)
+		default:
+			return refuse(ErrMalformedSignature, err)
 		}
 	}
 	return refuse(ErrInvalidSignature, nil)
 }
 
-// keyedMAC is an HMAC-SHA256 state keyed with one secret, and a buffer for what it hashes
-// first and what it sums to (the buffer lives with the state: anything handed to the hash's
-// methods would otherwise be allocated on every call).
-type keyedMAC struct {
-	h   hash.Hash
-	sum []byte
+// signedAt reads the header's t= the way stripe-go does (the last one wins), for the future
+// check stripe-go does not make.
+func signedAt(header string) (time.Time, error) {
+	var ts time.Time
+	found := false
+	for _, pair := range strings.Split(header, ",") {
+		k, val, ok := strings.Cut(pair, "=")
+		if !ok {
+			return time.Time{}, refuse(ErrMalformedSignature, nil)
+		}
+		if k != "t" {
+			continue
+		}
+		n, err := strconv.ParseInt(val, 10, 64)
+		if err != nil {
+			return time.Time{}, refuse(ErrMalformedSignature, fmt.Errorf("timestamp: %w", err))
+		}
+		ts, found = time.Unix(n, 0), true
+	}
+	if !found {
+		return time.Time{}, refuse(ErrMalformedSignature, errors.New("no timestamp"))
+	}
+	return ts, nil
 }
 
 // parse reads the verified body and checks its API version unless told to ignore it.
