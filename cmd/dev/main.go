@@ -42,6 +42,7 @@ func main() {
 	if dbURL == "" {
 		dbURL = DefaultDatabaseURL
 	}
+	dbURL = plainOnLoopback(dbURL)
 	prepared := true
 	if v, ok := os.LookupEnv("DB_PREPARED_STATEMENTS"); ok {
 		var err error

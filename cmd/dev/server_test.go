@@ -159,3 +159,22 @@ func TestDevServesTheTemplateRoutesAndStopsCleanly(t *testing.T) {
 	_, err := http.Get(b.base + "/v1/account")
 	require.Error(t, err, "nothing listens after the stop")
 }
+
+// The dev server talks to a Postgres on the same machine in plain text, as its default URL
+// and env.json do, when the URL does not say otherwise: a URL of a loopback address without
+// sslmode gets sslmode=disable (the side-by-side harness passes one), and any URL that names
+// an sslmode, or another host, keeps what it says.
+func TestDevDatabaseOnLoopbackIsPlainUnlessTheURLSaysOtherwise(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://postgres@127.0.0.1:5432/bench_project":                "postgres://postgres@127.0.0.1:5432/bench_project?sslmode=disable",
+		"postgresql://u:p@localhost/pf_dev?application_name=x":            "postgresql://u:p@localhost/pf_dev?application_name=x&sslmode=disable",
+		"postgres://postgres@[::1]:5432/pf_dev":                           "postgres://postgres@[::1]:5432/pf_dev?sslmode=disable",
+		"postgres://postgres@127.0.0.1:5432/pf_dev?sslmode=require":       "postgres://postgres@127.0.0.1:5432/pf_dev?sslmode=require",
+		"postgres://postgres.ref:pw@aws-0-eu.pooler.supabase.com:6543/db": "postgres://postgres.ref:pw@aws-0-eu.pooler.supabase.com:6543/db",
+		"host=127.0.0.1 user=postgres dbname=pf_dev":                      "host=127.0.0.1 user=postgres dbname=pf_dev",
+		DefaultDatabaseURL: DefaultDatabaseURL,
+	} {
+		require.Equal(t, want, plainOnLoopback(in), in)
+	}
+}
