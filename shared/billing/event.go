@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -51,34 +50,6 @@ type failedPayment struct {
 	Reason    string
 }
 
-// expandable is a Stripe reference that is either an id or the expanded object carrying it.
-type expandable string
-
-func (e *expandable) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case bytes.Equal(b, []byte("null")):
-		*e = ""
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return fmt.Errorf("decode reference: %w", err)
-		}
-		*e = expandable(s)
-		return nil
-	default:
-		var obj struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(b, &obj); err != nil {
-			return fmt.Errorf("decode expanded reference: %w", err)
-		}
-		*e = expandable(obj.ID)
-		return nil
-	}
-}
-
 // The parts of Stripe's objects we read. Only these fields are decoded, so the many fields
 // we ignore (and fields of newer API versions) cannot break a delivery. Each type is the
 // fields every object carries plus its own.
@@ -119,17 +90,17 @@ func (o *anyObject) subscription() subscription {
 func (o *anyObject) invoice() invoice { return invoice{o.objectFields, o.invoiceFields} }
 
 type objectFields struct {
-	Object        string            `json:"object"`
-	ID            string            `json:"id"`
-	Customer      expandable        `json:"customer"`
-	CustomerEmail *string           `json:"customer_email"`
-	Metadata      map[string]string `json:"metadata"`
+	Object        string         `json:"object"`
+	ID            string         `json:"id"`
+	Customer      expandable     `json:"customer"`
+	CustomerEmail string         `json:"customer_email"`
+	Metadata      metadataTenant `json:"metadata"`
 }
 
 type checkoutFields struct {
-	ClientReferenceID *string `json:"client_reference_id"`
-	CustomerDetails   *struct {
-		Email *string `json:"email"`
+	ClientReferenceID string `json:"client_reference_id"`
+	CustomerDetails   struct {
+		Email string `json:"email"`
 	} `json:"customer_details"`
 }
 
@@ -141,9 +112,9 @@ type subscriptionFields struct {
 		Data []struct {
 			CurrentPeriodEnd int64 `json:"current_period_end"`
 			Price            struct {
-				ID        string  `json:"id"`
-				Nickname  *string `json:"nickname"`
-				LookupKey *string `json:"lookup_key"`
+				ID        string `json:"id"`
+				Nickname  string `json:"nickname"`
+				LookupKey string `json:"lookup_key"`
 			} `json:"price"`
 		} `json:"data"`
 	} `json:"items"`
@@ -157,20 +128,20 @@ type invoiceFields struct {
 	Subscription expandable `json:"subscription"`
 	// subscription_details (API 2023-10-16) and parent.subscription_details (newer versions)
 	// carry the subscription's metadata, where checkout-create put the tenant id.
-	SubscriptionDetails *struct {
-		Metadata map[string]string `json:"metadata"`
+	SubscriptionDetails struct {
+		Metadata metadataTenant `json:"metadata"`
 	} `json:"subscription_details"`
-	Parent *struct {
-		SubscriptionDetails *struct {
-			Subscription expandable        `json:"subscription"`
-			Metadata     map[string]string `json:"metadata"`
+	Parent struct {
+		SubscriptionDetails struct {
+			Subscription expandable     `json:"subscription"`
+			Metadata     metadataTenant `json:"metadata"`
 		} `json:"subscription_details"`
 	} `json:"parent"`
 	StatusTransitions struct {
-		PaidAt *int64 `json:"paid_at"`
+		PaidAt int64 `json:"paid_at"`
 	} `json:"status_transitions"`
-	LastFinalizationError *struct {
-		Message *string `json:"message"`
+	LastFinalizationError struct {
+		Message string `json:"message"`
 	} `json:"last_finalization_error"`
 }
 
@@ -232,16 +203,14 @@ func decodeObject(ev Event, want string, dst any, object, id *string) error {
 }
 
 func checkoutEffect(ev Event, s checkoutSession) effect {
-	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID], sessionID: s.ID}
-	if s.ClientReferenceID != nil {
-		e.clientReferenceID = *s.ClientReferenceID
-	}
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(s.Customer), metadataTenant: string(s.Metadata),
+		sessionID: s.ID, clientReferenceID: s.ClientReferenceID}
 	if e.customerID != "" {
 		e.change.CustomerID = ptr(e.customerID)
 	}
-	email := deref(s.CustomerEmail)
-	if s.CustomerDetails != nil && deref(s.CustomerDetails.Email) != "" {
-		email = deref(s.CustomerDetails.Email)
+	email := s.CustomerEmail
+	if s.CustomerDetails.Email != "" {
+		email = s.CustomerDetails.Email
 	}
 	if email != "" {
 		e.change.Email = ptr(email)
@@ -250,7 +219,7 @@ func checkoutEffect(ev Event, s checkoutSession) effect {
 }
 
 func subscriptionEffect(ev Event, s subscription) effect {
-	return effect{change: subscriptionChange(ev.Stamp(), s), customerID: string(s.Customer), metadataTenant: s.Metadata[MetadataTenantID]}
+	return effect{change: subscriptionChange(ev.Stamp(), s), customerID: string(s.Customer), metadataTenant: string(s.Metadata)}
 }
 
 // subscriptionChange is what a subscription object says, stamped st: the event's stamp, or
@@ -284,24 +253,24 @@ func subscriptionChange(st Stamp, s subscription) Change {
 }
 
 func invoiceEffect(ev Event, in invoice) effect {
-	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(in.Customer), metadataTenant: in.Metadata[MetadataTenantID]}
-	if in.SubscriptionDetails != nil && e.metadataTenant == "" {
-		e.metadataTenant = in.SubscriptionDetails.Metadata[MetadataTenantID]
+	e := effect{change: Change{Stamp: ev.Stamp()}, customerID: string(in.Customer), metadataTenant: string(in.Metadata)}
+	if e.metadataTenant == "" {
+		e.metadataTenant = string(in.SubscriptionDetails.Metadata)
 	}
-	if p := in.Parent; p != nil && p.SubscriptionDetails != nil && e.metadataTenant == "" {
-		e.metadataTenant = p.SubscriptionDetails.Metadata[MetadataTenantID]
+	if e.metadataTenant == "" {
+		e.metadataTenant = string(in.Parent.SubscriptionDetails.Metadata)
 	}
 	if e.customerID != "" {
 		e.change.CustomerID = ptr(e.customerID)
 	}
-	email := deref(in.CustomerEmail)
+	email := in.CustomerEmail
 	if email != "" {
 		e.change.Email = ptr(email)
 	}
 	if ev.Type == TypeInvoicePaid {
 		paidAt := ev.Created
-		if in.StatusTransitions.PaidAt != nil && *in.StatusTransitions.PaidAt > 0 {
-			paidAt = time.Unix(*in.StatusTransitions.PaidAt, 0).UTC()
+		if in.StatusTransitions.PaidAt > 0 {
+			paidAt = time.Unix(in.StatusTransitions.PaidAt, 0).UTC()
 		}
 		// A payment fact only: a paid invoice says nothing certain about the subscription (a
 		// trial's $0 invoice, one of several open invoices, a first invoice paid while the
@@ -310,8 +279,8 @@ func invoiceEffect(ev Event, in invoice) effect {
 		return e
 	}
 	reason := fmt.Sprintf("payment of %s failed (attempt %d)", money(in.AmountDue, in.Currency), in.AttemptCount)
-	if in.LastFinalizationError != nil && deref(in.LastFinalizationError.Message) != "" {
-		reason += ": " + deref(in.LastFinalizationError.Message)
+	if msg := in.LastFinalizationError.Message; msg != "" {
+		reason += ": " + msg
 	}
 	// A failure fact only: an incomplete subscription whose first payment fails stays
 	// incomplete, and a past_due or unpaid one is said so by its own update.
@@ -323,9 +292,9 @@ func invoiceEffect(ev Event, in invoice) effect {
 
 // planName is the name the portal and CRM show: the price's lookup key, else its nickname,
 // else its id.
-func planName(lookupKey, nickname *string, id string) string {
-	for _, s := range []*string{lookupKey, nickname} {
-		if v := strings.TrimSpace(deref(s)); v != "" {
+func planName(lookupKey, nickname, id string) string {
+	for _, s := range [...]string{lookupKey, nickname} {
+		if v := strings.TrimSpace(s); v != "" {
 			return v
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/billing/stripemock"
@@ -49,13 +50,13 @@ func TestEventIsDecodedOnceWithTheSameEffect(t *testing.T) {
 			o["items"] = "not a list"
 		}), false, true},
 	}
-	// A name twice (encoding/json takes the last; the one pass refuses the body) goes the old way.
+	// A name twice: the one pass takes the last, as encoding/json does.
 	cases = append(cases, struct {
 		name, typ  string
 		obj        map[string]any
 		onePass    bool
 		refusedToo bool
-	}{"customer named twice", TypeInvoicePaid, fixture("invoice", func(o map[string]any) { o["customer"] = "cus_6" }), false, false})
+	}{"customer named twice", TypeInvoicePaid, fixture("invoice", func(o map[string]any) { o["customer"] = "cus_6" }), true, false})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -86,6 +87,52 @@ func TestEventIsDecodedOnceWithTheSameEffect(t *testing.T) {
 			require.Equal(t, want, got)
 			if c.name == "customer named twice" {
 				require.Equal(t, "cus_6", got.customerID, "the last of the two, as encoding/json reads it")
+			}
+		})
+	}
+}
+
+// A reference and metadata read the same by encoding/json/v2's decoder (ParseEvent's one pass,
+// which reads them in place) as by encoding/json (the fallback), and are refused by both alike.
+func TestReferenceAndMetadataDecodeTheSameBothWays(t *testing.T) {
+	t.Parallel()
+	type object struct {
+		Customer expandable     `json:"customer"`
+		Metadata metadataTenant `json:"metadata"`
+	}
+	cases := []struct {
+		name, body string
+		want       object
+		refused    bool
+	}{
+		{"id and tenant", `{"customer":"cus_1","metadata":{"plan":"pro","tenant_id":"t1"}}`, object{"cus_1", "t1"}, false},
+		{"nulls", `{"customer":null,"metadata":null}`, object{}, false},
+		{"absent", `{}`, object{}, false},
+		{"expanded", `{"customer":{"object":"customer","id":"cus_2","metadata":{"a":"b"}}}`, object{Customer: "cus_2"}, false},
+		{"expanded, id in another case", `{"customer":{"ID":"cus_3"}}`, object{Customer: "cus_3"}, false},
+		{"expanded, null id", `{"customer":{"id":null}}`, object{}, false},
+		{"escaped names", `{"customer":{"\u0069d":"cus_4"},"metadata":{"tenant\u005fid":"t4"}}`, object{"cus_4", "t4"}, false},
+		{"escaped values", `{"customer":"cus_\u0035","metadata":{"tenant_id":"t\u0035"}}`, object{"cus_5", "t5"}, false},
+		{"null tenant", `{"metadata":{"tenant_id":null,"x":"y"}}`, object{}, false},
+		{"another case of tenant_id is another key", `{"metadata":{"Tenant_ID":"t6"}}`, object{}, false},
+		{"number reference", `{"customer":42}`, object{}, true},
+		{"array reference", `{"customer":["cus_7"]}`, object{}, true},
+		{"number id", `{"customer":{"id":7}}`, object{}, true},
+		{"metadata not an object", `{"metadata":"t8"}`, object{}, true},
+		{"metadata value not a string", `{"metadata":{"tenant_id":"t9","n":1}}`, object{}, true},
+		{"metadata tenant not a string", `{"metadata":{"tenant_id":9}}`, object{}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var v1, v2 object
+			err1 := json.Unmarshal([]byte(c.body), &v1)
+			err2 := jsonv2.Unmarshal([]byte(c.body), &v2)
+			require.Equal(t, c.refused, err1 != nil, "encoding/json: %v", err1)
+			require.Equal(t, c.refused, err2 != nil, "encoding/json/v2: %v", err2)
+			if !c.refused {
+				require.Equal(t, c.want, v1)
+				require.Equal(t, c.want, v2)
 			}
 		})
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 )
@@ -181,16 +182,18 @@ func ParseEvent(payload []byte) (Event, error) {
 	// GOEXPERIMENT=jsonv2): it validates while it decodes instead of scanning the body once
 	// more first, and skips the fields nobody reads at a fraction of encoding/json's cost (half
 	// the time and a third of the allocations for a 5 KB subscription event). Its names match
-	// exactly, as Stripe writes them. A body with a name twice, which it refuses, and any other
-	// body this pass cannot take, is decoded as before by encoding/json, and refused or
-	// accepted for the same reasons.
+	// exactly, as Stripe writes them. A name twice is read as encoding/json reads it, the last
+	// one wins: the decoder is told not to track every object's names for duplicates (a map of
+	// them per object of Stripe's 50 to 80 fields, a third of the pass's time and half its
+	// bytes). Any body this pass cannot take is decoded as before by encoding/json, and refused
+	// or accepted for the same reasons.
 	var fast struct {
 		envelopeFields
 		Data *struct {
 			Object *anyObject `json:"object"`
 		} `json:"data"`
 	}
-	if err := jsonv2.Unmarshal(safe, &fast); err == nil && fast.ID != "" && fast.Type != "" && fast.Created > 0 &&
+	if err := jsonv2.Unmarshal(safe, &fast, jsontext.AllowDuplicateNames(true)); err == nil && fast.ID != "" && fast.Type != "" && fast.Created > 0 &&
 		fast.Data != nil && fast.Data.Object != nil {
 		return fast.event(payload, fast.Data.Object, nil), nil
 	}

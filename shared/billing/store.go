@@ -364,10 +364,7 @@ type tenantRule struct {
 // array of records inside its record), read with the connection's type map.
 func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule, subs bool, seen *bool) {
 	pre.customer = customerID
-	var customer *string
-	if customerID != "" {
-		customer = &customerID
-	}
+	customer := pgtype.Text{String: customerID, Valid: customerID != ""}
 	b.Queue(`select private.webhook_claim_rows($1, $2, $3, $4)`, eventID, customer, rule, subs).Query(func(rows pgx.Rows) error {
 		if err := pre.scanClaim(rows, rule, subs, seen); err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
@@ -491,12 +488,9 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 // delivery: when it holds the save of the invoice facets, the record and the save are one call.
 // It is deferred: it goes to the database with the commit.
 func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, held *facetsSave) error {
-	var tenant *uuid.UUID
-	if res.TenantID != uuid.Nil {
-		tenant = &res.TenantID
-	}
+	tenant := pgtype.UUID{Bytes: res.TenantID, Valid: res.TenantID != uuid.Nil}
 	switch {
-	case held != nil && held.args != nil && tenant != nil:
+	case held != nil && held.args != nil && tenant.Valid:
 		tx.DeferCall("private.record_stripe_event_with_facets", nil, nil, append([]any{
 			ev.ID, ev.Type, textOrNull(ev.APIVersion), ev.Created, ev.Livemode, textOrNull(customerID), ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync}, held.args...)...)
@@ -780,10 +774,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 		}
 	}
 	src := a.Source()
-	var amount *int64
-	if !a.PaymentStamp.IsZero() {
-		amount = &a.LastPaymentAmount
-	}
+	amount := pgtype.Int8{Int64: a.LastPaymentAmount, Valid: !a.PaymentStamp.IsZero()}
 	if keepsSubscription(before, a) {
 		facets := []any{
 			textOrNull(a.CustomerID), stampTime(a.CustomerStamp), textOrNull(a.CustomerStamp.EventID),
@@ -908,16 +899,14 @@ func timeOf(t pgtype.Timestamptz) time.Time {
 	return t.Time.UTC()
 }
 
-func stampTime(s Stamp) *time.Time {
-	if s.IsZero() {
-		return nil
-	}
-	return &s.Created
+// stampTime is a stamp's time as a query argument, NULL for the zero stamp. Nullable arguments
+// are pgtype values, not pointers: pgx encodes a pointer argument through reflection, which
+// boxes the value it points to (an allocation per argument on every write).
+func stampTime(s Stamp) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: s.Created, Valid: !s.IsZero()}
 }
 
-func timeOrNil(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
+// timeOrNil is t as a query argument, NULL for the zero time.
+func timeOrNil(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }

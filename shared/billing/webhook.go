@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 
 	"github.com/portal-functions/portal-functions/shared/db"
@@ -105,6 +106,26 @@ type webhookResponse struct {
 	Outcome  Outcome `json:"outcome"`
 }
 
+// writeReceived answers 200 with webhookResponse{Received: true, ...}, written directly: it
+// goes out once per delivery, and encoding/json would find its fields by reflection, encode
+// into a buffer of its own and copy it out.
+func writeReceived(w http.ResponseWriter, eventID string, outcome Outcome) {
+	body := make([]byte, 0, 64+len(eventID))
+	body = append(body, `{"received":true,"event_id":`...)
+	body, err := jsontext.AppendQuote(body, eventID)
+	if err == nil {
+		body = append(body, `,"outcome":`...)
+		body, err = jsontext.AppendQuote(body, string(outcome))
+	}
+	if err != nil { // not UTF-8: encoding/json replaces what is not
+		web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: eventID, Outcome: outcome})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(body, '}'))
+}
+
 // ServeHTTP answers 200 for processed, duplicate, ignored and unmatched events; 400 for a
 // refused signature or body, 413 for an oversized one (nothing written in either case); 503
 // when the database is unreachable and 500 otherwise, so Stripe retries.
@@ -187,7 +208,7 @@ func (h *WebhookHandler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			attrs = append(attrs, slog.Int("unmatched_applied", res.UnmatchedApplied))
 		}
 	}
-	web.JSON(w, http.StatusOK, webhookResponse{Received: true, EventID: ev.ID, Outcome: res.Outcome})
+	writeReceived(w, ev.ID, res.Outcome)
 }
 
 // readBody reads r to the end into one buffer of the announced length (io.ReadAll would grow

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivershared/structtag"
 	"github.com/riverqueue/river/rivershared/uniquestates"
@@ -31,15 +32,12 @@ func (i *Inserter) deferInsert(ctx context.Context, p *db.Pipe, args river.JobAr
 	if err != nil {
 		return fmt.Errorf("enqueue %s for %s: %w", args.Kind(), subject, err)
 	}
-	var (
-		inserted bool
-		status   *string // the integration whose sync status the job sets pending (none: nil)
-	)
-	if integration != "" {
-		status = &integration
-	}
+	var inserted bool
+	// The integration whose sync status the job sets pending (none: NULL); a pgtype value, as
+	// pgx encodes a pointer argument through reflection.
+	status := pgtype.Text{String: integration, Valid: integration != ""}
 	p.DeferCall("private.river_insert_unique", &inserted, func() error {
-		if inserted && status != nil && i.onInsert != nil {
+		if inserted && status.Valid && i.onInsert != nil {
 			i.onInsert(ctx, integration)
 		}
 		return nil

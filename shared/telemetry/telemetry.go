@@ -75,7 +75,8 @@ func NewLogger(w io.Writer, function string, level slog.Leveler) *slog.Logger {
 }
 
 // sensitiveKey reports whether key names one of sensitiveKeys, in any case. It runs for every
-// attribute of every line, so it compares in place rather than lower-casing a copy.
+// attribute of every line, so it compares in place rather than lower-casing a copy, and only
+// where one of the words could start (sensitiveStarts).
 func sensitiveKey(key string) bool {
 	for i := 0; i < len(key); i++ {
 		if key[i] >= utf8.RuneSelf {
@@ -83,15 +84,27 @@ func sensitiveKey(key string) bool {
 			return slices.ContainsFunc(sensitiveKeys, func(s string) bool { return strings.Contains(lower, s) })
 		}
 	}
-	for _, s := range sensitiveKeys {
-		for i := 0; i+len(s) <= len(key); i++ {
-			if strings.EqualFold(key[i:i+len(s)], s) {
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		for _, s := range sensitiveStarts[c] {
+			if i+len(s) <= len(key) && strings.EqualFold(key[i:i+len(s)], s) {
 				return true
 			}
 		}
 	}
 	return false
 }
+
+// sensitiveStarts lists sensitiveKeys by their first byte (all are lower-case ASCII).
+var sensitiveStarts = func() (by [utf8.RuneSelf][]string) {
+	for _, s := range sensitiveKeys {
+		by[s[0]] = append(by[s[0]], s)
+	}
+	return by
+}()
 
 // HashUser turns a user id into a stable, non-reversible tag for logs: enough to follow one
 // user's requests, not enough to identify them.

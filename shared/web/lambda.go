@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/portal-functions/portal-functions/shared/problem"
 )
@@ -31,11 +32,12 @@ type LambdaHandler func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) 
 // variables and a dozen strings the request never needs, which encoding/json would allocate
 // on every invocation. The event is decoded by encoding/json/v2's decoder
 // (go-json-experiment/json), which validates as it decodes rather than scanning the event once
-// more first, and unescapes the body (most of the event) in one pass; an event it refuses (a
-// name twice) is decoded by encoding/json, as lambda.Start would.
+// more first, and unescapes the body (most of the event) in one pass. A name twice is read
+// as encoding/json reads it (the last one wins), without tracking every object's names for
+// duplicates; an event it refuses is decoded by encoding/json, as lambda.Start would.
 func (f LambdaHandler) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	var in invocation
-	if err := jsonv2.Unmarshal(payload, &in); err != nil {
+	if err := jsonv2.Unmarshal(payload, &in, jsontext.AllowDuplicateNames(true)); err != nil {
 		in = invocation{}
 		if err := json.Unmarshal(payload, &in); err != nil {
 			return nil, err
