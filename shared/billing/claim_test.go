@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/db/dbtest"
@@ -34,6 +35,50 @@ func TestClaimReadsTheTablesColumnsInOrder(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, strings.Fields(strings.ReplaceAll(tc.columns, ",", " ")), got, tc.table)
 	}
+}
+
+// Code deployed before the account row kept the webhook health's current bucket (migration
+// 20261206100000) reads private.webhook_claim_rows' account by position as its 33 columns of
+// then: that function still answers them, in that order, so a delivery served by the old code
+// during a deploy reads the same projection (the new code calls webhook_claim_account_rows).
+func TestTheOldClaimAnswersTheAccountAsDeployedCodeReadsIt(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var tenant uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('t') returning id`).Scan(&tenant))
+	_, err := pool.Exec(ctx, `
+		insert into private.billing_accounts (tenant_id, customer_id, crm_version, delivery_bucket, bucket_deliveries)
+		values ($1, 'cus_old', 7, now(), 3)`, tenant)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `insert into private.stripe_customers (customer_id, tenant_id) values ('cus_old', $1)`, tenant)
+	require.NoError(t, err)
+	oldColumns := strings.Fields(strings.ReplaceAll(strings.SplitAfter(accountColumns, "crm_version")[0], ",", " "))
+	require.Len(t, oldColumns, 33)
+
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	var (
+		seen    bool
+		rule    *bool
+		contact *string
+		account pgtype.UndecodedBytes
+		subs    pgtype.UndecodedBytes
+	)
+	require.NoError(t, conn.QueryRow(ctx, `select private.webhook_claim_rows('evt_old_code', 'cus_old', true, true)`).
+		Scan(pgtype.CompositeFields{&seen, &rule, &contact, &account, &subs}))
+	require.NotNil(t, account)
+	fields := make([]any, len(oldColumns))
+	dests := make(pgtype.CompositeFields, len(oldColumns))
+	for i := range fields {
+		dests[i] = &fields[i]
+	}
+	require.NoError(t, conn.Conn().TypeMap().Scan(pgtype.RecordOID, pgtype.BinaryFormatCode, account, dests),
+		"the old claim's account is the 33 columns code deployed before reads")
+	require.Equal(t, [16]byte(tenant), fields[0])
+	require.Equal(t, "cus_old", fields[1])
+	require.Equal(t, int64(7), fields[32])
 }
 
 // keepsSubscription decides that a save may leave columns as the row has them: it must compare

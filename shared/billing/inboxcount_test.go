@@ -44,7 +44,7 @@ func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
 	counted := func() (received, processed int) {
 		require.NoError(t, b.pool.QueryRow(ctx, `
 			select coalesce(sum(received), 0)::int, coalesce(sum(processed), 0)::int
-			from private.webhook_delivery_counts where tenant_id = $1`, b.tenantID).Scan(&received, &processed))
+			from private.webhook_delivery_buckets where tenant_id = $1`, b.tenantID).Scan(&received, &processed))
 		return received, processed
 	}
 

@@ -88,7 +88,7 @@ func deliveryRoundTrips(t *testing.T, shape string, opts ...dbtest.Option) *bund
 		max, maxStmts int
 	}{
 		// begin and the statement timeout (set local, in the begin's round trip: db.Options),
-		// claim (private.webhook_claim_rows), the writes in one statement (db.Pipe.DeferCall:
+		// claim (private.webhook_claim_account_rows), the writes in one statement (db.Pipe.DeferCall:
 		// subscription, projection, CRM job, the event's record), commit.
 		{"new subscription change", sub(2, "price_pro"), maxRoundTripsNewEvent, 5},
 		// Of the same second, saying another price: the refresh from Stripe is queued in the

@@ -334,7 +334,7 @@ func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Chang
 	return after, nil
 }
 
-// prefetch is what the first round trip reads (private.webhook_claim_rows): whether the event is
+// prefetch is what the first round trip reads (private.webhook_claim_account_rows): whether the event is
 // already recorded, and for an event of a known customer the projection of the tenant the
 // customer maps to, locked, with its subscriptions (read after the lock, so as the previous
 // holder of the lock left them) and, for an event that can open a ticket, the tenant's
@@ -365,7 +365,7 @@ type tenantRule struct {
 func (pre *prefetch) queue(b *pgx.Batch, eventID, customerID string, rule, subs bool, seen *bool) {
 	pre.customer = customerID
 	customer := pgtype.Text{String: customerID, Valid: customerID != ""}
-	b.Queue(`select private.webhook_claim_rows($1, $2, $3, $4)`, eventID, customer, rule, subs).Query(func(rows pgx.Rows) error {
+	b.Queue(`select private.webhook_claim_account_rows($1, $2, $3, $4)`, eventID, customer, rule, subs).Query(func(rows pgx.Rows) error {
 		if err := pre.scanClaim(rows, rule, subs, seen); err != nil {
 			return fmt.Errorf("claim stripe event: %w", err)
 		}
@@ -617,7 +617,7 @@ func mapCustomer(ctx context.Context, q db.Querier, customerID string, tenantID 
 }
 
 // accountColumns are the projection's columns, all of them in the table's order: the fields
-// of its row value, which private.webhook_claim_rows returns whole, are the same
+// of its row value, which private.webhook_claim_account_rows returns whole, are the same
 // (TestClaimReadsTheTablesColumnsInOrder). scanAccountRow reads them in this order.
 const accountColumns = `tenant_id, customer_id, customer_email, subscription_id, price_id, plan, status,
 	current_period_end, cancel_at_period_end, last_payment_at, last_payment_amount, last_payment_currency,
@@ -625,7 +625,7 @@ const accountColumns = `tenant_id, customer_id, customer_email, subscription_id,
 	created_at, updated_at, customer_event_created, customer_event_id, email_event_created, email_event_id,
 	subscription_event_created, subscription_event_id, status_event_created, status_event_id,
 	payment_event_created, payment_event_id, failure_event_created, failure_event_id,
-	last_failure_invoice_id, crm_version`
+	last_failure_invoice_id, crm_version, delivery_bucket, bucket_deliveries, rolled_bucket, rolled_deliveries`
 
 // subscriptionColumns are private.billing_subscriptions' columns in the table's order, the
 // fields of its row value (subscriptionRecord.dests).
@@ -732,7 +732,8 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 		nil, nil, &cust.created, &cust.id, &mail.created, &mail.id, // created_at, updated_at
 		&subs.created, &subs.id, &stat.created, &stat.id,
 		&pay.created, &pay.id, &fail.created, &fail.id,
-		&failInvoice, &crmVersion)
+		&failInvoice, &crmVersion,
+		nil, nil, nil, nil) // the webhook health's current bucket (private.record_stripe_event_with_facets)
 	if err != nil || !tenant.Valid {
 		return Account{}, false, err
 	}

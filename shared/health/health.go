@@ -6,8 +6,9 @@
 //
 // Two ways to the same numbers: Read recounts from history (the Stripe inbox, River's job
 // table, sync status), for ops; ForTenant reads the summary rows that the writes keep (row
-// triggers on River's job table, on sync status and on the Stripe inbox, migrations
-// delivery_summary and webhook_delivery_counts), so an owner's
+// triggers on River's job table, on sync status and on the Stripe inbox, and the webhook's own
+// writes: migrations delivery_summary, webhook_delivery_counts and
+// delivery_counts_on_the_account), so an owner's
 // account page costs the same whatever the tenant's history. A test drives random concurrent
 // job transitions and checks that both agree. The package writes nothing but
 // RecordRejectedDelivery's rows; listing and requeueing dead letters is the jobs package's.
@@ -129,7 +130,8 @@ type Query struct {
 //
 // Unlike Read it computes nothing from history: it reads the rows the writes keep (see the
 // migrations delivery_summary and webhook_delivery_counts: private.job_summary,
-// private.job_attempts, private.sync_summary, private.webhook_delivery_counts), in one
+// private.job_attempts, private.sync_summary, and private.webhook_delivery_buckets: the
+// counter table plus the billing account's current bucket), in one
 // statement whose every part is an index probe or a range of 5-minute buckets bounded by the
 // window, so its cost grows neither with the tenant's history nor with its traffic. Attempts
 // and deliveries are kept in 5-minute buckets: the oldest bucket counted is the one holding
@@ -209,7 +211,8 @@ const TenantFunction = "private.tenant_health"
 
 // tenantQuery is ForTenant's one statement ($1 tenant, $2 window in seconds, $3 the tenant as
 // River's args spell it): a row per integration, each carrying the window's end and the
-// tenant's webhook counts (summed over at most 289 buckets for a day). The oldest waiting job
+// tenant's webhook counts (summed over at most 289 buckets for a day, and the account row's
+// current bucket). The oldest waiting job
 // is looked up only when a job waits, by a limit-1 probe of river_job_waiting_tenant_idx. The
 // window is written with now() in each condition, not taken from a CTE: the planner estimates
 // a condition on now() (a stable function) but not one on a CTE's column.
@@ -221,7 +224,7 @@ const tenantQuery = `
 	           coalesce(sum(d.unmatched), 0)::int as unmatched,
 	           coalesce(sum(d.refused), 0)::int as refused,
 	           coalesce(sum(d.unapplied), 0)::int as unapplied
-	    from private.webhook_delivery_counts d
+	    from private.webhook_delivery_buckets d
 	    where d.tenant_id = $1
 	      and d.bucket >= date_bin('5 minutes', now() - make_interval(secs => $2), timestamptz '2000-01-01 00:00:00+00')
 	      and d.bucket <= now())
@@ -403,5 +406,5 @@ func Agree(kept, recount Report) bool {
 }
 
 // attemptBucket is the width of the kept counters' buckets (private.job_attempts,
-// private.webhook_delivery_counts).
+// private.webhook_delivery_buckets).
 const attemptBucket = 5 * time.Minute
