@@ -29,6 +29,7 @@ func main() {
 	noWorkers := flag.Bool("no-workers", false, "do not run the queue workers")
 	ephemeral := flag.Bool("ephemeral-standins", false, "put the provider stand-ins on free ports (beside another make dev)")
 	latency := flag.Duration("standin-latency", 0, "the HubSpot and Zendesk stand-ins answer every call after this long (e.g. 50ms, the CRM load scenario's HubSpot)")
+	dbConns := flag.Int("db-conns", defaultDBConns, "connections of the HTTP functions' pool, which also bounds the requests served at once")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) to profile a load run")
 	flag.Parse()
 	if *pprofAddr != "" {
@@ -52,7 +53,7 @@ func main() {
 		}
 	}
 	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers, UnpreparedStatements: !prepared,
-		EphemeralStandins: *ephemeral, StandinLatency: *latency, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+		EphemeralStandins: *ephemeral, StandinLatency: *latency, DBConns: *dbConns, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
@@ -75,7 +76,11 @@ type options struct {
 	EphemeralStandins bool
 	// StandinLatency delays every answer of the HubSpot and Zendesk stand-ins (0: none).
 	StandinLatency time.Duration
-	Out            interface{ Write([]byte) (int, error) }
+	// DBConns sizes the HTTP functions' pool, and so the requests served at once (0:
+	// defaultDBConns). cmd/benchreport/pgcost-side.sh makes it small, so a count of Postgres's
+	// work under valgrind is not swamped by backends started at different moments.
+	DBConns int
+	Out     interface{ Write([]byte) (int, error) }
 	// Ready, when set, is called with the server's base URL once it serves.
 	Ready func(baseURL string)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -80,6 +81,10 @@ var httpFunctions = map[string]httpFunction{
 // instance, so this is the shape of a long-running host like this one.
 var shedAtOnce = map[string]bool{"PaymentWebhookFunction": true}
 
+// defaultDBConns sizes the HTTP functions' pool: more connections than the two cores cover
+// the round trips' and commits' waits (BENCHMARKS.md, issue 12: 6, 16 and 32 compared).
+const defaultDBConns = 16
+
 // workerConns sizes the queue workers' own pool. In Lambda the pushers are functions of their
 // own with their own connections; sharing the HTTP functions' pool here let up to 100 running
 // helpdesk jobs take the connections that the limiter's admitted requests then queued for
@@ -132,7 +137,7 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	if err := ensureDatabase(ctx, s.dbURL); err != nil {
 		return nil, err
 	}
-	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: 16, ApplicationName: "make-dev", PreparedStatements: !o.UnpreparedStatements})
+	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: int32(cmp.Or(o.DBConns, defaultDBConns)), ApplicationName: "make-dev", PreparedStatements: !o.UnpreparedStatements})
 	if err != nil {
 		return nil, fmt.Errorf("open dev database: %w", err)
 	}
