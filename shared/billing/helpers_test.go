@@ -165,6 +165,15 @@ func (b *bundle) crmJobs(t testing.TB, tenantID uuid.UUID, sourceEvent string) i
 		and args->>'tenant_id' = $1 and ($2 = '' or args->>'source_event' = $2)`, tenantID.String(), sourceEvent)
 }
 
+// waitingCRMPushes counts the tenant's crm_sync jobs waiting to start: each pushes the
+// projection as it is when it runs, so one of them carries every change committed before then
+// (a change queued while one waits rides on it: 20261206300000_crm_sync_rides_a_waiting_push.sql).
+func (b *bundle) waitingCRMPushes(t testing.TB, tenantID uuid.UUID) int {
+	t.Helper()
+	return b.count(t, `select count(*) from private.river_job where kind = 'crm_sync'
+		and args->>'tenant_id' = $1 and state = 'available'`, tenantID.String())
+}
+
 func (b *bundle) helpdeskJobs(t testing.TB, tenantID uuid.UUID) int {
 	t.Helper()
 	return b.count(t, `select count(*) from private.river_job where kind = 'helpdesk_ticket' and args->>'tenant_id' = $1`, tenantID.String())

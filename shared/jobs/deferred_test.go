@@ -191,8 +191,10 @@ func TestJobInAPipeCountsItselfInItsOwnStatement(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
+	// The pipe's CRM push calls private.river_insert_crm_sync, which inserts through
+	// private.river_insert_unique when no push of the tenant is waiting.
 	const callsSQL = `select coalesce(pg_stat_get_xact_function_calls('private.job_summary_track'::regproc), 0),
-		coalesce(pg_stat_get_xact_function_calls('private.river_insert_unique'::regproc), 0)`
+		coalesce(pg_stat_get_xact_function_calls('private.river_insert_crm_sync'::regproc), 0)`
 	trackCalls := func(b *pgx.Batch) { b.Queue(`set local track_functions = 'pl'`) }
 	type calls struct{ trigger, function int64 }
 	// enqueue queues evt's push on tx and counts the calls it made (track_functions is on).
@@ -265,9 +267,13 @@ func TestJobInAPipeCountsItselfInItsOwnStatement(t *testing.T) {
 
 	// The pipe's job dies: the update trigger counts it like any job. A dead letter does not
 	// block its key, so the same push queued again is a new job, counted once; the dead one
-	// then goes (the delete trigger).
+	// then goes (the delete trigger). River's job is taken by a worker first, so the push does
+	// not ride on it (TestCRMPushRidesOnAWaitingOneOnly).
 	_, err = b.pool.Exec(ctx, `update private.river_job set state = 'cancelled', finalized_at = now()
 		where args->>'source_event' = 'evt_pipe'`)
+	require.NoError(t, err)
+	_, err = b.pool.Exec(ctx, `update private.river_job set state = 'running', attempt = 1, attempted_at = now()
+		where args->>'source_event' = 'evt_river'`)
 	require.NoError(t, err)
 	requireSummary(1, 1)
 	require.Equal(t, calls{trigger: 0, function: 1}, inPipe("evt_pipe"))
@@ -331,7 +337,10 @@ func TestQueuedPushLeavesAPendingStatusAsItIs(t *testing.T) {
 			require.Zero(t, now.attempts, "%s: after %s", name, before.state)
 			require.NotEqual(t, was.version, now.version, "%s: after %s", name, before.state)
 		}
-		require.Equal(t, n, countJobsOf(t, b, tenant), name)
+		// River's client queues a job per push; in a pipe every push after the first rode on
+		// the first, which no worker took (TestCRMPushRidesOnAWaitingOneOnly).
+		want := map[string]int{"in a pipe": 1, "with River": n}[name]
+		require.Equal(t, want, countJobsOf(t, b, tenant), name)
 	}
 }
 
@@ -341,4 +350,98 @@ func countJobsOf(t *testing.T, b bundle, tenant uuid.UUID) int {
 	require.NoError(t, b.pool.QueryRow(context.Background(),
 		`select count(*) from private.river_job where args->>'tenant_id' = $1::text`, tenant).Scan(&n))
 	return n
+}
+
+// A CRM push queued in a pipe while the tenant has one waiting to start (available, due) rides
+// on it: no job is added, since the waiting job pushes the projection as it is when it runs.
+// The waiting job is locked until the riding transaction commits, so River's fetch (FOR UPDATE
+// SKIP LOCKED) cannot start it before the change it carries is committed. A job a worker holds
+// or has taken, or one due later, carries nothing: the push gets a job of its own.
+func TestCRMPushRidesOnAWaitingOneOnly(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	tenant := newTenant(t, b.pool, "")
+	n := 0
+	push := func() {
+		t.Helper()
+		n++
+		enqueueInPipe(t, b, func(ctx context.Context, tx pgx.Tx) error {
+			return b.inserter.EnqueueCRMSync(ctx, tx, tenant, fmt.Sprintf("evt_%d", n), int64(n))
+		})
+	}
+	status := func() (state string, attempts int) {
+		t.Helper()
+		require.NoError(t, b.pool.QueryRow(ctx, `select state, attempts from private.sync_status
+			where integration = 'crm' and subject = $1`, jobs.CRMSubject(tenant)).Scan(&state, &attempts))
+		return state, attempts
+	}
+	// River's fetch of the crm queue (riverpgxv5 JobGetAvailable's lock), from a connection of
+	// its own: the ids it would start now.
+	fetchable := func() []int64 {
+		t.Helper()
+		rows, err := b.pool.Query(ctx, `select id from private.river_job where state = 'available'
+			and queue = 'crm' and scheduled_at <= now() and args->>'tenant_id' = $1
+			order by priority, scheduled_at, id for update skip locked`, tenant.String())
+		require.NoError(t, err)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err)
+		return ids
+	}
+	// setState changes the tenant's jobs in state from as a worker or River's scheduler would.
+	setState := func(from, set string) {
+		t.Helper()
+		_, err := b.pool.Exec(ctx, `update private.river_job set `+set+`
+			where kind = 'crm_sync' and args->>'tenant_id' = $1 and state = $2`, tenant.String(), from)
+		require.NoError(t, err)
+	}
+
+	push()
+	require.Equal(t, 1, countJobsOf(t, b, tenant))
+	// The first push's attempts failed and left its status retrying, its job due again.
+	_, err := b.pool.Exec(ctx, `update private.sync_status set state = 'retrying', attempts = 2
+		where integration = 'crm' and subject = $1`, jobs.CRMSubject(tenant))
+	require.NoError(t, err)
+	push()
+	require.Equal(t, 1, countJobsOf(t, b, tenant), "rode on the waiting push")
+	state, attempts := status()
+	require.Equal(t, []any{"pending", 0}, []any{state, attempts}, "the newest change's push is pending")
+
+	// While a riding transaction is open, River's fetch skips the waiting job; after its
+	// commit, the job is fetched (and reads the projection with the change).
+	n++
+	require.NoError(t, db.PipeTx(ctx, b.pool, nil, func(p *db.Pipe) error {
+		if err := b.inserter.EnqueueCRMSync(ctx, p, tenant, fmt.Sprintf("evt_%d", n), int64(n)); err != nil {
+			return err
+		}
+		if _, err := p.Exec(ctx, `select 1`); err != nil { // sends the deferred insert
+			return err
+		}
+		require.Empty(t, fetchable(), "a worker cannot start the push before the change it carries commits")
+		return nil
+	}))
+	require.Len(t, fetchable(), 1)
+	require.Equal(t, 1, countJobsOf(t, b, tenant))
+
+	// A worker's fetch in progress holds the job: the push does not wait for it, and gets a job.
+	hold, err := b.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = hold.Exec(ctx, `select 1 from private.river_job where kind = 'crm_sync' and args->>'tenant_id' = $1 for update`, tenant.String())
+	require.NoError(t, err)
+	push()
+	require.NoError(t, hold.Rollback(ctx))
+	require.Equal(t, 2, countJobsOf(t, b, tenant), "a held job carries nothing")
+
+	// Taken by a worker (running), or due later (snoozed, or a retry's backoff): a job of its own.
+	setState("available", `state = 'running', attempt = 1, attempted_at = now()`)
+	push()
+	require.Equal(t, 3, countJobsOf(t, b, tenant), "a running job read the projection already")
+	setState("available", `scheduled_at = now() + interval '1 hour'`)
+	push()
+	require.Equal(t, 4, countJobsOf(t, b, tenant), "a job due in an hour would delay the change")
+	setState("available", `state = 'retryable', scheduled_at = now() + interval '1 hour'`)
+	push()
+	require.Equal(t, 5, countJobsOf(t, b, tenant), "a retryable job waits for its backoff")
+	push()
+	require.Equal(t, 5, countJobsOf(t, b, tenant), "the last one is waiting and due: rode on it")
 }

@@ -280,9 +280,10 @@ func TestConcurrentRunsAndRedeliveriesApplyEachStoredEventOnce(t *testing.T) {
 	require.Equal(t, len(statuses), stored, "every event now the tenant's")
 	require.Equal(t, len(statuses), done)
 	// An event applied after a newer one (the runs interleave) changes nothing and queues no
-	// push, so the pushes are those the applications recorded, one each.
+	// push. The others each queued one, and with no worker taking them, every push after the
+	// first rode on it (it pushes the projection as it is when it runs): one job.
 	require.Positive(t, queuedPush)
-	require.Equal(t, queuedPush, b.allJobs(t), "one CRM push per event that changed what the CRM shows")
+	require.Equal(t, 1, b.allJobs(t), "the CRM changes ride on one waiting push")
 	acct, err := billing.LoadAccount(ctx, b.pool, tenant)
 	require.NoError(t, err)
 	require.Equal(t, "canceled", acct.Status, "the newest event wins whoever applied it")
