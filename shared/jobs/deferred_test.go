@@ -117,8 +117,10 @@ func TestJobsWrittenInAPipeAreRiversOwn(t *testing.T) {
 
 // A billing refresh queued in the webhook's Pipe is River's own too: one job per
 // (subscription, tied second) whoever wrote it, the row River writes (its unique states leave
-// completed out, so a completed refresh does not block the next), no sync status, and nothing
-// announced (the billing-refresh function's schedule works it).
+// completed out, so a completed refresh does not block the next), no sync status, nothing
+// announced (the billing-refresh function's schedule works it) and nothing in the job
+// summary (the Pipe marks its row counted, so the insert trigger is not called; River's
+// insert calls it, and it returns for the kind).
 func TestARefreshWrittenInAPipeIsRiversOwn(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -142,6 +144,11 @@ func TestARefreshWrittenInAPipeIsRiversOwn(t *testing.T) {
 	var statuses int
 	require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from private.sync_status`).Scan(&statuses))
 	require.Zero(t, statuses, "a refresh has no sync status")
+	var summaries, unmarked int
+	require.NoError(t, b.pool.QueryRow(ctx, `select (select count(*) from private.job_summary),
+		(select count(*) from private.river_job where args->>'subscription_id' = 'sub_pipe' and counted is not true)`).Scan(&summaries, &unmarked))
+	require.Zero(t, summaries, "a refresh is not a push: the job summary does not count it, whoever wrote it")
+	require.Zero(t, unmarked, "the Pipe's refreshes are marked, so the insert trigger's WHEN skips them")
 
 	const shape = `select kind, queue, priority, max_attempts, state::text, attempt, metadata::text, tags::text[],
 		unique_states::text, errors is null, finalized_at is null, octet_length(unique_key), args->>'tenant_id'
