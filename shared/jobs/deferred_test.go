@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river/rivertype"
 	"github.com/stretchr/testify/require"
 
 	"github.com/portal-functions/portal-functions/shared/db"
@@ -451,4 +453,72 @@ func TestCRMPushRidesOnAWaitingOneOnly(t *testing.T) {
 	require.Equal(t, 5, countJobsOf(t, b, tenant), "a retryable job waits for its backoff")
 	push()
 	require.Equal(t, 5, countJobsOf(t, b, tenant), "the last one is waiting and due: rode on it")
+}
+
+// A job in each of River's states blocks a new job with its key exactly when River's unique
+// states say so, whoever writes the new one (River's InsertTx or the Pipe's
+// private.river_insert_unique): both decide through River's unique index, whose predicate
+// (river_job_state_in_bitmask over the job's unique_states) is the one thing that says which
+// states block. CRM pushes keep River's default states (every state but cancelled and
+// discarded); billing refreshes leave completed out as well.
+func TestEveryStateBlocksItsKeyAsRiverSays(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	type kind struct {
+		name    string
+		enqueue func(key string) func(context.Context, pgx.Tx) error
+		match   string // selects the jobs of one key
+		states  []rivertype.JobState
+	}
+	refresh := jobs.BillingRefreshArgs{}.InsertOpts().UniqueOpts.ByState
+	tenants := map[string]uuid.UUID{}
+	for _, k := range []kind{
+		{"crm push", func(key string) func(context.Context, pgx.Tx) error {
+			// A tenant per key: a push rides on its tenant's waiting one
+			// (TestCRMPushRidesOnAWaitingOneOnly), so another key's available job would
+			// carry it instead of the unique index deciding.
+			tenant := tenants[key]
+			if tenant == uuid.Nil {
+				tenant = newTenant(t, b.pool, "")
+				tenants[key] = tenant
+			}
+			return func(ctx context.Context, tx pgx.Tx) error {
+				return b.inserter.EnqueueCRMSync(ctx, tx, tenant, key, 1)
+			}
+		}, `args->>'source_event' = $1`, rivertype.UniqueOptsByStateDefault()},
+		{"billing refresh", func(key string) func(context.Context, pgx.Tx) error {
+			return func(ctx context.Context, tx pgx.Tx) error {
+				return b.inserter.EnqueueBillingRefresh(ctx, tx, b.tenantID, key, time.Unix(1_700_000_000, 0))
+			}
+		}, `args->>'subscription_id' = $1`, refresh},
+	} {
+		var states []string
+		rows, err := b.pool.Query(ctx, `select unnest(enum_range(null::private.river_job_state))::text`)
+		require.NoError(t, err)
+		states, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		require.Len(t, states, 8, "River's job states")
+		for _, state := range states {
+			blocks := slices.Contains(k.states, rivertype.JobState(state))
+			for again, enqueue := range map[string]func(*testing.T, bundle, func(context.Context, pgx.Tx) error){
+				"in a pipe": enqueueInPipe, "with River": enqueueWithRiver,
+			} {
+				key := fmt.Sprintf("%s_%s_%s", k.name, state, again)
+				enqueueWithRiver(t, b, k.enqueue(key))
+				_, err := b.pool.Exec(ctx, `update private.river_job set state = $2::private.river_job_state,
+					finalized_at = case when $2 in ('cancelled', 'completed', 'discarded') then now() end
+					where `+k.match, key, state)
+				require.NoError(t, err)
+				enqueue(t, b, k.enqueue(key))
+				var n int
+				require.NoError(t, b.pool.QueryRow(ctx, `select count(*) from private.river_job where `+k.match, key).Scan(&n))
+				want := 2
+				if blocks {
+					want = 1
+				}
+				require.Equal(t, want, n, "%s: a job %s, queued again %s", k.name, state, again)
+			}
+		}
+	}
 }
