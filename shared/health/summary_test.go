@@ -487,3 +487,54 @@ func TestOneTenantsConcurrentEnqueuesDoNotWaitForEachOther(t *testing.T) {
 	require.Equal(t, open, kept.Integration(health.Helpdesk).Pending)
 	requireSummaryEqualsRecount(t, pool)
 }
+
+// The sync summary follows every kind of update of a sync status, now that its update trigger
+// fires without a WHEN and the function itself returns for an update that changes nothing the
+// summary keeps (20261206200200_sync_summary_update_without_when.sql): after each update the
+// kept rows equal the recount, and an update of only what the summary does not keep (attempts,
+// last error, subject, updated_at) writes no summary row.
+func TestSyncSummaryFollowsEveryKindOfStatusUpdate(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var a, b uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('a') returning id`).Scan(&a))
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('b') returning id`).Scan(&b))
+	_, err := pool.Exec(ctx, `insert into private.sync_status (integration, subject, tenant_id, state)
+		values ('crm', 'tenant:a', $1, 'pending'), ('helpdesk', 'ticket:a', $1, 'failed')`, a)
+	require.NoError(t, err)
+	requireSummaryEqualsRecount(t, pool)
+	versions := func() string {
+		t.Helper()
+		var v string
+		require.NoError(t, pool.QueryRow(ctx, `select coalesce(string_agg(xmin::text || ctid::text, ',' order by tenant_id, integration, shard), '')
+			from private.sync_summary`).Scan(&v))
+		return v
+	}
+	for _, c := range []struct {
+		name    string
+		set     string
+		changes bool // the summary changes
+	}{
+		{"attempts", `attempts = attempts + 1`, false},
+		{"last error and updated_at", `last_error = 'boom', updated_at = now() + interval '1 minute'`, false},
+		{"subject", `subject = subject || '!'`, false},
+		{"state", `state = 'retrying'`, true},
+		{"last attempt", `last_attempt_at = now()`, true},
+		{"last success and state", `state = 'synced', last_success_at = now()`, true},
+		{"the same state again", `state = state`, false},
+		{"tenant", `tenant_id = $1`, true},
+		{"integration", `integration = case integration when 'crm' then 'helpdesk' else 'crm' end`, true},
+		{"tenant and state", `tenant_id = $2, state = 'pending'`, true},
+	} {
+		before := versions()
+		_, err := pool.Exec(ctx, `update private.sync_status set `+c.set+` where $1::uuid is not null and $2::uuid is not null`, b, a)
+		require.NoError(t, err, c.name)
+		requireSummaryEqualsRecount(t, pool)
+		if c.changes {
+			require.NotEqual(t, before, versions(), "%s: the summary follows", c.name)
+		} else {
+			require.Equal(t, before, versions(), "%s: nothing the summary keeps changed, so no summary row is written", c.name)
+		}
+	}
+}
