@@ -538,3 +538,31 @@ func TestSyncSummaryFollowsEveryKindOfStatusUpdate(t *testing.T) {
 		}
 	}
 }
+
+// The sync summary's rule on integration holds as it did as a table check, now that it is the
+// column's domain check (20261206200300_sync_summary_checks_cached.sql): a write outside it
+// fails with check_violation under the rule's name, on insert and on update; and the portal's
+// view of the summary, created again for the change, still shows integration as text.
+func TestSyncSummaryRuleStillHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := dbtest.New(t)
+	var tn uuid.UUID
+	require.NoError(t, pool.QueryRow(ctx, `insert into public.tenants (name) values ('t') returning id`).Scan(&tn))
+	_, err := pool.Exec(ctx, `insert into private.sync_summary (tenant_id, integration, shard, pending) values ($1, 'crm', 0, 1)`, tn)
+	require.NoError(t, err)
+	for name, sql := range map[string]string{
+		"insert": `insert into private.sync_summary (tenant_id, integration, shard, pending) values ($1, 'slack', 1, 1)`,
+		"update": `update private.sync_summary set integration = 'CRM' where tenant_id = $1`,
+	} {
+		_, err := pool.Exec(ctx, sql, tn)
+		var pgErr *pgconn.PgError
+		require.True(t, errors.As(err, &pgErr), "%s: %v", name, err)
+		require.Equal(t, "23514", pgErr.Code, name)
+		require.Equal(t, "sync_summary_integration_check", pgErr.ConstraintName, name)
+	}
+	var typ string
+	require.NoError(t, pool.QueryRow(ctx, `select format_type(atttypid, atttypmod) from pg_attribute
+		where attrelid = 'public.portal_sync_summary'::regclass and attname = 'integration'`).Scan(&typ))
+	require.Equal(t, "text", typ)
+}
