@@ -522,3 +522,55 @@ func TestEveryStateBlocksItsKeyAsRiverSays(t *testing.T) {
 		}
 	}
 }
+
+// A push queued (as a job of its own) while a worker is recording the previous push's success
+// waits for the worker's transaction and then sets the status pending: the status does not say
+// synced while a push the worker did not carry is waiting. Both writers decide on the status's
+// latest version under its row lock (ON CONFLICT DO UPDATE locks the row before it evaluates
+// its WHERE), so a change that decided on the version the statement's snapshot sees fails here.
+func TestQueuedPushWaitsForAWorkersStatusThenSetsItPending(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	for name, enqueue := range map[string]func(ctx context.Context, f func(context.Context, pgx.Tx) error) error{
+		"in a pipe": func(ctx context.Context, f func(context.Context, pgx.Tx) error) error {
+			return db.PipeTx(ctx, b.pool, nil, func(p *db.Pipe) error { return f(ctx, p) })
+		},
+		"with River": func(ctx context.Context, f func(context.Context, pgx.Tx) error) error {
+			return db.Tx(ctx, b.pool, func(tx pgx.Tx) error { return f(ctx, tx) })
+		},
+	} {
+		tenant := newTenant(t, b.pool, "")
+		push := func(event string) func(context.Context, pgx.Tx) error {
+			return func(ctx context.Context, tx pgx.Tx) error {
+				return b.inserter.EnqueueCRMSync(ctx, tx, tenant, event, 1)
+			}
+		}
+		require.NoError(t, enqueue(ctx, push("evt_1")), name)
+		require.Equal(t, "pending", syncState(t, b.pool, jobs.QueueCRM, jobs.CRMSubject(tenant)), name)
+
+		// A worker has taken the job (so the next push cannot ride on it: it gets a job of its
+		// own) and records its success.
+		_, err := b.pool.Exec(ctx, `update private.river_job set state = 'running', attempt = 1, attempted_at = now()
+			where kind = 'crm_sync' and args->>'tenant_id' = $1`, tenant.String())
+		require.NoError(t, err)
+		worker, err := b.pool.Begin(ctx)
+		require.NoError(t, err)
+		// On a failure below, the worker must not hold the row (and the test database) forever.
+		t.Cleanup(func() { _ = worker.Rollback(context.Background()) })
+		_, err = worker.Exec(ctx, `update private.sync_status set state = 'synced', last_success_at = now(),
+			last_attempt_at = now(), attempts = 1 where integration = 'crm' and subject = $1`, jobs.CRMSubject(tenant))
+		require.NoError(t, err)
+		queued := make(chan error, 1)
+		go func() { queued <- enqueue(ctx, push("evt_2")) }()
+		require.Eventually(t, func() bool {
+			var waiting int
+			err := b.pool.QueryRow(ctx, `select count(*) from pg_stat_activity
+				where datname = current_database() and wait_event_type = 'Lock'`).Scan(&waiting)
+			return err == nil && waiting > 0
+		}, 5*time.Second, 10*time.Millisecond, "%s: the push waits for the worker's row lock", name)
+		require.NoError(t, worker.Commit(ctx))
+		require.NoError(t, <-queued, name)
+		require.Equal(t, "pending", syncState(t, b.pool, jobs.QueueCRM, jobs.CRMSubject(tenant)), "%s: a push the worker did not see is waiting", name)
+	}
+}
