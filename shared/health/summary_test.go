@@ -490,7 +490,7 @@ func TestOneTenantsConcurrentEnqueuesDoNotWaitForEachOther(t *testing.T) {
 
 // The sync summary follows every kind of update of a sync status, now that its update trigger
 // fires without a WHEN and the function itself returns for an update that changes nothing the
-// summary keeps (20261206200200_sync_summary_update_without_when.sql): after each update the
+// summary keeps (20261206310200_sync_summary_update_without_when.sql): after each update the
 // kept rows equal the recount, and an update of only what the summary does not keep (attempts,
 // last error, subject, updated_at) writes no summary row.
 func TestSyncSummaryFollowsEveryKindOfStatusUpdate(t *testing.T) {
@@ -540,7 +540,7 @@ func TestSyncSummaryFollowsEveryKindOfStatusUpdate(t *testing.T) {
 }
 
 // The sync summary's rule on integration holds as it did as a table check, now that it is the
-// column's domain check (20261206200300_sync_summary_checks_cached.sql): a write outside it
+// column's domain check (20261206310300_sync_summary_checks_cached.sql): a write outside it
 // fails with check_violation under the rule's name, on insert and on update; and the portal's
 // view of the summary, created again for the change, still shows integration as text.
 func TestSyncSummaryRuleStillHolds(t *testing.T) {

@@ -168,7 +168,7 @@ func TestSyncStatusRulesStillHold(t *testing.T) {
 
 // River's river_job_state_in_bitmask answers exactly as River's own CASE does, for every state
 // (nulls included) and every bitmask (null included), though its body is now a position in
-// the enum's order (20261206200100_river_state_in_bitmask_lean.sql): the predicate of River's
+// the enum's order (20261206310100_river_state_in_bitmask_lean.sql): the predicate of River's
 // unique index is built on it, so an answer that differed for any state would let a job in
 // that state block, or not block, its key against River's own rule. A state River adds
 // later appears in enum_range and fails here until the function knows its bit.

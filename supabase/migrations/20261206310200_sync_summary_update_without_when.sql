@@ -33,7 +33,7 @@ declare
     tries integer := 1;
 begin
     -- An update that changes nothing this summary keeps (sync_summary_update's WHEN until
-    -- 20261206200200_sync_summary_update_without_when.sql).
+    -- 20261206310200_sync_summary_update_without_when.sql).
     if tg_op = 'UPDATE' and same_key and old.state = new.state
             and old.last_success_at is not distinct from new.last_success_at
             and old.last_attempt_at is not distinct from new.last_attempt_at then
