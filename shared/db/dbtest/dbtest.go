@@ -78,6 +78,24 @@ func open(t testing.TB, tracer pgx.QueryTracer, opts []Option) *pgxpool.Pool {
 // its own pool, such as the dev server). It is dropped when t ends.
 func NewURL(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, func(ctx context.Context, admin *pgx.Conn, name string) error {
+		return createFromTemplate(ctx, admin, name)
+	})
+}
+
+// NewEmptyURL is NewURL without the migrations: an empty database, for a test of what applies
+// them (make dev's start applies them on the connections it then serves from).
+func NewEmptyURL(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, func(ctx context.Context, admin *pgx.Conn, name string) error {
+		_, err := admin.Exec(ctx, fmt.Sprintf(`create database %s`, name))
+		return err
+	})
+}
+
+// newDatabase creates a database with create and drops it when the test ends.
+func newDatabase(t testing.TB, create func(ctx context.Context, admin *pgx.Conn, name string) error) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, ServerURL())
@@ -87,7 +105,7 @@ func NewURL(t testing.TB) string {
 	defer admin.Close(ctx)
 
 	name := "pf_test_" + randomSuffix()
-	if err := createFromTemplate(ctx, admin, name); err != nil {
+	if err := create(ctx, admin, name); err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
 	t.Cleanup(func() {
