@@ -131,7 +131,8 @@ func (f HTTP[C]) Start() {
 // and only adds the scheduler's hand-offs between threads at each database round trip: with
 // one, BenchmarkWebhookDelivery (one delivery at a time, as an instance serves them) used 21 %
 // less CPU per delivery (471 -> 373 us, p=0.002, -cpu 2 vs 1) at the same latency. The dev
-// server, which serves many requests at once, keeps the runtime's default.
+// server runs one P as well (cmd/dev), though it serves many requests at once: its work is
+// waiting on Postgres, which shares the machine's cores.
 func OneProc(lookup func(string) (string, bool)) bool {
 	_, set := lookup("GOMAXPROCS")
 	return !set
