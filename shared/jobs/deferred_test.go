@@ -200,10 +200,8 @@ func TestJobInAPipeCountsItselfInItsOwnStatement(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
-	// The pipe's CRM push calls private.river_insert_crm_sync, which inserts through
-	// private.river_insert_unique when no push of the tenant is waiting.
 	const callsSQL = `select coalesce(pg_stat_get_xact_function_calls('private.job_summary_track'::regproc), 0),
-		coalesce(pg_stat_get_xact_function_calls('private.river_insert_crm_sync'::regproc), 0)`
+		coalesce(pg_stat_get_xact_function_calls('private.river_insert_unique'::regproc), 0)`
 	trackCalls := func(b *pgx.Batch) { b.Queue(`set local track_functions = 'pl'`) }
 	type calls struct{ trigger, function int64 }
 	// enqueue queues evt's push on tx and counts the calls it made (track_functions is on).
