@@ -98,30 +98,9 @@ func TestKeepsSubscriptionComparesEveryOtherField(t *testing.T) {
 		CurrentPeriodEnd: at, Status: "active", StatusStamp: Stamp{Created: at, EventID: "evt_1"},
 		SubscriptionStamp: Stamp{Created: at, EventID: "evt_1"}}
 	require.True(t, keepsSubscription(before, before))
-	typ := reflect.TypeOf(before)
-	for i := range typ.NumField() {
-		name := typ.Field(i).Name
-		if notColumns[name] {
-			continue
-		}
-		after := before
-		f := reflect.ValueOf(&after).Elem().Field(i)
-		switch v := f.Addr().Interface().(type) {
-		case *string:
-			*v += "_other"
-		case *bool:
-			*v = !*v
-		case *int64:
-			*v++
-		case *time.Time:
-			*v = v.Add(time.Second)
-		case *Stamp:
-			*v = Stamp{Created: v.Created.Add(time.Second), EventID: v.EventID + "_other"}
-		default:
-			t.Fatalf("Account.%s is a %s: teach this test (and keepsSubscription) about it", name, f.Type())
-		}
+	forEachColumnField(t, before, notColumns, func(name string, after Account) {
 		require.Equal(t, written[name], keepsSubscription(before, after), "Account.%s changed", name)
-	}
+	})
 	// The same instant in another location is the same register.
 	after := before
 	after.CurrentPeriodEnd = at.In(time.FixedZone("x", 3600))
@@ -166,5 +145,86 @@ func TestClaimReadsSubscriptionsOnlyWhenAsked(t *testing.T) {
 		}
 		require.Equal(t, Stamp{Created: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC), EventID: "evt_sub"},
 			pre.account.Source(), "the saved source counts what the unread subscriptions said")
+	}
+}
+
+// keepsInvoiceFacets decides that a subscription event's save may leave the email, payment and
+// failure columns as the row has them: it must compare every field of Account that
+// private.record_stripe_event_with_subscription does not write, including any field added to
+// Account later, or that field's change would be lost.
+func TestKeepsInvoiceFacetsComparesEveryOtherField(t *testing.T) {
+	t.Parallel()
+	written := map[string]bool{ // by private.record_stripe_event_with_subscription
+		"CustomerID": true, "CustomerStamp": true,
+		"SubscriptionID": true, "PriceID": true, "Plan": true, "CurrentPeriodEnd": true, "CancelAtPeriodEnd": true,
+		"SubscriptionStamp": true, "Status": true, "StatusStamp": true, "SavedSource": true,
+	}
+	notColumns := map[string]bool{"TenantID": true, "Subscriptions": true, "CRMVersion": true}
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	before := Account{TenantID: uuid.New(), CustomerEmail: "a@example.com", EmailStamp: Stamp{Created: at, EventID: "evt_1"},
+		LastPaymentAt: at, LastPaymentAmount: 100, LastPaymentCurrency: "usd", LastInvoiceID: "in_1",
+		PaymentStamp: Stamp{Created: at, EventID: "evt_2"}, LastFailureAt: at, LastFailureReason: "declined",
+		LastFailureInvoiceID: "in_0", FailureStamp: Stamp{Created: at, EventID: "evt_3"}}
+	require.True(t, keepsInvoiceFacets(before, before))
+	forEachColumnField(t, before, notColumns, func(name string, after Account) {
+		require.Equal(t, written[name], keepsInvoiceFacets(before, after), "Account.%s changed", name)
+	})
+	after := before
+	after.LastPaymentAt = at.In(time.FixedZone("x", 3600))
+	require.True(t, keepsInvoiceFacets(before, after), "the same instant in another location")
+}
+
+// private.record_stripe_event_with_subscription writes the account's subscription facet and
+// status from the register it saves: showsSubscription must compare every register of
+// SubscriptionState with the account's (a register added later must be shown or compared).
+func TestShowsSubscriptionComparesEveryRegister(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	s := SubscriptionState{ID: "sub_1", PriceID: "price_1", Plan: "pro", CurrentPeriodEnd: at, CancelAtPeriodEnd: true,
+		PlanStamp: Stamp{Created: at, EventID: "evt_1"}, Status: "active", StatusStamp: Stamp{Created: at, EventID: "evt_2"}}
+	a := Account{Subscriptions: map[string]SubscriptionState{s.ID: s}}.showCurrent()
+	require.True(t, showsSubscription(a, s))
+	typ := reflect.TypeOf(s)
+	for i := range typ.NumField() {
+		other := s
+		perturb(t, reflect.ValueOf(&other).Elem().Field(i), "SubscriptionState."+typ.Field(i).Name)
+		require.False(t, showsSubscription(a, other), "SubscriptionState.%s changed", typ.Field(i).Name)
+		require.False(t, showsSubscription(Account{Subscriptions: map[string]SubscriptionState{s.ID: other}}.showCurrent(), s),
+			"the account shows another SubscriptionState.%s", typ.Field(i).Name)
+	}
+}
+
+// forEachColumnField calls f with before changed in one field at a time, for every field of
+// Account but skip.
+func forEachColumnField(t *testing.T, before Account, skip map[string]bool, f func(name string, after Account)) {
+	t.Helper()
+	typ := reflect.TypeOf(before)
+	for i := range typ.NumField() {
+		name := typ.Field(i).Name
+		if skip[name] {
+			continue
+		}
+		after := before
+		perturb(t, reflect.ValueOf(&after).Elem().Field(i), "Account."+name)
+		f(name, after)
+	}
+}
+
+// perturb changes the field f (of a kind the projection uses) to another value.
+func perturb(t *testing.T, f reflect.Value, name string) {
+	t.Helper()
+	switch v := f.Addr().Interface().(type) {
+	case *string:
+		*v += "_other"
+	case *bool:
+		*v = !*v
+	case *int64:
+		*v++
+	case *time.Time:
+		*v = v.Add(time.Second)
+	case *Stamp:
+		*v = Stamp{Created: v.Created.Add(time.Second), EventID: v.EventID + "_other"}
+	default:
+		t.Fatalf("%s is a %s: teach this test (and the comparison it tests) about it", name, f.Type())
 	}
 }

@@ -54,10 +54,10 @@ func (b *bundle) deliverPaid(t *testing.T, at time.Time) string {
 	return id
 }
 
-// A live processed delivery counts itself on its tenant's billing account (the current
-// 5-minute bucket, in the account's own update) and moves the finished bucket into
-// private.webhook_delivery_counts when it lands in a new one; every other writer writes the
-// table. Whatever the writer, the kept counts stay the inbox's, bucket by bucket: deliveries
+// A live processed delivery (an invoice's or a subscription's) counts itself on its tenant's
+// billing account (the current 5-minute bucket, in the account's own update) and moves the
+// finished bucket into private.webhook_delivery_counts when it lands in a new one; every other
+// writer writes the table. Whatever the writer, the kept counts stay the inbox's, bucket by bucket: deliveries
 // across a roll-over, another writer's insert, an event deleted or moved to another tenant
 // while its count is on the account, reconcile applying an unmatched event, the account row
 // deleted, ops' rebuild, and the tenant deleted.
@@ -70,6 +70,15 @@ func TestWebhookHealthCountsStayTheInboxsWhateverWritesThem(t *testing.T) {
 		created = created.Add(time.Second)
 		return b.deliverPaid(t, created)
 	}
+	updated := func() string { // a subscription update, saved and counted by its own record
+		created = created.Add(time.Second)
+		id := "evt_" + randomID(24)
+		rec := b.deliver(t, b.stripeEvent(t, id, billing.TypeSubscriptionUpdated, created,
+			b.subscription(t, subSpec{id: "sub_1", customer: b.customer, status: billing.StatusActive, price: "price_pro",
+				periodEnd: created.Add(720 * time.Hour)})), time.Now(), testSecret)
+		require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+		return id
+	}
 	held := func() (bucket time.Time, n int) {
 		t.Helper()
 		require.NoError(t, b.pool.QueryRow(ctx, `select delivery_bucket, bucket_deliveries from private.billing_accounts
@@ -78,9 +87,7 @@ func TestWebhookHealthCountsStayTheInboxsWhateverWritesThem(t *testing.T) {
 	}
 
 	var ids []string
-	for range 3 {
-		ids = append(ids, paid())
-	}
+	ids = append(ids, paid(), updated(), paid())
 	_, n := held()
 	require.Positive(t, n, "the account holds the current bucket's deliveries")
 	require.Equal(t, 3, n+b.count(t, `select coalesce(sum(received), 0)::int from private.webhook_delivery_counts
@@ -100,7 +107,7 @@ func TestWebhookHealthCountsStayTheInboxsWhateverWritesThem(t *testing.T) {
 	require.NoError(t, err)
 	earlier, moved := held()
 	b.requireCountsEqualInbox(t, b.tenantID, "moved a bucket back")
-	ids = append(ids, paid(), paid())
+	ids = append(ids, updated(), paid()) // the subscription's record rolls the bucket over
 	now, n := held()
 	require.True(t, now.After(earlier), "the account moved to the new bucket")
 	require.Equal(t, moved, b.count(t, `select received from private.webhook_delivery_counts where tenant_id = $1 and bucket = $2`,

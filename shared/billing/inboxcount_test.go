@@ -59,13 +59,29 @@ func TestADeliveryCountsItselfWithoutTheInboxTrigger(t *testing.T) {
 	received, processed := counted()
 	require.Equal(t, [2]int{1, 1}, [2]int{received, processed}, "the delivery counted once, as processed")
 
+	// A subscription event of the subscription the account shows saves its register, the
+	// account and its record in one call too: none of the three it replaces runs.
+	updated := b.stripeEvent(t, "evt_"+randomID(24), billing.TypeSubscriptionUpdated, at,
+		b.subscription(t, subSpec{id: "sub_1", customer: b.customer, status: billing.StatusActive, price: "price_pro",
+			periodEnd: at.Add(720 * time.Hour)}))
+	rec = b.deliver(t, updated, time.Now(), testSecret)
+	require.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	waitForCalls("record_stripe_event_with_subscription", 1)
+	for _, fn := range []string{"save_billing_subscription", "save_billing_account", "record_stripe_event", "webhook_delivery_counts_track"} {
+		require.Zero(t, calls(fn), "the subscription delivery called private.%s", fn)
+	}
+	received, processed = counted()
+	require.Equal(t, [2]int{2, 2}, [2]int{received, processed}, "the second delivery counted once, as processed")
+	require.Zero(t, b.count(t, `select count(*)::int from private.webhook_delivery_counts where tenant_id = $1`, b.tenantID),
+		"both counted on the account, in its current bucket")
+
 	// Another writer (ops, a script) inserts into the inbox directly: the trigger counts it.
 	b.exec(t, `
 		insert into private.stripe_events (id, type, created, outcome, tenant_id, raw_payload)
 		values ($1, 'invoice.paid', now(), 'ignored', $2, '{}')`, "evt_"+randomID(24), b.tenantID)
 	waitForCalls("webhook_delivery_counts_track", 1)
 	received, processed = counted()
-	require.Equal(t, [2]int{2, 1}, [2]int{received, processed}, "the direct insert counted through the trigger")
+	require.Equal(t, [2]int{3, 2}, [2]int{received, processed}, "the direct insert counted through the trigger")
 }
 
 // The inbox's outcome and the projection's status take only the values shared/billing writes:
@@ -92,6 +108,15 @@ func TestTheWritersRefuseAnUnknownOutcomeOrStatus(t *testing.T) {
 	withFacets[0], withFacets[1], withFacets[3], withFacets[4], withFacets[6] = id, "invoice.paid", time.Now(), false, []byte("{}")
 	withFacets[7], withFacets[8], withFacets[9], withFacets[29] = "ignored", b.tenantID, false, false
 	refused(`select private.record_stripe_event_with_facets(`+placeholders(30)+`)`, withFacets...)
+	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
+
+	// So does the record that saves a subscription, which refuses a status Stripe does not send.
+	withSub := make([]any, 26)
+	copy(withSub, withFacets[:10])
+	withSub[13], withSub[17], withSub[25] = "sub_1", false, false
+	refused(`select private.record_stripe_event_with_subscription(`+placeholders(26)+`)`, withSub...)
+	withSub[7], withSub[20] = "processed", "in_grace"
+	refused(`select private.record_stripe_event_with_subscription(`+placeholders(26)+`)`, withSub...)
 	require.Equal(t, 0, b.count(t, `select count(*)::int from private.stripe_events where id = $1`, id))
 
 	b.exec(t, `insert into private.billing_accounts (tenant_id) values ($1) on conflict do nothing`, b.tenantID)

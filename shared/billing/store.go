@@ -228,9 +228,9 @@ func effectFor(ev Event) (effect, error) {
 // outcome (live: the event's record, written now with its outcome; stored: its row updated).
 // Both paths call it inside their one transaction.
 func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, live bool) error {
-	var held *facetsSave // a live event's record takes its save of the invoice facets along
+	var held *heldSave // a live event's record takes its save of the account along
 	if live {
-		held = &facetsSave{}
+		held = &heldSave{}
 	}
 	done := func() error { return finish(ctx, tx, ev, eff.customerID, *res, held) }
 	if !handled(ev.Type) {
@@ -271,9 +271,9 @@ func (p *Processor) run(ctx context.Context, tx *db.Pipe, ev Event, eff effect, 
 
 // apply writes the event's change to the tenant's locked projection row and queues what the
 // change calls for: a refresh from Stripe when it ties with another event of its second, a
-// CRM push when the CRM's view changed. A save of the invoice facets goes into held when it
-// is not nil (see saveAccount).
-func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, held *facetsSave) error {
+// CRM push when the CRM's view changed. A save the event's record can make goes into held
+// when it is not nil (see saveAccount).
+func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect, res *Result, pre *prefetch, held *heldSave) error {
 	before, err := pre.lockedAccount(ctx, tx, res.TenantID, needsSubscriptions(eff.change))
 	if err != nil {
 		return err
@@ -306,8 +306,8 @@ func (p *Processor) apply(ctx context.Context, tx *db.Pipe, ev Event, eff effect
 // project applies c to the locked account before, saves what changed and queues a CRM push
 // (caused by source) when the CRM's view changed; res.Updated and res.CRMSync say which
 // happened. The webhook and the refresh worker apply changes through it alone. held, when not
-// nil, takes a save of the invoice facets instead of the transaction (saveAccount).
-func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result, held *facetsSave) (Account, error) {
+// nil, takes a save the event's record can make instead of the transaction (saveAccount).
+func project(ctx context.Context, tx pgx.Tx, q Enqueuer, before Account, c Change, source string, res *Result, held *heldSave) (Account, error) {
 	after, changed := before.Apply(c)
 	if !changed {
 		return after, nil
@@ -485,13 +485,13 @@ func (pre *prefetch) lockedAccount(ctx context.Context, tx *db.Pipe, tenantID uu
 // id that committed first fails this one, which rolls back: isClaimedMeanwhile). The record keeps
 // the verified bytes once (raw_payload) and the event's customer (customer_id, which
 // applyUnmatched looks up). A stored event's locked row is updated. held is not nil for a live
-// delivery: when it holds the save of the invoice facets, the record and the save are one call.
+// delivery: when it holds a save of the account, the record and the save are one call.
 // It is deferred: it goes to the database with the commit.
-func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, held *facetsSave) error {
+func finish(_ context.Context, tx *db.Pipe, ev Event, customerID string, res Result, held *heldSave) error {
 	tenant := pgtype.UUID{Bytes: res.TenantID, Valid: res.TenantID != uuid.Nil}
 	switch {
 	case held != nil && held.args != nil && tenant.Valid:
-		tx.DeferCall("private.record_stripe_event_with_facets", nil, nil, append([]any{
+		tx.DeferCall(held.fn, nil, nil, append([]any{
 			ev.ID, ev.Type, textOrNull(ev.APIVersion), ev.Created, ev.Livemode, textOrNull(customerID), ev.Payload,
 			string(res.Outcome), tenant, res.CRMSync}, held.args...)...)
 	case held != nil && held.args != nil:
@@ -756,17 +756,33 @@ func scanAccountRow(row pgx.Row) (Account, bool, error) {
 // saveAccount writes the registers of the subscription the change touched (none when
 // touched is empty), then the facets of a with their stamps, and the newest stamp as the row's
 // source. When crmChanged (what the CRM shows changed), the row's crm_version goes up by one in
-// the same statement. before is the locked row as it is: when a keeps its subscription facet
-// and status (keepsSubscription), only the other facets are written, and when held is not nil
-// that save is left in it for the event's record to make (finish: one PL/pgSQL call instead of
-// two, each with its search_path set and restored).
+// the same statement. before is the locked row as it is. When held is not nil the save may be
+// left in it for the event's record to make (finish: one PL/pgSQL call instead of two or
+// three, each with its search_path set and restored):
+//   - a touched register that a shows, with the email, payment and failure facets as before
+//     has them (showsSubscription, keepsInvoiceFacets): the register, the customer facet, the
+//     subscription facet and status, the source and crm_version
+//     (private.record_stripe_event_with_subscription);
+//   - otherwise, when a keeps its subscription facet and status (keepsSubscription), the
+//     register is saved on its own and only the other facets are written
+//     (private.save_billing_invoice_facets, or with the record
+//     private.record_stripe_event_with_facets).
 //
-// On a db.Pipe both writes are deferred: they go with the next statement or the commit, in one
-// statement with the delivery's other writes (db.Pipe.DeferCall). Both are PL/pgSQL functions
-// (20261201001200_webhook_functions.sql, 20261205100100_save_billing_invoice_facets.sql),
-// whose plans Postgres keeps.
-func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool, held *facetsSave) error {
+// Otherwise the whole row is written. On a db.Pipe the writes are deferred: they go with the
+// next statement or the commit, in one statement with the delivery's other writes
+// (db.Pipe.DeferCall). All are PL/pgSQL functions, whose plans Postgres keeps.
+func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched string, crmChanged bool, held *heldSave) error {
+	src := a.Source()
 	if s, ok := a.Subscriptions[touched]; ok {
+		if held != nil && showsSubscription(a, s) && keepsInvoiceFacets(before, a) {
+			held.fn, held.args = "private.record_stripe_event_with_subscription", []any{
+				textOrNull(a.CustomerID), stampTime(a.CustomerStamp), textOrNull(a.CustomerStamp.EventID),
+				s.ID, textOrNull(s.PriceID), textOrNull(s.Plan), timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
+				stampTime(s.PlanStamp), textOrNull(s.PlanStamp.EventID),
+				textOrNull(s.Status), stampTime(s.StatusStamp), textOrNull(s.StatusStamp.EventID),
+				stampTime(src), textOrNull(src.EventID), crmChanged}
+			return nil
+		}
 		err := db.DeferCall(ctx, tx, "private.save_billing_subscription",
 			a.TenantID, s.ID, s.PriceID, s.Plan, timeOrNil(s.CurrentPeriodEnd), s.CancelAtPeriodEnd,
 			stampTime(s.PlanStamp), s.PlanStamp.EventID, s.Status, stampTime(s.StatusStamp), s.StatusStamp.EventID)
@@ -774,7 +790,6 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 			return fmt.Errorf("save billing subscription: %w", err)
 		}
 	}
-	src := a.Source()
 	amount := pgtype.Int8{Int64: a.LastPaymentAmount, Valid: !a.PaymentStamp.IsZero()}
 	if keepsSubscription(before, a) {
 		facets := []any{
@@ -786,7 +801,7 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 			stampTime(a.FailureStamp), textOrNull(a.FailureStamp.EventID),
 			stampTime(src), textOrNull(src.EventID), crmChanged}
 		if held != nil {
-			held.args = facets
+			held.fn, held.args = "private.record_stripe_event_with_facets", facets
 			return nil
 		}
 		if err := db.DeferCall(ctx, tx, "private.save_billing_invoice_facets", append([]any{a.TenantID}, facets...)...); err != nil {
@@ -821,10 +836,13 @@ func saveAccount(ctx context.Context, tx pgx.Tx, before, a Account, touched stri
 // saved source already counts them (Account.SavedSource).
 func needsSubscriptions(c Change) bool { return c.SubscriptionID != "" }
 
-// facetsSave is a save of the invoice facets held back for the event's record: the
-// arguments of private.save_billing_invoice_facets after the tenant, which
-// private.record_stripe_event_with_facets takes after the record's.
-type facetsSave struct{ args []any }
+// heldSave is a save of the account held back for the event's record: fn records the event
+// and saves (private.record_stripe_event_with_facets or _with_subscription), taking args after
+// the record's own.
+type heldSave struct {
+	fn   string
+	args []any
+}
 
 // keepsSubscription reports whether after holds before's subscription facet and status, so
 // saving it may leave those columns as the locked row has them
@@ -835,6 +853,29 @@ func keepsSubscription(before, after Account) bool {
 		after.Plan == before.Plan && after.CurrentPeriodEnd.Equal(before.CurrentPeriodEnd) &&
 		after.CancelAtPeriodEnd == before.CancelAtPeriodEnd && sameStamp(after.SubscriptionStamp, before.SubscriptionStamp) &&
 		after.Status == before.Status && sameStamp(after.StatusStamp, before.StatusStamp)
+}
+
+// keepsInvoiceFacets reports whether after holds before's email, payment and failure facets,
+// so saving it may leave those columns as the locked row has them
+// (private.record_stripe_event_with_subscription writes every other column of the row).
+// TestKeepsInvoiceFacetsComparesEveryOtherField holds it to every field of Account.
+func keepsInvoiceFacets(before, after Account) bool {
+	return after.CustomerEmail == before.CustomerEmail && sameStamp(after.EmailStamp, before.EmailStamp) &&
+		after.LastPaymentAt.Equal(before.LastPaymentAt) && after.LastPaymentAmount == before.LastPaymentAmount &&
+		after.LastPaymentCurrency == before.LastPaymentCurrency && after.LastInvoiceID == before.LastInvoiceID &&
+		sameStamp(after.PaymentStamp, before.PaymentStamp) &&
+		after.LastFailureAt.Equal(before.LastFailureAt) && after.LastFailureReason == before.LastFailureReason &&
+		after.LastFailureInvoiceID == before.LastFailureInvoiceID && sameStamp(after.FailureStamp, before.FailureStamp)
+}
+
+// showsSubscription reports whether a's subscription facet and status are s's registers, so
+// the account's columns can be written from the register's values
+// (private.record_stripe_event_with_subscription). TestShowsSubscriptionComparesEveryRegister
+// holds it to every field of SubscriptionState.
+func showsSubscription(a Account, s SubscriptionState) bool {
+	return a.SubscriptionID == s.ID && a.PriceID == s.PriceID && a.Plan == s.Plan &&
+		a.CurrentPeriodEnd.Equal(s.CurrentPeriodEnd) && a.CancelAtPeriodEnd == s.CancelAtPeriodEnd &&
+		sameStamp(a.SubscriptionStamp, s.PlanStamp) && a.Status == s.Status && sameStamp(a.StatusStamp, s.StatusStamp)
 }
 
 func sameStamp(a, b Stamp) bool { return a.EventID == b.EventID && a.Created.Equal(b.Created) }
