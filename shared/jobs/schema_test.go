@@ -164,10 +164,3 @@ func TestSyncStatusRulesStillHold(t *testing.T) {
 		require.NoError(t, err, state)
 	}
 }
-
-func deref(s *string) string {
-	if s == nil {
-		return "null"
-	}
-	return *s
-}
