@@ -167,7 +167,7 @@ func (b *bundle) crmJobs(t testing.TB, tenantID uuid.UUID, sourceEvent string) i
 
 // waitingCRMPushes counts the tenant's crm_sync jobs waiting to start: each pushes the
 // projection as it is when it runs, so one of them carries every change committed before then
-// (a change queued while one waits rides on it: 20261206300000_crm_sync_rides_a_waiting_push.sql).
+// (a change queued while one waits rides on it: 20261206320000_crm_sync_rides_a_waiting_push.sql).
 func (b *bundle) waitingCRMPushes(t testing.TB, tenantID uuid.UUID) int {
 	t.Helper()
 	return b.count(t, `select count(*) from private.river_job where kind = 'crm_sync'

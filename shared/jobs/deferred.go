@@ -38,7 +38,7 @@ func (i *Inserter) deferInsert(ctx context.Context, p *db.Pipe, args river.JobAr
 	status := pgtype.Text{String: integration, Valid: integration != ""}
 	// A CRM push rides on one of the tenant's that is waiting to start, if any: it pushes the
 	// projection as it is when it runs, so it carries this change too; inserted is then false
-	// (20261206300000_crm_sync_rides_a_waiting_push.sql, 20261206320000_river_insert_rides_in_one_call.sql).
+	// (20261206320000_crm_sync_rides_a_waiting_push.sql).
 	p.DeferCall("private.river_insert_unique", &inserted, func() error {
 		if inserted && status.Valid && i.onInsert != nil {
 			i.onInsert(ctx, integration)

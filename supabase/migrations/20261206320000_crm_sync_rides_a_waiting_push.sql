@@ -1,20 +1,31 @@
--- A CRM push rides on the tenant's waiting push inside private.river_insert_unique, instead of
--- a function of its own that called it (issue 12).
+-- A CRM push queued while the tenant already has one waiting to start rides on that one instead
+-- of adding a job (issue 12).
 --
--- 20261206300000_crm_sync_rides_a_waiting_push.sql put the look for a waiting push in
--- private.river_insert_crm_sync, which then called private.river_insert_unique: when no push
--- waits (production's usual case, where workers take a push within seconds), a queued CRM job
--- paid a second PL/pgSQL call with its own search_path set and restored. The look now opens
--- private.river_insert_unique (the body of 20261206310400_river_insert_without_count.sql,
--- unchanged after it), and private.river_insert_crm_sync goes: only shared/jobs' deferred
--- insert called it, and no code outside this change's commits did.
+-- A crm_sync job pushes the tenant's projection as it is when the job runs, not as it was when
+-- it was queued (shared/crm Worker.Work), and is done once HubSpot holds the version it was
+-- queued for or a newer one. So while a tenant's push is 'available' (due, not yet taken by a
+-- worker), a newer change of the same tenant is carried by it: a second job would push the same
+-- projection again. Stripe sends a tenant's events of one change in the same second
+-- (customer.subscription.updated, invoice.paid, ...), and a retry storm or a month-start
+-- renewal burst sends many more: each CRM-visible change queued a job of its own (an insert
+-- into river_job with its indexes, the unique index's check, the job summary's count).
 --
--- What rides is unchanged: a crm_sync job whose args name the tenant given, for a status
--- (p_integration), when a job of the tenant is 'available' and due and no worker's fetch holds
--- it (FOR KEY SHARE SKIP LOCKED); the status is set pending as for a new job; the answer is
--- false (no job inserted). Every other job is inserted as before.
-
-drop function private.river_insert_crm_sync(text, jsonb, text, smallint, smallint, bytea, integer, text, text, uuid);
+-- The waiting job is locked (FOR KEY SHARE) until the delivery commits, so River's fetch, which
+-- takes jobs FOR UPDATE SKIP LOCKED, cannot start it before the change it now carries is
+-- committed: once a worker has it, it reads the projection with this change. A job a worker
+-- holds (its fetch in progress, SKIP LOCKED here) or has taken ('running'), or one that waits
+-- for a later time ('scheduled', 'retryable', or 'available' with a future scheduled_at: it
+-- could be hours away) carries nothing: a new job is queued as before.
+--
+-- The tenant's CRM sync status is set pending (attempts 0) as for a new job: a status left
+-- 'retrying' by the waiting job's earlier attempts now waits for a push of the newest change.
+-- The answer is false when the push rode on a waiting one (no job inserted, so the caller
+-- nudges no worker: the waiting job was nudged when it was queued). Only a crm_sync job whose
+-- args name the tenant given, for a status (p_integration), rides; every other job is inserted
+-- as before. The look opens private.river_insert_unique (the body of
+-- 20261206310400_river_insert_without_count.sql after it, unchanged), so a push with nothing
+-- waiting pays no second PL/pgSQL call (BenchmarkEnqueueCRMSyncInPipe/pending: 726,988
+-- instructions with the look in a function of its own that called this one, 701,238 here).
 
 create or replace function private.river_insert_unique(
     p_kind text, p_args jsonb, p_queue text, p_priority smallint, p_max_attempts smallint,
