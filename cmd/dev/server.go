@@ -74,11 +74,13 @@ var httpFunctions = map[string]httpFunction{
 }
 
 // shedAtOnce names the HTTP functions whose callers retry a 503 on their own (Stripe redelivers
-// a webhook): past the limiter's bound their excess is refused at once (issue 12). The others
-// serve a person in a browser, which does not retry: their requests wait up to
-// interactiveWait for a slot first, so a burst the server drains within a few milliseconds
-// (a GC pause, a slow commit) is not answered 503. Lambda serves one request at a time per
-// instance, so this is the shape of a long-running host like this one.
+// a webhook): while the limiter is overloaded (it refused a request within the last second),
+// their requests that find no free slot are refused at once (issue 12). The others serve a
+// person in a browser, which does not retry: they still wait up to interactiveWait for a
+// slot then. Outside overload every request waits for a slot up to web.DefaultQueue's wait,
+// so a stall (a slow WAL fsync holds every commit behind it) refuses nobody. Lambda serves
+// one request at a time per instance, so this is the shape of a long-running host like
+// this one.
 var shedAtOnce = map[string]bool{"PaymentWebhookFunction": true}
 
 // defaultDBConns sizes the HTTP functions' pool: more connections than the two cores cover
@@ -102,7 +104,8 @@ const workerConns = 4
 // crm-push's batches want every job of a fetch at once.
 const helpdeskWorkers = workerConns
 
-// interactiveWait bounds how long an interactive request waits for one of the limiter's slots.
+// interactiveWait bounds how long an interactive request waits for one of the limiter's slots
+// while the limiter is overloaded.
 const interactiveWait = 20 * time.Millisecond
 
 // ErrUnwiredFunction is an HTTP function of the template the dev server has no definition for.
@@ -233,7 +236,7 @@ func (s *server) build(ctx context.Context) error {
 		}
 		deps := s.deps(def.FunctionName(), s.lookups[f.LogicalID])
 		if !shedAtOnce[f.LogicalID] {
-			deps.Limit = s.limit.Waiting(interactiveWait)
+			deps.Limit = s.limit.OverloadWait(interactiveWait)
 		}
 		h, err := def.Handler(ctx, deps)
 		if err != nil {

@@ -74,8 +74,9 @@ func (b *bundle) paidEvent(t *testing.T, id string, at time.Time) []byte {
 		b.invoice(t, invoiceSpec{id: "in_" + randomID(14), customer: b.customer, subscription: "sub_1", amount: 4900, paid: true}, at))
 }
 
-// Past the bound on requests at once, a delivery is answered 503 at once, as problem+json
-// with Retry-After, while the admitted ones are still running; nothing of a refused delivery
+// Past the bound on requests at once, a delivery is answered 503 once it has waited its
+// bounded wait for a slot (and at once after that refusal, while the limiter is overloaded),
+// as problem+json with Retry-After, while the admitted ones are still running; nothing of a refused delivery
 // is written, and once Stripe sends it again it is applied. Every delivery answered 200 is
 // stored: overload loses no acknowledged event.
 func TestOverloadIsShedAndNoAcknowledgedDeliveryIsLost(t *testing.T) {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -9,71 +10,137 @@ import (
 	"github.com/portal-functions/portal-functions/shared/problem"
 )
 
-// Limiter bounds how many requests run at once, in front of the database pool: past the
-// bound a request is answered 503 with Retry-After instead of queueing for a connection. A
-// queue that grows faster than it drains makes every request late, clients give up on answers
-// the server still computes, and throughput collapses; a refusal costs microseconds, and
-// Stripe (like any client honouring 503) sends the delivery again later.
+// Limiter bounds how many requests run at once, in front of the database pool, and tells a
+// stall from an overload by how the queue for its slots behaves.
 //
-// By default the refusal is immediate. A view made with Waiting lets a request wait a few
-// milliseconds for a slot first, in arrival order: for interactive routes, where the caller
-// is a person whose browser does not retry, so a burst of a few milliseconds (a GC pause, a
-// slow commit) is better absorbed than answered 503; the wait is bounded, so the queue drains
-// or the request is refused, and never grows. Views share their slots, so one bound still
+//   - A request that finds a free slot runs.
+//   - Otherwise it waits for one, in arrival order, up to Queue.Wait. A stall of tens of
+//     milliseconds (a slow WAL fsync holds every commit behind it; issue 12 caught 45 ms ones
+//     on this machine's disk) fills every slot at once without the server being short of
+//     capacity: the queue drains once the stall ends, and nobody is refused for it.
+//   - A request that waited Wait, or found Queue.PerSlot requests per slot already waiting,
+//     is refused: 503 with Retry-After. A refusal means the server is not keeping up, so
+//     for Queue.Cooldown after the latest one, a request that finds no free slot is refused
+//     at once instead of queueing (a view's OverloadWait lets it wait a little). Past the
+//     knee the queue therefore stays short, and the server answers at its full rate rather
+//     than computing answers its clients gave up on; a refusal costs microseconds, and Stripe
+//     (like any client honouring 503) sends the delivery again later.
+//
+// This is the controlled-delay queue of Facebook's "Fail at Scale" (ACM Queue, 2015), keyed on
+// refusals rather than on how long the queue has stood: here the wait bound itself is the
+// sign of overload. Views (OverloadWait) share their slots and queue, so one bound still
 // covers every function on a pool (Options.Limit). This is the shape of a long-running host
 // (the dev server); a Lambda instance serves one request at a time and never waits here.
 type Limiter struct {
 	slots      chan struct{}
 	retryAfter string
-	wait       time.Duration
+	// overloadWait bounds this view's wait for a slot while the limiter is overloaded.
+	overloadWait time.Duration
+	q            *queue
+}
+
+// Queue says how requests wait for a limiter's slots.
+type Queue struct {
+	// Wait bounds how long a request waits for a slot while the server keeps up.
+	Wait time.Duration
+	// Cooldown is how long after a refusal the limiter counts as overloaded.
+	Cooldown time.Duration
+	// PerSlot bounds the requests waiting at once, per slot (at least 1).
+	PerSlot int
+}
+
+// DefaultQueue absorbs a stall of about 50 ms at 1,600 deliveries/s on 16 slots (the stalled
+// arrivals and their drain stay within the wait) and keeps a request's wait under the
+// webhook's 100 ms latency objective.
+var DefaultQueue = Queue{Wait: 100 * time.Millisecond, Cooldown: time.Second, PerSlot: 16}
+
+// queue is the state a limiter's views share.
+type queue struct {
+	Queue
+	// epoch is the monotonic clock's origin for lastRefusal.
+	epoch time.Time
+	// lastRefusal is when the latest refusal happened, in nanoseconds since epoch plus one
+	// (0: never).
+	lastRefusal atomic.Int64
 	// waiting counts the requests waiting for a slot, across views.
-	waiting *atomic.Int32
+	waiting atomic.Int32
 }
 
-// waitersPerSlot bounds the requests waiting at once, per slot: past it a request is refused
-// at once, since it could not get a slot within the wait anyway.
-const waitersPerSlot = 4
-
-// NewLimiter admits at most n requests at once (n < 1 admits one), and asks the refused to
-// retry after retryAfterSeconds (at least 1).
+// NewLimiter admits at most n requests at once (n < 1 admits one), queues the rest as
+// DefaultQueue says, and asks the refused to retry after retryAfterSeconds (at least 1).
 func NewLimiter(n, retryAfterSeconds int) *Limiter {
-	return &Limiter{slots: make(chan struct{}, max(n, 1)), retryAfter: strconv.Itoa(max(retryAfterSeconds, 1)),
-		waiting: &atomic.Int32{}}
+	return NewQueuedLimiter(n, retryAfterSeconds, DefaultQueue)
 }
 
-// Waiting is a view of l, sharing its slots, whose requests wait up to d for a slot before
-// they are refused (d <= 0: refused at once, as with l). At most 4 requests per slot wait at
-// once; the next is refused at once.
-func (l *Limiter) Waiting(d time.Duration) *Limiter {
-	return &Limiter{slots: l.slots, retryAfter: l.retryAfter, wait: max(d, 0), waiting: l.waiting}
+// NewQueuedLimiter is NewLimiter with a queue of its own shape.
+func NewQueuedLimiter(n, retryAfterSeconds int, q Queue) *Limiter {
+	q.PerSlot = max(q.PerSlot, 1)
+	return &Limiter{slots: make(chan struct{}, max(n, 1)), retryAfter: strconv.Itoa(max(retryAfterSeconds, 1)),
+		q: &queue{Queue: q, epoch: time.Now()}}
+}
+
+// OverloadWait is a view of l, sharing its slots and queue, whose requests still wait up to d
+// for a slot while l is overloaded (l itself refuses them at once then). For interactive
+// routes: the caller is a person whose browser does not retry, and a freed slot goes to a
+// waiting request before a new arrival.
+func (l *Limiter) OverloadWait(d time.Duration) *Limiter {
+	return &Limiter{slots: l.slots, retryAfter: l.retryAfter, overloadWait: max(d, 0), q: l.q}
 }
 
 // Capacity is how many requests the limiter admits at once.
 func (l *Limiter) Capacity() int { return cap(l.slots) }
 
-// admit takes a slot, waiting up to the view's wait for one; false when none came free.
-func (l *Limiter) admit() bool {
+// admit takes a slot, waiting for one as the queue allows; false when none came free or the
+// client went away while it waited (not a refusal: the limiter did not decide it).
+func (l *Limiter) admit(ctx context.Context) bool {
 	select {
 	case l.slots <- struct{}{}:
 		return true
 	default:
 	}
-	if l.wait <= 0 {
+	wait := l.q.Wait
+	if l.q.overloaded() {
+		wait = l.overloadWait
+	}
+	if wait > 0 && l.q.join(cap(l.slots)) {
+		got, gone := l.waitFor(ctx, wait)
+		l.q.waiting.Add(-1)
+		if got || gone {
+			return got
+		}
+	}
+	l.q.lastRefusal.Store(int64(time.Since(l.q.epoch)) + 1)
+	return false
+}
+
+// join counts a request in as waiting for one of slots slots; false (and not counted) when
+// PerSlot per slot already wait.
+func (q *queue) join(slots int) bool {
+	if q.waiting.Add(1) > int32(q.PerSlot*slots) {
+		q.waiting.Add(-1)
 		return false
 	}
-	if l.waiting.Add(1) > int32(waitersPerSlot*cap(l.slots)) {
-		l.waiting.Add(-1)
-		return false
-	}
-	defer l.waiting.Add(-1)
-	t := time.NewTimer(l.wait)
+	return true
+}
+
+// waitFor waits up to d for a slot, or until ctx is done (gone).
+func (l *Limiter) waitFor(ctx context.Context, d time.Duration) (got, gone bool) {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case l.slots <- struct{}{}:
-		return true
+		return true, false
 	case <-t.C:
-		return false
+		return false, false
+	case <-ctx.Done():
+		return false, true
 	}
+}
+
+// overloaded says whether a request was refused within the last Cooldown.
+func (q *queue) overloaded() bool {
+	last := q.lastRefusal.Load()
+	return last != 0 && time.Since(q.epoch)-time.Duration(last-1) < q.Cooldown
 }
 
 func (l *Limiter) release() { <-l.slots }

@@ -130,7 +130,7 @@ func Wrap(next http.Handler, o Options) http.Handler {
 		}()
 
 		if o.Limit != nil {
-			if !o.Limit.admit() {
+			if !o.Limit.admit(r.Context()) {
 				o.Limit.shed(rec, r)
 				return
 			}
