@@ -74,7 +74,7 @@ var httpFunctions = map[string]httpFunction{
 }
 
 // shedAtOnce names the HTTP functions whose callers retry a 503 on their own (Stripe redelivers
-// a webhook): while the limiter is overloaded (it refused a request within the last second),
+// a webhook): while the limiter is overloaded (it refused a request within the last 250 ms),
 // their requests that find no free slot are refused at once (issue 12). The others serve a
 // person in a browser, which does not retry: they still wait up to interactiveWait for a
 // slot then. Outside overload every request waits for a slot up to web.DefaultQueue's wait,
