@@ -68,6 +68,20 @@ func post(ctx context.Context, t *testing.T, url string, payload []byte) (*http.
 	return http.DefaultClient.Do(req)
 }
 
+// goPost sends one signed delivery in the background; its status (0 if it failed to send)
+// arrives on out.
+func goPost(t *testing.T, url string, payload []byte, out chan<- int) {
+	go func() {
+		res, err := post(context.Background(), t, url, payload)
+		if err != nil {
+			out <- 0
+			return
+		}
+		res.Body.Close()
+		out <- res.StatusCode
+	}()
+}
+
 func (b *bundle) paidEvent(t *testing.T, id string, at time.Time) []byte {
 	t.Helper()
 	return b.stripeEvent(t, id, billing.TypeInvoicePaid, at,
@@ -90,16 +104,7 @@ func TestOverloadIsShedAndNoAcknowledgedDeliveryIsLost(t *testing.T) {
 
 	admitted := make(chan int, capacity)
 	for i := range capacity {
-		payload := b.paidEvent(t, "evt_admitted_"+randomID(12), now.Add(time.Duration(i)*time.Second))
-		go func() {
-			res, err := post(context.Background(), t, srv.URL, payload)
-			if err != nil {
-				admitted <- 0
-				return
-			}
-			res.Body.Close()
-			admitted <- res.StatusCode
-		}()
+		goPost(t, srv.URL, b.paidEvent(t, "evt_admitted_"+randomID(12), now.Add(time.Duration(i)*time.Second)), admitted)
 	}
 	b.waitingOnLock(t, capacity)
 
@@ -133,6 +138,39 @@ func TestOverloadIsShedAndNoAcknowledgedDeliveryIsLost(t *testing.T) {
 	}
 	require.Equal(t, capacity+excess, b.count(t, `select count(*) from private.stripe_events where applied_at is not null`),
 		"every acknowledged delivery is stored and applied")
+}
+
+// A stall that takes every slot (here the tenant's projection held by another transaction, as
+// a slow WAL fsync holds every commit behind it) refuses no delivery: one arriving meanwhile
+// waits for a slot instead of being answered 503, and once the stall ends every delivery is
+// applied. The wait is a minute here so that the test does not depend on how fast it runs.
+func TestAStallIsWaitedOutWithoutRefusingADelivery(t *testing.T) {
+	t.Parallel()
+	const capacity = 2
+	b := setup(t, limited(web.NewQueuedLimiter(capacity, 1, web.Queue{Wait: time.Minute, Cooldown: time.Second, PerSlot: 4})))
+	srv := httptest.NewServer(b.handler)
+	t.Cleanup(srv.Close)
+	release := b.holdAccount(t)
+	now := time.Now().Add(-time.Hour)
+
+	answered := make(chan int, capacity+1)
+	for i := range capacity {
+		goPost(t, srv.URL, b.paidEvent(t, "evt_stalled_"+randomID(12), now.Add(time.Duration(i)*time.Second)), answered)
+	}
+	b.waitingOnLock(t, capacity)
+	goPost(t, srv.URL, b.paidEvent(t, "evt_waiting_"+randomID(12), now.Add(capacity*time.Second)), answered)
+	select {
+	case status := <-answered:
+		t.Fatalf("a delivery was answered %d during the stall", status)
+	case <-time.After(200 * time.Millisecond): // a refusal would have come at once
+	}
+
+	release()
+	for range capacity + 1 {
+		require.Equal(t, http.StatusOK, <-answered)
+	}
+	require.Equal(t, capacity+1, b.count(t, `select count(*) from private.stripe_events where applied_at is not null`),
+		"every delivery of the stall is stored and applied")
 }
 
 // A client that hangs up while its delivery waits on the database costs neither the delivery
