@@ -35,7 +35,7 @@ END {
   for (w in n) printf "%6.1f %%  %s\n", 100 * n[w] / total, w | "sort -rn"
   close("sort -rn")
   stalls = 0
-  for (t in wal) if (wal[t] >= stall) { stalls++; list = list " " t }
-  printf "samples with at least %d backends waiting on the WAL: %d\n", stall, stalls
-  if (stalls) { print list | "tr \" \" \"\\n\" | sort | sed /^$/d | head -40"; close("tr \" \" \"\\n\" | sort | sed /^$/d | head -40") }
+  for (t in wal) if (wal[t] >= stall) stalls++
+  printf "samples with at least %d backends waiting on the WAL: %d (the first 40 below)\n", stall, stalls
+  for (t in wal) if (wal[t] >= stall) print t | "sort | head -40"
 }' "$out"
