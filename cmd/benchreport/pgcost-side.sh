@@ -23,6 +23,9 @@
 # Needs valgrind, PostgreSQL 15's server binaries (PGBIN), Go, and Node/npm for Deno (installed
 # into WORK from the npm registry once, as side-by-side.sh does). About 3 minutes a system.
 # MIX=type=w,... sends only some event types (the driver's -mix; default the harness's mix).
+# SYSTEM deno+V is the Deno function with cmd/benchreport/deno-variants/V.patch applied to its
+# index.ts and V.sql run after its schema: the reference made to keep one more of the project's
+# guarantees, to price that guarantee in the same count (deno-variants/README.md).
 # PROJECT_ENV="DB_PREPARED_STATEMENTS=false" runs the project's server as deployed (unnamed
 # statements); by default it prepares, as make dev and the harness do.
 # With UPDATE=BENCHMARKS.md and LABEL=..., the figures are written into that file's
@@ -44,7 +47,7 @@ mkdir -p "$work"
 (cd "$here/webhookload" && go build -o "$work/webhookload" .)
 (cd "$here/floor" && go build -o "$work/floor" .)
 (cd "$proj" && go build -o "$work/project-dev" ./cmd/dev)
-if [[ " ${systems[*]} " == *" deno "* ]] && [ ! -x "$work/deno/node_modules/.bin/deno" ]; then
+if [[ " ${systems[*]} " == *" deno"* ]] && [ ! -x "$work/deno/node_modules/.bin/deno" ]; then
   mkdir -p "$work/deno" && cp "$here/deno-edge/package.json" "$here/deno-edge/package-lock.json" "$work/deno/"
   (cd "$work/deno" && npm ci --silent)
 fi
@@ -64,6 +67,8 @@ stop_server() { [ -z "$server_pid" ] || { kill "$server_pid" 2>/dev/null || true
 trap 'stop_server; as "$bin/pg_ctl" -D "$base/data" -m immediate stop >/dev/null 2>&1 || true' EXIT
 P() { env PGOPTIONS=--client-min-messages=warning psql -h 127.0.0.1 -p "$port" -U postgres -X -q -At "$@"; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.5; done; return 1; }
+db() { local s=${1//[^a-z]/_}; echo "bench_$s"; } # a system's database: deno+raw -> bench_deno_raw
+variants=$proj/cmd/benchreport/deno-variants
 dburl() { echo "postgres://postgres@127.0.0.1:$port/$1?sslmode=disable"; }
 
 # start_server SYSTEM: serves SYSTEM against its database on this cluster; sets url, secret.
@@ -75,10 +80,11 @@ start_server() {
     server_pid=$!; wait_port 3197 || { tail "$base/project.log" >&2; exit 1; }
     url=http://127.0.0.1:3197/v1/webhooks/stripe
     secret=$(sed -n 's/.*"STRIPE_WEBHOOK_SECRET": *"\([^"]*\)".*/\1/p' "$proj/env.json" | head -1) ;;
-  deno)
+  deno|deno+*)
     F=$base/deno-fn; rm -rf "$F"; cp -r "$here/deno-edge/stripe-webhooks" "$F"; chmod -R u+w "$F"
+    [ "$1" = deno ] || patch -s -d "$F" -p1 <"$variants/${1#deno+}.patch"
     "$work/deno/node_modules/.bin/deno" install --quiet --config "$F/deno.json" --entrypoint "$F/index.ts"
-    DATABASE_URL="$(dburl bench_deno)" POOL_MAX=$conns PORT=3198 STRIPE_WEBHOOK_SIGNING_SECRET=whsec_bench_test_secret \
+    DATABASE_URL="$(dburl "$(db "$1")")" POOL_MAX=$conns PORT=3198 STRIPE_WEBHOOK_SIGNING_SECRET=whsec_bench_test_secret \
       "$work/deno/node_modules/.bin/deno" run --config "$F/deno.json" --allow-net=127.0.0.1 --allow-env \
       "$F/index.ts" >"$base/deno.log" 2>&1 &
     server_pid=$!; wait_port 3198 || { tail "$base/deno.log" >&2; exit 1; }
@@ -103,8 +109,9 @@ send() {
 # and the project's tenants.
 as "$bin/pg_ctl" -D "$base/data" -l "$base/plain.log" -w start >/dev/null
 for s in "${systems[@]}"; do
-  P -d postgres -c "create database bench_$s"
-  [ "$s" != deno ] || P -d bench_deno -f "$here/deno-edge/schema.sql" >/dev/null
+  P -d postgres -c "create database $(db "$s")"
+  case $s in deno|deno+*) P -d "$(db "$s")" -f "$here/deno-edge/schema.sql" >/dev/null ;; esac
+  case $s in deno+*) P -v ON_ERROR_STOP=1 -d "$(db "$s")" -f "$variants/${s#deno+}.sql" >/dev/null ;; esac
   start_server "$s"
   [ "$s" != project ] || P -d bench_project -c "insert into public.tenants (id, name) select format('00000000-0000-4000-8000-%s', lpad(i::text, 12, '0'))::uuid, 'bench ' || i from generate_series(0, 999) i on conflict do nothing"
   stop_server
