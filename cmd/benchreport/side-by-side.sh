@@ -5,7 +5,9 @@
 #   - the CPU of each system's own Postgres backends (bench_<system>) over the measured window,
 #     in results/<system>-<rate>.dbcpu, because "all postgres processes" includes every other
 #     database on the server;
-#   - QUIET_TRIES bounds the wait for a quiet machine (default 60 as in the original).
+#   - QUIET_TRIES bounds the wait for a quiet machine (default 60 as in the original);
+#   - systems deno+V: the Deno function made to keep one more guarantee (deno-variants/README.md),
+#     each on its own port (3201, 3202, ...) and database (bench_deno_V).
 # cmd/benchreport/run.sh drives it and writes BENCHMARKS.md's section.
 #
 # Webhook ingest, side by side, in one run on this machine: the project's payment-webhook
@@ -49,6 +51,8 @@ echo "building the driver and the floor"
 wait_port() { for _ in $(seq 1 120); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.5; done; return 1; }
 
 declare -A url secret pid
+db() { local s=${1//[^a-z]/_}; echo "bench_$s"; } # a system's database: deno+raw -> bench_deno_raw
+variant=0
 for s in $systems; do
   case $s in
   project)
@@ -68,20 +72,25 @@ for s in $systems; do
     $P -d bench_before -c "insert into public.tenants (id, name) select format('00000000-0000-4000-8000-%s', lpad(i::text, 12, '0'))::uuid, 'bench ' || i from generate_series(0, 999) i on conflict do nothing" || exit 1
     url[before]=http://127.0.0.1:3193/v1/webhooks/stripe
     secret[before]=$(sed -n 's/.*"STRIPE_WEBHOOK_SECRET": *"\([^"]*\)".*/\1/p' "$BEFORE/env.json" | head -1) ;;
-  deno)
+  deno|deno+*)
+    # deno+V: the Deno function with deno-variants/V.patch and V.sql (deno-variants/README.md).
     if [ ! -x "$work/deno/node_modules/.bin/deno" ]; then
       mkdir -p "$work/deno" && cp "$here/deno-edge/package.json" "$here/deno-edge/package-lock.json" "$work/deno/" &&
         (cd "$work/deno" && npm ci --silent) || { echo "could not install deno"; exit 1; }
     fi
-    $P -c "drop database if exists bench_deno" -c "create database bench_deno" >/dev/null && $P -d bench_deno -f "$here/deno-edge/schema.sql" >/dev/null || exit 1
+    d=$(db "$s")
+    $P -c "drop database if exists $d" -c "create database $d" >/dev/null && $P -d "$d" -f "$here/deno-edge/schema.sql" >/dev/null || exit 1
+    [ "$s" = deno ] || $P -v ON_ERROR_STOP=1 -d "$d" -f "$self/deno-variants/${s#deno+}.sql" >/dev/null || exit 1
     export DENO_DIR=$work/deno/cache
-    F=$work/deno/fn; rm -rf "$F"; cp -r "$here/deno-edge/stripe-webhooks" "$F"; chmod -R u+w "$F"
+    F=$work/deno/fn-$d; rm -rf "$F"; cp -r "$here/deno-edge/stripe-webhooks" "$F"; chmod -R u+w "$F"
+    [ "$s" = deno ] || patch -s -d "$F" -p1 <"$self/deno-variants/${s#deno+}.patch" || exit 1
     "$work/deno/node_modules/.bin/deno" install --quiet --config "$F/deno.json" --entrypoint "$F/index.ts" || exit 1
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_deno PORT=3191 STRIPE_WEBHOOK_SIGNING_SECRET=whsec_bench_test_secret \
-      setsid "$work/deno/node_modules/.bin/deno" run --config "$F/deno.json" --allow-net=127.0.0.1 --allow-env "$F/index.ts" >"$work/run/deno.log" 2>&1 &
-    wait_port 3191 || { echo "deno did not start"; tail "$work/run/deno.log"; exit 1; }
-    pid[deno]=$(pgrep -n -f "$F/index.ts"); pids+=("${pid[deno]}")
-    url[deno]=http://127.0.0.1:3191/webhook; secret[deno]=whsec_bench_test_secret ;;
+    port=3191; [ "$s" = deno ] || port=$((3200 + ++variant))
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/$d PORT=$port STRIPE_WEBHOOK_SIGNING_SECRET=whsec_bench_test_secret \
+      setsid "$work/deno/node_modules/.bin/deno" run --config "$F/deno.json" --allow-net=127.0.0.1 --allow-env "$F/index.ts" >"$work/run/$d.log" 2>&1 &
+    wait_port "$port" || { echo "$s did not start"; tail "$work/run/$d.log"; exit 1; }
+    pid[$s]=$(pgrep -n -f "$F/index.ts"); pids+=("${pid[$s]}")
+    url[$s]=http://127.0.0.1:$port/webhook; secret[$s]=whsec_bench_test_secret ;;
   floor)
     $P -c "drop database if exists bench_floor" -c "create database bench_floor" >/dev/null || exit 1
     setsid "$work/floor" -addr 127.0.0.1:3192 -db postgres://postgres@127.0.0.1:5432/bench_floor >"$work/run/floor.log" 2>&1 &
@@ -97,7 +106,7 @@ for rate in "${rates[@]}"; do
   for s in $systems; do
     for _ in $(seq 1 ${QUIET_TRIES:-60}); do b=$("$here/busy.py" 5); [ "${b%% *}" -lt 15 ] && break; sleep 5; done
     out=$work/results/$s-$rate
-    db=bench_$s
+    db=$(db "$s")
     ( sleep 10; a=$("$self/dbcpu.py" "$db"); sleep "${DURATION%s}"; b=$("$self/dbcpu.py" "$db"); echo "$a $b ${DURATION%s}" >"$out.dbcpu" ) &
     timeout 150 "$work/webhookload" -url "${url[$s]}" -secret "${secret[$s]}" -rate "$rate" -duration "${DURATION:-30s}" \
       -warmup 10s -tenants 1000 -dup 0.1 -seed 1 -tenant-format "$tenants" -cpu-pids "${pid[$s]}" -cpu-comm postgres \
