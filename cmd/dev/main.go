@@ -33,6 +33,7 @@ func main() {
 	ephemeral := flag.Bool("ephemeral-standins", false, "put the provider stand-ins on free ports (beside another make dev)")
 	latency := flag.Duration("standin-latency", 0, "the HubSpot and Zendesk stand-ins answer every call after this long (e.g. 50ms, the CRM load scenario's HubSpot)")
 	dbConns := flag.Int("db-conns", defaultDBConns, "connections of the HTTP functions' pool, which also bounds the requests served at once")
+	dbCold := flag.Bool("db-cold", false, "open the pool's connections when a request needs one, and close them after a minute idle, as a Lambda instance does, instead of keeping all of them open from the start")
 	pprofAddr := flag.String("pprof", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060) to profile a load run")
 	flag.Parse()
 	// One P, as each deployed HTTP function's instance runs (function.OneProc), unless
@@ -65,7 +66,7 @@ func main() {
 		}
 	}
 	if err := run(ctx, logger, options{Addr: *addr, DatabaseURL: dbURL, Workers: !*noWorkers, UnpreparedStatements: !prepared,
-		EphemeralStandins: *ephemeral, StandinLatency: *latency, DBConns: *dbConns, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
+		EphemeralStandins: *ephemeral, StandinLatency: *latency, DBConns: *dbConns, WarmPool: !*dbCold, Out: os.Stdout}); err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "dev:", err)
 		os.Exit(1)
 	}
@@ -92,7 +93,10 @@ type options struct {
 	// defaultDBConns). cmd/benchreport/pgcost-side.sh makes it small, so a count of Postgres's
 	// work under valgrind is not swamped by backends started at different moments.
 	DBConns int
-	Out     interface{ Write([]byte) (int, error) }
+	// WarmPool keeps all DBConns connections open from the start (db.Options.MinConns), so
+	// a burst never waits for backends to start; main sets it unless -db-cold.
+	WarmPool bool
+	Out      interface{ Write([]byte) (int, error) }
 	// Ready, when set, is called with the server's base URL once it serves.
 	Ready func(baseURL string)
 }

@@ -140,7 +140,13 @@ func newServer(ctx context.Context, logger *slog.Logger, o options) (*server, er
 	if err := ensureDatabase(ctx, s.dbURL); err != nil {
 		return nil, err
 	}
-	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: int32(cmp.Or(o.DBConns, defaultDBConns)), ApplicationName: "make-dev", PreparedStatements: !o.UnpreparedStatements})
+	conns := int32(cmp.Or(o.DBConns, defaultDBConns))
+	warm := int32(0)
+	if o.WarmPool {
+		warm = conns
+	}
+	s.pool, err = db.Open(ctx, s.dbURL, db.Options{MaxConns: conns, MinConns: warm, ApplicationName: "make-dev",
+		PreparedStatements: !o.UnpreparedStatements})
 	if err != nil {
 		return nil, fmt.Errorf("open dev database: %w", err)
 	}

@@ -40,35 +40,8 @@ func setupWorkers(t *testing.T, workers bool) bundle {
 	t.Helper()
 	p, err := sam.Open(".")
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
 	dbURL := dbtest.NewURL(t)
-	go func() {
-		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
-			// Free ports for the server and its stand-ins: the test runs beside a `make dev`.
-			Addr: "127.0.0.1:0", DatabaseURL: dbURL, Workers: workers, EphemeralStandins: true, Out: io.Discard,
-			Ready: func(base string) { ready <- base },
-		})
-	}()
-	var base string
-	select {
-	case base = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("the dev server did not start: %v", err)
-	}
-	stopped := false
-	stop := func() error {
-		stopped = true
-		cancel()
-		return <-done
-	}
-	t.Cleanup(func() {
-		if !stopped {
-			_ = stop()
-		}
-	})
+	base, stop := serve(t, options{DatabaseURL: dbURL, Workers: workers})
 	b := bundle{base: base, project: p, dbURL: dbURL, stop: stop}
 
 	// The demo owner's token, issued by this run's Supabase stand-in (its URL is the issuer).
@@ -86,6 +59,37 @@ func setupWorkers(t *testing.T, workers bool) bundle {
 	b.token, err = demo.Token(p.Env["PortalReadFunction"]["SUPABASE_JWT_SECRET"], supabaseURL, time.Hour)
 	require.NoError(t, err)
 	return b
+}
+
+// serve runs the dev server with o on a free port, its stand-ins on free ones too (the test
+// runs beside a `make dev`), until stop, which cancels it as Ctrl-C does and returns run's
+// error (the test's cleanup stops it otherwise).
+func serve(t *testing.T, o options) (base string, stop func() error) {
+	t.Helper()
+	o.Addr, o.EphemeralStandins, o.Out = "127.0.0.1:0", true, io.Discard
+	ready := make(chan string, 1)
+	o.Ready = func(base string) { ready <- base }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), o) }()
+	select {
+	case base = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("the dev server did not start: %v", err)
+	}
+	stopped := false
+	stop = func() error {
+		stopped = true
+		cancel()
+		return <-done
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = stop()
+		}
+	})
+	return base, stop
 }
 
 func (b bundle) do(t *testing.T, method, path, token string) (int, []byte) {
@@ -188,24 +192,9 @@ func TestDevDatabaseOnLoopbackIsPlainUnlessTheURLSaysOtherwise(t *testing.T) {
 // from a migrated template, never apply a migration on a connection that then serves.
 func TestTheDevServerStartsOnAnEmptyDatabase(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithCancel(context.Background())
 	dbURL := dbtest.NewEmptyURL(t)
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), options{
-			Addr: "127.0.0.1:0", DatabaseURL: dbURL, EphemeralStandins: true, Out: io.Discard, DBConns: 1,
-			Ready: func(base string) { ready <- base },
-		})
-	}()
-	select {
-	case <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("the dev server did not start on an empty database: %v", err)
-	}
-	cancel()
-	require.NoError(t, <-done)
+	_, stop := serve(t, options{DatabaseURL: dbURL, DBConns: 1})
+	require.NoError(t, stop())
 
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	require.NoError(t, err)
@@ -214,4 +203,29 @@ func TestTheDevServerStartsOnAnEmptyDatabase(t *testing.T) {
 	require.NoError(t, conn.QueryRow(context.Background(), `select count(*) from private.river_job
 		where kind = 'helpdesk_ticket'`).Scan(&queued))
 	require.Equal(t, len(demo.Tickets), queued, "every demo ticket queued for the helpdesk")
+}
+
+// make dev keeps every connection of its pool open from the start, as a long-running server
+// that takes bursts should: a fresh server's first burst had to start a dozen backends at once
+// (each reading the catalog and compiling the webhook's PL/pgSQL), and its limiter refused
+// deliveries at 200/s (db.Options.MinConns). The connections open in the background, so this
+// waits for them, without sending a request.
+func TestTheDevServerKeepsItsPoolOpenFromTheStart(t *testing.T) {
+	t.Parallel()
+	dbURL := dbtest.NewURL(t)
+	serve(t, options{DatabaseURL: dbURL, DBConns: 3, WarmPool: true})
+
+	conn, err := pgx.Connect(context.Background(), dbURL)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	open := func() (n int) {
+		require.NoError(t, conn.QueryRow(context.Background(), `select count(*) from pg_stat_activity
+			where datname = current_database() and application_name = 'make-dev'`).Scan(&n))
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for open() < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Equal(t, 3, open(), "all of -db-conns open before any request")
 }

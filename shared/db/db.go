@@ -47,6 +47,15 @@ var (
 type Options struct {
 	// MaxConns bounds the pool (default 4: one request at a time plus the queue client).
 	MaxConns int32
+	// MinConns keeps that many connections open, from the start and however long they idle
+	// (pgxpool's MinConns; at most MaxConns). Zero suits a Lambda instance, which serves one
+	// request at a time. A long-running server that takes bursts sets it to MaxConns: a new
+	// backend forks, reads the catalog and compiles the PL/pgSQL it is asked to run, tens of
+	// milliseconds of CPU each on a 2-core box, so a first burst that opens a dozen at once
+	// waits past the dev server's 100 ms queue (the side-by-side harness at 200/s, 2026-11-30:
+	// 23, 45 and 25 deliveries refused in a fresh server's first second, none with the pool
+	// kept open).
+	MinConns int32
 	// ConnectTimeout bounds each new connection (default 5 s).
 	ConnectTimeout time.Duration
 	// StatementTimeout bounds every statement of the transactions that Tx, PipeTx and
@@ -97,7 +106,7 @@ func Open(ctx context.Context, url string, opts Options) (*pgxpool.Pool, error) 
 		opts.ApplicationName = "portal-functions"
 	}
 	cfg.MaxConns = opts.MaxConns
-	cfg.MinConns = 0
+	cfg.MinConns = min(opts.MinConns, opts.MaxConns)
 	cfg.MaxConnIdleTime = time.Minute
 	cfg.MaxConnLifetime = 30 * time.Minute
 	cfg.HealthCheckPeriod = 30 * time.Second
