@@ -76,6 +76,10 @@ type Emulator struct {
 	addr string
 	out  *buffer
 	done chan struct{}
+	// client is this emulator's own: a shared one could hand an invocation a kept-alive
+	// connection to an earlier, stopped emulator that had the same port, and the POST
+	// (which Go's transport does not retry) would fail with EOF, never reaching this one.
+	client *http.Client
 }
 
 // Start launches the emulator on free loopback ports. Stop it with Stop. A port found free can
@@ -136,7 +140,8 @@ func start(ctx context.Context, o Options) (*Emulator, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.RIE, err)
 	}
-	e := &Emulator{cmd: cmd, addr: apiAddr, out: out, done: make(chan struct{})}
+	e := &Emulator{cmd: cmd, addr: apiAddr, out: out, done: make(chan struct{}),
+		client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
 	go func() { _ = cmd.Wait(); close(e.done) }()
 	if err := e.waitListening(ctx, 10*time.Second); err != nil {
 		e.Stop()
@@ -178,7 +183,7 @@ func (e *Emulator) Invoke(ctx context.Context, payload []byte) (Result, error) {
 	}
 	req.Header.Set("X-Amzn-RequestId", id)
 	start := time.Now()
-	res, err := http.DefaultClient.Do(req)
+	res, err := e.client.Do(req)
 	if err != nil {
 		return Result{}, fmt.Errorf("invoke: %w", err)
 	}
@@ -210,6 +215,7 @@ func (e *Emulator) Output() string { return e.out.String() }
 
 // Stop ends the emulator (and with it the function) and waits for it.
 func (e *Emulator) Stop() {
+	e.client.CloseIdleConnections()
 	if e.cmd.Process != nil {
 		_ = e.cmd.Process.Signal(os.Interrupt)
 		select {
